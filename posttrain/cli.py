@@ -1,0 +1,136 @@
+"""The `posttrain` command line: one verb per phase, plus tools.
+
+Phase verbs share one shape: `posttrain PHASE --config PATH [key=value ...]
+[--run-dir DIR] [--resume RUN_DIR]`. Heavy modules are imported inside commands so
+`--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    help="posttrain: RL post-training (SFT, MPO, GSPO with hints, RFT, alignment) on Ray + vLLM.",
+    no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
+)
+data_app = typer.Typer(help="Make and convert datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+# phase name -> (module exposing `Config` and `run(cfg, run_dir, resume)`, help)
+PHASES: dict[str, tuple[str, str]] = {
+    "rl": ("posttrain.rl", "GSPO reinforcement learning with Ray+vLLM rollouts."),
+}
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir: Optional[Path],
+              resume: Optional[Path]) -> dict:
+    """Load the phase's config (or a run's saved one on resume), run it, return its summary."""
+    from posttrain.config import ConfigError, load_config
+    from posttrain.data import DatasetError
+    from posttrain.run_dir import default_run_dir
+
+    module = importlib.import_module(PHASES[phase][0])
+    try:
+        if resume is not None:
+            saved = Path(resume) / "config.yaml"
+            if not saved.is_file():
+                _fail(f"--resume {resume}: no config.yaml there; is it a {phase} run directory?")
+            cfg = load_config(module.Config, saved, overrides)
+            run_dir = Path(resume)
+        else:
+            cfg = load_config(module.Config, config, overrides)
+            run_dir = run_dir or default_run_dir(phase)
+        summary = module.run(cfg, run_dir, resume=resume is not None)
+    except (ConfigError, DatasetError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _register_phase(name: str, help_text: str) -> None:
+    def command(
+        overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value config overrides."),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Output directory (default runs/<phase>-<time>)."),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="Resume the run in this directory."),
+    ) -> None:
+        run_phase(name, config, overrides or [], run_dir, resume)
+
+    command.__doc__ = help_text
+    app.command(name, help=help_text)(command)
+
+
+def add_phase(name: str, module: str, help_text: str) -> None:
+    PHASES[name] = (module, help_text)
+    _register_phase(name, help_text)
+
+
+for _name, (_module, _help) in list(PHASES.items()):
+    _register_phase(_name, _help)
+
+
+@app.command("make-tiny-model")
+def make_tiny_model_cmd(
+    data: Path = typer.Option(..., "--data", help="JSONL whose text trains the tokenizer."),
+    out: Path = typer.Option(..., "--out", help="Output HF folder."),
+    hidden: int = typer.Option(128, help="Hidden size."),
+    layers: int = typer.Option(4, help="Transformer layers."),
+    heads: int = typer.Option(2, help="Attention heads (head_dim = hidden / heads unless --head-dim)."),
+    head_dim: int = typer.Option(64, help="Head dim; vLLM's CPU attention needs >= 32."),
+    vocab_size: int = typer.Option(512, help="Upper bound on the BPE vocabulary."),
+    seed: int = typer.Option(0, help="Seed of the initial weights."),
+) -> None:
+    """Build a deterministic tiny Qwen2 model and a BPE tokenizer trained on DATA."""
+    from posttrain.data import DatasetError
+    from posttrain.tiny import make_tiny_model
+
+    try:
+        path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
+                               head_dim=head_dim, vocab_size=vocab_size, seed=seed)
+    except (DatasetError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(str(path))
+
+
+@data_app.command("make-task")
+def make_task_cmd(
+    out: Path = typer.Option(..., "--out", help="Output JSONL (training rows)."),
+    n: int = typer.Option(1000, "--n", help="Number of rows."),
+    digits: int = typer.Option(2, help="Max digits per term."),
+    terms: int = typer.Option(2, help="Number of terms."),
+    seed: int = typer.Option(0, help="Seed."),
+    eval_out: Optional[Path] = typer.Option(None, "--eval-out", help="Also write a held-out split here."),
+    n_eval: int = typer.Option(200, "--n-eval", help="Held-out rows (with --eval-out)."),
+) -> None:
+    """Write an offline addition task (rows with answers and five hint levels)."""
+    from posttrain.data import write_jsonl
+    from posttrain.tasks import make_addition_rows, split_rows
+
+    try:
+        rows = make_addition_rows(n + (n_eval if eval_out else 0), digits=digits, terms=terms, seed=seed)
+    except ValueError as e:
+        _fail(str(e))
+    if eval_out:
+        train, held = split_rows(rows, n_eval, seed)
+        write_jsonl(eval_out, held)
+        rows = train
+    write_jsonl(out, rows)
+    typer.echo(f"wrote {len(rows)} rows to {out}" + (f" and {n_eval} to {eval_out}" if eval_out else ""))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

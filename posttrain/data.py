@@ -1,0 +1,154 @@
+"""Dataset rows (the JSONL contract) and a resumable prompt sampler.
+
+A row is `{"id": str, "prompt": str | [{"role", "content"}, ...], "answer": str,
+"hints": [5 strings] (optional)}`; unknown keys pass through to rewards. Every
+problem is reported with the file and line it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+N_HINT_LEVELS = 5
+
+
+class DatasetError(ValueError):
+    """A bad dataset file or row; the message names the file and line."""
+
+
+def _row_error(path: Path, line: int, msg: str) -> DatasetError:
+    return DatasetError(f"{path}:{line}: {msg}")
+
+
+def validate_row(row: Any, path: Path, line: int, require_answer: bool = True) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise _row_error(path, line, f"row must be a JSON object, got {type(row).__name__}")
+    rid = row.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise _row_error(path, line, "field 'id' must be a non-empty string")
+    prompt = row.get("prompt")
+    if isinstance(prompt, list):
+        for i, msg in enumerate(prompt):
+            if not (isinstance(msg, dict) and isinstance(msg.get("role"), str)
+                    and isinstance(msg.get("content"), str)):
+                raise _row_error(path, line, f"prompt message {i} must have string 'role' and 'content'")
+        if not prompt:
+            raise _row_error(path, line, "field 'prompt' is an empty message list")
+    elif not isinstance(prompt, str) or not prompt.strip():
+        raise _row_error(path, line, "field 'prompt' must be a non-empty string or a list of chat messages")
+    if require_answer and not isinstance(row.get("answer"), str):
+        raise _row_error(path, line, "field 'answer' must be a string")
+    hints = row.get("hints")
+    if hints is not None and not (
+        isinstance(hints, list) and len(hints) == N_HINT_LEVELS and all(isinstance(h, str) for h in hints)
+    ):
+        raise _row_error(path, line, f"field 'hints' must be a list of {N_HINT_LEVELS} strings (levels 1-5)")
+    return row
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, parsed object) for every non-blank line; JSON errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file does not exist")
+    out = []
+    with path.open() as f:
+        for n, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                out.append((n, json.loads(text)))
+            except json.JSONDecodeError as e:
+                raise _row_error(path, n, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    return out
+
+
+def load_rows(path: str | Path, require_answer: bool = True) -> list[dict[str, Any]]:
+    path = Path(path)
+    rows, seen = [], {}
+    for n, obj in read_jsonl(path):
+        row = validate_row(obj, path, n, require_answer)
+        if row["id"] in seen:
+            raise _row_error(path, n, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})")
+        seen[row["id"]] = n
+        rows.append(row)
+    if not rows:
+        raise DatasetError(f"{path}: dataset file has no rows")
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write atomically: a crash never leaves a half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+
+
+def prompt_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    prompt = row["prompt"]
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+def dataset_fingerprint(rows: list[dict[str, Any]]) -> str:
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class PromptSampler:
+    """Epoch-based sampler: each row exactly once per epoch, order fixed by (seed, epoch).
+
+    Its state is (epoch, position) plus the dataset fingerprint, so a resumed run
+    continues the same order and refuses a changed dataset.
+    """
+
+    num_rows: int
+    seed: int = 0
+    shuffle: bool = True
+    fingerprint: str = ""
+    epoch: int = 0
+    position: int = 0
+    _order: list[int] = field(default_factory=list, repr=False)
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        order = list(range(self.num_rows))
+        if self.shuffle:
+            random.Random(f"{self.seed}:{epoch}").shuffle(order)
+        return order
+
+    def next_batch(self, size: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < size:
+            if not self._order:
+                self._order = self._epoch_order(self.epoch)
+            take = min(size - len(out), self.num_rows - self.position)
+            out.extend(self._order[self.position:self.position + take])
+            self.position += take
+            if self.position == self.num_rows:
+                self.epoch, self.position, self._order = self.epoch + 1, 0, []
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed,
+                "num_rows": self.num_rows, "fingerprint": self.fingerprint}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["num_rows"] != self.num_rows or state.get("fingerprint", "") != self.fingerprint:
+            raise DatasetError(
+                "refusing to resume: the training dataset changed since the checkpoint "
+                f"(rows {state['num_rows']} -> {self.num_rows}, fingerprint "
+                f"{state.get('fingerprint')} -> {self.fingerprint}); start a new run instead"
+            )
+        self.seed = state["seed"]
+        self.epoch, self.position, self._order = state["epoch"], state["position"], []

@@ -1,0 +1,3 @@
+"""Built-in rule rewards; importing this package registers them."""
+
+from rewards.builtin import exact  # noqa: F401
