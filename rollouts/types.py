@@ -1,0 +1,58 @@
+"""The data that crosses the rollout boundary, and the `Generator` protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    prompt_id: str
+    token_ids: list[int]
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 64
+    seed: int = 0  # base seed; each unit (step, prompt_id, sample_idx) derives its own
+
+
+@dataclass
+class Rollout:
+    """One sampled response. `logprobs[t]` is log p(token_ids[t]) under the engine."""
+
+    prompt_id: str
+    sample_idx: int
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str = "stop"
+    weight_version: int = 0
+    step: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return (self.step, self.prompt_id, self.sample_idx)
+
+
+class Generator(Protocol):
+    """Samples `sampling.n` responses per prompt with the current weights.
+
+    `generate` returns len(prompts) * n rollouts, grouped by prompt in input order,
+    samples in index order. `update_weights` installs a new HF state dict and stamps
+    it with `version`; rollouts carry the version that produced them.
+    """
+
+    weight_version: int
+
+    def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, step: int = 0) -> list[Rollout]: ...
+
+    def update_weights(self, state_dict: dict[str, Any], version: int) -> None: ...
+
+    def close(self) -> None: ...
