@@ -24,6 +24,7 @@ app.add_typer(data_app, name="data")
 # phase name -> (module exposing `Config` and `run(cfg, run_dir, resume)`, help)
 PHASES: dict[str, tuple[str, str]] = {
     "rl": ("posttrain.rl", "GSPO reinforcement learning with Ray+vLLM rollouts."),
+    "sft": ("posttrain.sft", "Supervised fine-tuning (TRL SFTTrainer; LoRA, weighted dataset mixes)."),
 }
 
 

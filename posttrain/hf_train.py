@@ -1,0 +1,154 @@
+"""Shared mechanics of the phases built on TRL trainers (sft, mpo, rm, rft).
+
+Config sections (train loop, LoRA, evaluation), model/tokenizer loading with
+`model.init: tiny`, the TRL/transformers `TrainingArguments` keywords, a callback that
+writes the trainer's logs to the run directory, and the atomic save of `final/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from posttrain.config import ConfigError, ModelConfig, OptimConfig, Section
+from posttrain.run_dir import RunDir
+
+
+class TrainLoop(Section):
+    max_steps: int = Field(200, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(64, ge=1, description="Per-device micro-batch size.")
+    grad_accum: int = Field(1, ge=1)
+    max_length: int | None = Field(256, description="Truncate sequences to this many tokens.")
+    logging_steps: int = Field(25, ge=1)
+    save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (for --resume).")
+    save_total_limit: int = 2
+    seed: int = 0
+
+
+class LoraSection(Section):
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | str = "all-linear"
+    merge: bool = Field(True, description="Merge the adapters into the base weights in final/ "
+                                          "(false saves the adapter folder instead).")
+
+
+class EvalSection(Section):
+    every: int = Field(0, ge=0, description="Greedy evaluation every N steps (0: only before and after).")
+    max_rows: int | None = Field(200, description="Held-out rows to evaluate (None: all).")
+    max_new_tokens: int = 16
+    batch_size: int = 64
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def resolve_model_path(model: ModelConfig, train_path: str | None, run: RunDir) -> str:
+    """The model folder to start from; `init: tiny` builds one from the training rows."""
+    if model.init == "tiny":
+        from posttrain.tiny import make_tiny_model
+
+        out = run.path / "init_model"
+        if (out / "config.json").is_file():  # resume: reuse the same initial model
+            return str(out)
+        if not train_path:
+            raise ConfigError("model.init=tiny needs a local training file (data.train) to train the tokenizer on")
+        make_tiny_model(train_path, out, hidden=model.tiny_hidden, layers=model.tiny_layers,
+                        heads=model.tiny_heads, head_dim=model.tiny_head_dim, vocab_size=model.tiny_vocab,
+                        seed=0)
+        return str(out)
+    if not model.path:
+        raise ConfigError("field 'model.path' is required unless model.init=tiny; set model.path=DIR")
+    return model.path
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str, model: ModelConfig):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code)
+
+
+def training_kwargs(train: TrainLoop, optim: OptimConfig, model: ModelConfig, out_dir: Path) -> dict[str, Any]:
+    """Keywords shared by SFTConfig / DPOConfig / RewardConfig (all TrainingArguments)."""
+    on_cpu = model.device == "cpu"
+    return dict(
+        output_dir=str(out_dir), max_steps=train.max_steps, per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum, learning_rate=optim.lr,
+        lr_scheduler_type=optim.scheduler, warmup_steps=optim.warmup_steps, weight_decay=optim.weight_decay,
+        adam_beta1=optim.betas[0], adam_beta2=optim.betas[1], max_grad_norm=optim.max_grad_norm,
+        logging_steps=train.logging_steps, save_steps=train.save_steps, save_total_limit=train.save_total_limit,
+        seed=train.seed, data_seed=train.seed, report_to=[], disable_tqdm=True, use_cpu=on_cpu,
+        bf16=(model.dtype == "bfloat16" and not on_cpu), fp16=(model.dtype == "float16" and not on_cpu),
+        dataloader_num_workers=0, remove_unused_columns=False,
+    )
+
+
+def lora_config(lora: LoraSection, task_type: Literal["CAUSAL_LM", "SEQ_CLS"] = "CAUSAL_LM"):
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type=task_type)
+
+
+def last_checkpoint(out_dir: Path) -> str | None:
+    """Newest complete `checkpoint-N` folder written by the trainer, if any."""
+    if not out_dir.is_dir():
+        return None
+    done = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def save_final(model, tokenizer, final: Path, merge: bool = True) -> Path:
+    """Save model + tokenizer to `final/` atomically (temp folder, then rename).
+
+    A PEFT model is merged into its base (merge=True) or saved as an adapter folder.
+    """
+    if hasattr(model, "merge_and_unload") and merge:
+        model = model.merge_and_unload()
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def run_dir_callback(run: RunDir, prefix: str):
+    """A TrainerCallback that appends every trainer log line to RUN_DIR/metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class _Log(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs:
+                run.log(state.global_step, {_key(prefix, k): v for k, v in logs.items()})
+
+    return _Log()
+
+
+def _key(prefix: str, k: str) -> str:
+    if "/" in k:
+        return k
+    if k.startswith("eval_"):
+        return f"eval/{k[5:]}"
+    return f"{prefix}/{k}"

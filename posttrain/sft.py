@@ -1,0 +1,141 @@
+"""`posttrain sft`: supervised fine-tuning with TRL's SFTTrainer.
+
+What TRL does: tokenization with the chat template, completion-only loss masks, LoRA
+via PEFT, the optimizer loop and checkpoints. What this module adds: our dataset
+contract and several weighted sources (posttrain.sft_data), `model.init: tiny`, greedy
+exact-match evaluation on held-out rows, and the run-directory contract
+(metrics.jsonl, config.yaml, summary.json, final/ as a HF folder with the tokenizer).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from posttrain.config import PHASE_CONFIGS, ConfigError, ModelConfig, OptimConfig, Section
+from posttrain.hf_train import EvalSection, LoraSection, TrainLoop
+from posttrain.run_dir import RunDir
+
+
+class DataSource(Section):
+    path: str | None = Field(None, description="Local .jsonl/.json/.parquet file.")
+    name: str | None = Field(None, description="A `datasets` name or local dataset folder (instead of path).")
+    subset: str | None = None
+    split: str = "train"
+    weight: float = Field(1.0, ge=0.0, description="Relative share of this source in the mix.")
+
+
+class SFTData(Section):
+    train: list[DataSource] | str = Field(..., description="A file path, or a list of weighted sources.")
+    eval: str | None = Field(None, description="Held-out rows (id, prompt, answer) for greedy accuracy.")
+    mix_rows: int | None = Field(None, description="Rows in the weighted mix (default: sum of source sizes).")
+    seed: int = 0
+
+    def sources(self) -> list[DataSource]:
+        return [DataSource(path=self.train)] if isinstance(self.train, str) else list(self.train)
+
+
+class SFTOptions(Section):
+    completion_only_loss: bool = Field(True, description="Loss on completion tokens only (false: whole text).")
+    packing: bool = False
+
+
+class Config(Section):
+    phase: Literal["sft"] = "sft"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: SFTData
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5))
+    train: TrainLoop = Field(default_factory=TrainLoop)
+    sft: SFTOptions = Field(default_factory=SFTOptions)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+PHASE_CONFIGS.add("sft", Config)
+
+
+def build_train_dataset(data: SFTData):
+    from posttrain.sft_data import load_source, mix_sources, to_dataset
+
+    srcs = data.sources()
+    if not srcs:
+        raise ConfigError("field 'data.train' is an empty list; give at least one source")
+    loaded = [load_source(s.path, s.name, s.subset, s.split) for s in srcs]
+    if len(loaded) == 1 and data.mix_rows is None:
+        return to_dataset(loaded[0])
+    return to_dataset(mix_sources(loaded, [s.weight for s in srcs], data.mix_rows, data.seed))
+
+
+def load_eval_rows(data: SFTData, max_rows: int | None) -> list[dict]:
+    from posttrain.data import load_rows
+
+    if not data.eval:
+        return []
+    rows = load_rows(data.eval)
+    return rows[:max_rows] if max_rows else rows
+
+
+def _first_local_path(data: SFTData) -> str | None:
+    return next((s.path for s in data.sources() if s.path), None)
+
+
+def make_trainer(cfg: Config, run: RunDir, model_path: str, train_ds, eval_rows: list[dict]):
+    from trl import SFTConfig, SFTTrainer
+
+    from posttrain.greedy_eval import accuracy_callback
+    from posttrain.hf_train import (lora_config, load_causal_lm, load_tokenizer, run_dir_callback,
+                                    training_kwargs)
+
+    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    model = load_causal_lm(model_path, cfg.model)
+    args = SFTConfig(**training_kwargs(cfg.train, cfg.optim, cfg.model, run.checkpoints),
+                     max_length=cfg.train.max_length, packing=cfg.sft.packing,
+                     completion_only_loss=cfg.sft.completion_only_loss, dataset_num_proc=None)
+    callbacks = [run_dir_callback(run, "sft")]
+    if eval_rows and cfg.eval.every:
+        callbacks.append(accuracy_callback(run, tokenizer, eval_rows, cfg.eval.every,
+                                           cfg.eval.max_new_tokens, cfg.eval.batch_size))
+    return SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                      peft_config=lora_config(cfg.lora), callbacks=callbacks)
+
+
+def _evaluate(trainer, tokenizer, rows: list[dict], cfg: Config, run: RunDir, step: int) -> float | None:
+    from posttrain.greedy_eval import greedy_accuracy
+
+    if not rows:
+        return None
+    res = greedy_accuracy(trainer.model, tokenizer, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    res.pop("results")
+    run.log(step, res)
+    return res["eval/accuracy"]
+
+
+def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Train, evaluate before/after, save RUN_DIR/final; returns the summary."""
+    from posttrain.hf_train import last_checkpoint, resolve_model_path, save_final
+
+    t0 = time.time()
+    run = RunDir(run_dir, "sft")
+    run.write_config(cfg)
+    model_path = resolve_model_path(cfg.model, _first_local_path(cfg.data), run)
+    train_ds = build_train_dataset(cfg.data)
+    eval_rows = load_eval_rows(cfg.data, cfg.eval.max_rows)
+    trainer = make_trainer(cfg, run, model_path, train_ds, eval_rows)
+    tokenizer = trainer.processing_class
+    ckpt = last_checkpoint(run.checkpoints) if resume else None
+    acc0 = None if ckpt else _evaluate(trainer, tokenizer, eval_rows, cfg, run, 0)
+    t_train = time.time()
+    out = trainer.train(resume_from_checkpoint=ckpt)
+    train_s = time.time() - t_train
+    step = trainer.state.global_step
+    acc = _evaluate(trainer, tokenizer, eval_rows, cfg, run, step)
+    save_final(trainer.model, tokenizer, run.final, merge=cfg.lora.merge)
+    summary = {"phase": "sft", "steps": step, "train_loss": out.training_loss, "train_rows": len(train_ds),
+               "eval/accuracy_start": acc0, "eval/accuracy": acc, "train_seconds": round(train_s, 1),
+               "wall_seconds": round(time.time() - t0, 1), "start_model": model_path,
+               "final": str(run.final)}
+    run.write_summary(summary)
+    return summary
