@@ -1,0 +1,108 @@
+"""Policy losses as pure tensor functions returning `(loss, metrics)`.
+
+Shapes: `logprobs`, `old_logprobs`, `response_mask` are (B, T); `advantages` is (B,)
+(one per sequence) or (B, T) for GSPO-token / GRPO. `loss` is the negated objective,
+averaged over the B sequences (each sequence's tokens first averaged over its length),
+which is GSPO's plain mean over sequences, not TRL's length-weighted "dapo" mean.
+
+Departures from the papers: none in the math; sequences with an empty response mask
+count with length 1 (their contribution is 0) so the loss never divides by zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from posttrain.registry import Registry
+
+POLICY_LOSSES: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry("policy loss")
+
+
+def _lengths(response_mask: Tensor) -> Tensor:
+    return response_mask.sum(-1).clamp(min=1)  # (B,)
+
+
+def _seq_mean(x: Tensor, response_mask: Tensor) -> Tensor:
+    return (x * response_mask).sum(-1) / _lengths(response_mask)  # (B,)
+
+
+def _as_token_advantages(advantages: Tensor, like: Tensor) -> Tensor:
+    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
+
+
+def _clip_metrics(ratio: Tensor, eps_low: float, eps_high: float, weight: Tensor) -> dict[str, float]:
+    with torch.no_grad():
+        low = (ratio < 1 - eps_low).to(ratio.dtype)
+        high = (ratio > 1 + eps_high).to(ratio.dtype)
+        total = weight.sum().clamp(min=1)
+        return {
+            "rl/clip_frac": float(((low + high) * weight).sum() / total),
+            "rl/clip_frac_low": float((low * weight).sum() / total),
+            "rl/clip_frac_high": float((high * weight).sum() / total),
+            "rl/ratio_mean": float((ratio * weight).sum() / total),
+            "rl/ratio_max": float(ratio.max()) if ratio.numel() else 1.0,
+            "rl/ratio_min": float(ratio.min()) if ratio.numel() else 1.0,
+        }
+
+
+def gspo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    eps_low: float = 3e-4,
+    eps_high: float = 4e-4,
+    variant: str = "sequence",
+) -> tuple[Tensor, dict[str, float]]:
+    """GSPO (arXiv 2507.18071, eq. 5-7) and GSPO-token (eq. 13-14)."""
+    mask = response_mask.to(logprobs.dtype)
+    # s_i = exp( (1/|y_i|) * sum_t (log pi_theta - log pi_old) )            (B,)
+    log_seq_ratio = _seq_mean(logprobs - old_logprobs, mask)
+    seq_ratio = torch.exp(log_seq_ratio)
+    if variant == "sequence":
+        if advantages.dim() != 1:
+            raise ValueError("variant='sequence' takes one advantage per sequence, shape (B,)")
+        # J = (1/G) sum_i min(s_i A_i, clip(s_i, 1-eps_low, 1+eps_high) A_i)
+        unclipped = seq_ratio * advantages
+        clipped = seq_ratio.clamp(1 - eps_low, 1 + eps_high) * advantages
+        per_seq = torch.minimum(unclipped, clipped)  # (B,)
+        weight = torch.ones_like(seq_ratio)
+        ratio_for_metrics = seq_ratio
+    elif variant == "token":
+        # s_i,t = sg[s_i] * pi_theta(y_i,t) / sg[pi_theta(y_i,t)]: value s_i, gradient per token
+        tok_ratio = seq_ratio.detach().unsqueeze(-1) * torch.exp(logprobs - logprobs.detach())  # (B, T)
+        adv = _as_token_advantages(advantages, logprobs)
+        per_tok = torch.minimum(tok_ratio * adv, tok_ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+        per_seq = _seq_mean(per_tok, mask)  # (1/|y_i|) sum_t
+        weight, ratio_for_metrics = mask, tok_ratio
+    else:
+        raise ValueError(f"unknown GSPO variant {variant!r}; use 'sequence' or 'token'")
+    loss = -per_seq.mean()
+    metrics = _clip_metrics(ratio_for_metrics.detach(), eps_low, eps_high, weight)
+    metrics["rl/log_seq_ratio_mean"] = float(log_seq_ratio.detach().mean()) if log_seq_ratio.numel() else 0.0
+    return loss, metrics
+
+
+def grpo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+) -> tuple[Tensor, dict[str, float]]:
+    """Token-level PPO clip (GRPO without KL), sequence-mean aggregation, for comparison."""
+    mask = response_mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs)  # (B, T)
+    adv = _as_token_advantages(advantages, logprobs)
+    per_tok = torch.minimum(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)
+    loss = -_seq_mean(per_tok, mask).mean()
+    return loss, _clip_metrics(ratio.detach(), eps_low, eps_high, mask)
+
+
+POLICY_LOSSES.add("gspo", lambda *a, **k: gspo_loss(*a, variant="sequence", **k))
+POLICY_LOSSES.add("gspo_token", lambda *a, **k: gspo_loss(*a, variant="token", **k))
+POLICY_LOSSES.add("grpo", grpo_loss)
