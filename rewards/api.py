@@ -1,19 +1,55 @@
-"""The reward plugin API: `@reward(name)` and results that are values or failures.
+"""The reward plugin API: `@reward(name)`, reward references, and results that are
+values or failures (never a silent 0).
+
+A reward is a plain function, per sample `fn(completion, sample, **kwargs) -> float`
+or per batch (`batched=True`) `fn(completions, samples, **kwargs) -> list[float]`,
+sync or `async def`. A *service* reward (`@reward_service`) is a class built once with
+the spec's kwargs whose `score(completions, samples)` returns a list of floats or
+`RewardResult`s; it runs in the scoring process (judges and reward models are Ray
+actors behind it) and owns its timeouts.
+
+A reward is named by a registered name, by an entry point of the group
+`posttrain.rewards`, by `path/to/file.py:function` or by `package.module:function`.
 
 >>> @reward("shout_demo")
 ... def shout(completion, sample):
 ...     return float(completion.isupper())
 >>> resolve_reward("shout_demo").fn("HI", {})
 1.0
+>>> check_value(float("nan")).error
+'non-finite reward nan'
+>>> check_value("1.0").error
+"wrong type: expected a float, got str '1.0'"
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from posttrain.registry import Registry
+
+ENTRY_POINT_GROUP = "posttrain.rewards"
+
+
+class RewardError(ValueError):
+    """A reward cannot be loaded or configured; the message names the plugin."""
+
+
+class RewardFailureLimit(RuntimeError):
+    """Too many samples failed to score: the run stops instead of training on noise."""
+
+    def __init__(self, message: str, reward: str, failed_fraction: float, examples: Sequence[str]):
+        super().__init__(message)
+        self.reward = reward
+        self.failed_fraction = failed_fraction
+        self.examples = list(examples)
 
 
 @dataclass(frozen=True)
@@ -27,39 +63,258 @@ class RewardResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @staticmethod
+    def fail(reason: str) -> "RewardResult":
+        return RewardResult(None, reason)
+
 
 @dataclass(frozen=True)
 class RewardFn:
+    """A registered reward. `module`/`file` let a fresh worker process import it again."""
+
     name: str
     fn: Callable[..., Any]
     batched: bool = False
+    is_async: bool = False
+    service: bool = False  # a class: built once, `score(completions, samples)`, `close()`
+    module: str | None = None
+    file: str | None = None
+    doc: str = field(default="", compare=False)
+
+    @property
+    def ref(self) -> "RewardRef":
+        return RewardRef(self.name, self.module, self.file)
+
+
+@dataclass(frozen=True)
+class RewardRef:
+    """Enough to find a reward again in another process (picklable)."""
+
+    name: str
+    module: str | None = None
+    file: str | None = None
 
 
 REWARDS: Registry[RewardFn] = Registry("reward")
+
+
+def _make(name: str, fn: Callable, batched: bool, service: bool) -> RewardFn:
+    target = fn.score if service else fn
+    module = getattr(fn, "__module__", None)
+    file = None
+    if module in (None, "__main__", "__mp_main__") or module.startswith("_posttrain_file_"):
+        try:
+            file = inspect.getsourcefile(fn)
+        except TypeError:
+            file = None
+        module = None
+    doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
+    return RewardFn(name, fn, batched, inspect.iscoroutinefunction(target), service, module, file, doc)
 
 
 def reward(name: str, batched: bool = False) -> Callable[[Callable], Callable]:
     """Register `fn(completion, sample) -> float` (or batched: lists in, list out)."""
 
     def deco(fn: Callable) -> Callable:
-        REWARDS.add(name, RewardFn(name, fn, batched))
+        REWARDS.add(name, _make(name, fn, batched, service=False))
         return fn
+
+    return deco
+
+
+def reward_service(name: str) -> Callable[[type], type]:
+    """Register a class `cls(**kwargs)` with `score(completions, samples)` and `close()`."""
+
+    def deco(cls: type) -> type:
+        if not callable(getattr(cls, "score", None)):
+            raise TypeError(f"reward service {name!r}: {cls.__name__} needs a score(completions, samples) method")
+        REWARDS.add(name, _make(name, cls, batched=True, service=True))
+        return cls
 
     return deco
 
 
 def check_value(value: Any) -> RewardResult:
     """Turn whatever a plugin returned into a RewardResult (never a silent 0)."""
+    if isinstance(value, RewardResult):
+        return value if not value.ok else check_value(value.value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return RewardResult(None, f"wrong type: expected a float, got {type(value).__name__} {value!r:.80}")
+        try:
+            shown = f"{value!r:.80}"
+        except Exception:  # a hostile __repr__
+            shown = "<unprintable>"
+        return RewardResult(None, f"wrong type: expected a float, got {type(value).__name__} {shown}")
     value = float(value)
     if not math.isfinite(value):
         return RewardResult(None, f"non-finite reward {value}")
     return RewardResult(value)
 
 
-def resolve_reward(name: str) -> RewardFn:
-    """A registered name (built-ins are imported on first use)."""
+def check_batch(values: Any, n: int) -> list[RewardResult]:
+    """Results of a batched call: a list of exactly `n` values, each checked."""
+    if not isinstance(values, (list, tuple)):
+        return [RewardResult.fail(f"wrong type: batched reward returned {type(values).__name__}, not a list")] * n
+    if len(values) != n:
+        return [RewardResult.fail(f"wrong count: batched reward returned {len(values)} scores for {n} samples")] * n
+    return [check_value(v) for v in values]
+
+
+def describe_exception(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"plugin called sys.exit({e.code!r})"
+    if isinstance(e, KeyboardInterrupt):
+        return "KeyboardInterrupt"
+    text = str(e)
+    return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
+
+
+# ---------------------------------------------------------------------------- resolving names
+
+
+def _load_builtins() -> None:
     import rewards.builtin  # noqa: F401  (registers the built-ins)
 
-    return REWARDS.get(name)
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _from_object(name: str, obj: Any, origin: str) -> RewardFn:
+    """An object loaded from a module: already registered (decorated) or a plain function."""
+    for rf in REWARDS._entries.values():
+        if rf.fn is obj:
+            return rf
+    if isinstance(obj, RewardFn):
+        return obj
+    if inspect.isclass(obj):
+        return _make(name, obj, batched=True, service=True)
+    if not callable(obj):
+        raise RewardError(f"reward {name!r}: {origin} is a {type(obj).__name__}, not a function")
+    rf = _make(name, obj, batched=bool(getattr(obj, "batched", False)), service=False)
+    if rf.module is None and rf.file is None:
+        rf = RewardFn(rf.name, rf.fn, rf.batched, rf.is_async, False, None, origin.split(":")[0], rf.doc)
+    return rf
+
+
+def load_file(path: str | Path):
+    """Import a Python file as a module (cached by absolute path)."""
+    path = Path(path).resolve()
+    mod_name = "_posttrain_file_" + "".join(c if c.isalnum() else "_" for c in str(path))
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    if not path.is_file():
+        raise RewardError(f"reward file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:
+        del sys.modules[mod_name]
+        raise RewardError(f"reward file {path} failed to import: {describe_exception(e)}") from e
+    return module
+
+
+def _resolve_target(name: str) -> RewardFn:
+    where, _, attr = name.rpartition(":")
+    if where.endswith(".py") or "/" in where:
+        module = load_file(where)
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as e:
+            raise RewardError(f"reward {name!r}: cannot import module {where!r}: {describe_exception(e)}") from e
+    if not hasattr(module, attr):
+        raise RewardError(f"reward {name!r}: {where} has no attribute {attr!r}")
+    rf = _from_object(name, getattr(module, attr), name)
+    # Keep the spec's name so metrics read reward/<what the config says>/mean.
+    module_name = None if where.endswith(".py") or "/" in where else where
+    file = str(Path(where).resolve()) if module_name is None else None
+    return RewardFn(name, rf.fn, rf.batched, rf.is_async, rf.service, module_name, file, rf.doc)
+
+
+def resolve_reward(name: str) -> RewardFn:
+    """Find a reward by registered name, entry point, `file.py:fn` or `pkg.module:fn`.
+
+    Raises RewardError naming the reward and what is known when it cannot be found.
+    """
+    _load_builtins()
+    if name in REWARDS:
+        return REWARDS.get(name)
+    if ":" in name:
+        return _resolve_target(name)
+    eps = _entry_points()
+    if name in eps:
+        try:
+            obj = eps[name].load()
+        except Exception as e:
+            raise RewardError(f"reward {name!r}: entry point {eps[name].value} failed to load: "
+                              f"{describe_exception(e)}") from e
+        rf = _from_object(name, obj, eps[name].value)
+        if name not in REWARDS:
+            REWARDS.add(name, RewardFn(name, rf.fn, rf.batched, rf.is_async, rf.service,
+                                       rf.module, rf.file, rf.doc))
+        return REWARDS.get(name)
+    known = ", ".join(sorted(set(REWARDS.names()) | set(eps))) or "(none)"
+    raise RewardError(f"unknown reward {name!r}; known: {known}; or name a function as "
+                      "'path/to/file.py:function' or 'package.module:function'")
+
+
+def resolve_ref(ref: RewardRef) -> RewardFn:
+    """In a worker process: import what registered the reward, then look it up."""
+    if ref.name not in REWARDS:
+        if ref.file and ":" not in ref.name:
+            load_file(ref.file)
+        elif ref.module and ":" not in ref.name:
+            importlib.import_module(ref.module)
+    return resolve_reward(ref.name)
+
+
+def list_rewards() -> list[RewardFn]:
+    """Every registered and entry-point reward (entry points are loaded)."""
+    _load_builtins()
+    out = {n: REWARDS.get(n) for n in REWARDS.names()}
+    for name in _entry_points():
+        if name not in out:
+            try:
+                out[name] = resolve_reward(name)
+            except RewardError as e:
+                out[name] = RewardFn(name, lambda *a, **k: None, doc=f"(broken: {e})")
+    return [out[n] for n in sorted(out)]
+
+
+def call_reward(rf: RewardFn, completions: list[str], samples: list[dict], kwargs: dict) -> list[RewardResult]:
+    """Run a (non-service) reward in this process, turning every outcome into a result.
+
+    No timeout here: the worker pool bounds calls by killing the process.
+    """
+    if rf.batched:
+        try:
+            out = rf.fn(completions, samples, **kwargs)
+            if rf.is_async:
+                out = _run_async(out)
+        except BaseException as e:
+            return [RewardResult.fail(describe_exception(e))] * len(completions)
+        return check_batch(out, len(completions))
+    results = []
+    for c, s in zip(completions, samples):
+        results.append(call_one(rf, c, s, kwargs))
+    return results
+
+
+def call_one(rf: RewardFn, completion: str, sample: dict, kwargs: dict) -> RewardResult:
+    try:
+        out = rf.fn(completion, sample, **kwargs)
+        if rf.is_async:
+            out = _run_async(out)
+    except BaseException as e:
+        return RewardResult.fail(describe_exception(e))
+    return check_value(out)
+
+
+def _run_async(coro):
+    import asyncio
+
+    return asyncio.run(coro)
