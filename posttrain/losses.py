@@ -106,3 +106,52 @@ def grpo_loss(
 POLICY_LOSSES.add("gspo", lambda *a, **k: gspo_loss(*a, variant="sequence", **k))
 POLICY_LOSSES.add("gspo_token", lambda *a, **k: gspo_loss(*a, variant="token", **k))
 POLICY_LOSSES.add("grpo", grpo_loss)
+
+
+# ---------------------------------------------------------------------------------------------
+# MPO (InternVL Mixed Preference Optimization). Owned by the sft/mpo/rm/rft phases.
+# ---------------------------------------------------------------------------------------------
+
+
+def mpo_loss(
+    policy_chosen_logps: Tensor,
+    policy_rejected_logps: Tensor,
+    ref_chosen_logps: Tensor,
+    ref_rejected_logps: Tensor,
+    chosen_nll: Tensor,
+    beta: float,
+    delta: float,
+    weights: tuple[float, float, float] = (0.8, 0.2, 1.0),
+) -> tuple[Tensor, dict[str, float]]:
+    """L = w_p * L_DPO-sigmoid + w_q * L_BCO-pair(delta) + w_g * L_NLL(chosen), batch-averaged.
+
+    Inputs are (B,) per-sequence summed log-probs of the responses and the per-sequence
+    NLL of the chosen response. With r = logp_policy - logp_ref:
+        L_pref    = -log sigmoid(beta * (r_c - r_r))
+        L_quality = -log sigmoid(beta * r_c - delta) - log sigmoid(-(beta * r_r - delta))
+        L_gen     = chosen_nll
+    `delta` is the running mean of past batches' mean reward; `metrics["mpo/reward_mean"]`
+    (mean of beta*r_c and beta*r_r over the batch) is the value that updates it.
+    """
+    import torch.nn.functional as F
+
+    r_c = policy_chosen_logps - ref_chosen_logps  # (B,)
+    r_r = policy_rejected_logps - ref_rejected_logps  # (B,)
+    pref = -F.logsigmoid(beta * (r_c - r_r))  # (B,)
+    quality = -F.logsigmoid(beta * r_c - delta) - F.logsigmoid(-(beta * r_r - delta))  # (B,)
+    w_p, w_q, w_g = weights
+    loss = w_p * pref.mean() + w_q * quality.mean() + w_g * chosen_nll.mean()
+    with torch.no_grad():
+        rc, rr = beta * r_c, beta * r_r
+        metrics = {
+            "mpo/loss_pref": float(pref.mean()),
+            "mpo/loss_quality": float(quality.mean()),
+            "mpo/loss_gen": float(chosen_nll.mean()),
+            "mpo/reward_chosen": float(rc.mean()),
+            "mpo/reward_rejected": float(rr.mean()),
+            "mpo/reward_margin": float((rc - rr).mean()),
+            "mpo/reward_accuracy": float((rc > rr).float().mean()),
+            "mpo/reward_mean": float(torch.cat([rc, rr]).mean()),
+            "mpo/delta": float(delta),
+        }
+    return loss, metrics
