@@ -20,6 +20,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Make and convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+from hints.cli import hints_app  # noqa: E402  (typer only; heavy imports stay inside commands)
+
+app.add_typer(hints_app, name="hints")
 
 # phase name -> (module exposing `Config` and `run(cfg, run_dir, resume)`, help)
 PHASES: dict[str, tuple[str, str]] = {
