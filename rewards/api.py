@@ -98,6 +98,22 @@ class RewardRef:
 REWARDS: Registry[RewardFn] = Registry("reward")
 
 
+def _register(rf: RewardFn) -> None:
+    """Add to the registry; the same function imported twice (reload, doctest) replaces itself."""
+    old = REWARDS._entries.get(rf.name)
+    if old is not None and old.fn is not rf.fn and _same_source(old.fn, rf.fn):
+        REWARDS._entries[rf.name] = rf
+        return
+    REWARDS.add(rf.name, rf)
+
+
+def _same_source(a: Any, b: Any) -> bool:
+    try:
+        return a.__qualname__ == b.__qualname__ and inspect.getsourcefile(a) == inspect.getsourcefile(b)
+    except TypeError:
+        return False
+
+
 def _make(name: str, fn: Callable, batched: bool, service: bool) -> RewardFn:
     target = fn.score if service else fn
     module = getattr(fn, "__module__", None)
@@ -116,7 +132,7 @@ def reward(name: str, batched: bool = False) -> Callable[[Callable], Callable]:
     """Register `fn(completion, sample) -> float` (or batched: lists in, list out)."""
 
     def deco(fn: Callable) -> Callable:
-        REWARDS.add(name, _make(name, fn, batched, service=False))
+        _register(_make(name, fn, batched, service=False))
         return fn
 
     return deco
@@ -128,7 +144,7 @@ def reward_service(name: str) -> Callable[[type], type]:
     def deco(cls: type) -> type:
         if not callable(getattr(cls, "score", None)):
             raise TypeError(f"reward service {name!r}: {cls.__name__} needs a score(completions, samples) method")
-        REWARDS.add(name, _make(name, cls, batched=True, service=True))
+        _register(_make(name, cls, batched=True, service=True))
         return cls
 
     return deco

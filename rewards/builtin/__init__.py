@@ -1,3 +1,8 @@
-"""Built-in rule rewards; importing this package registers them."""
+"""Built-in rule rewards; importing this package registers them.
 
-from rewards.builtin import exact  # noqa: F401
+exact, math, format, length, ifeval, code; the judge and reward-model services
+register lazily (they import Ray only when built).
+"""
+
+from rewards.builtin import exact, format, math_answer  # noqa: F401
+from rewards.builtin.ifeval import checks  # noqa: F401
