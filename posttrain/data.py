@@ -152,3 +152,9 @@ class PromptSampler:
             )
         self.seed = state["seed"]
         self.epoch, self.position, self._order = state["epoch"], state["position"], []
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of the chat-templated prompt, ready for the assistant's turn."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

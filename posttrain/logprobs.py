@@ -1,0 +1,64 @@
+"""Per-token log-probabilities of sampled responses under a causal LM.
+
+Layout: prompts are left-padded to P and responses right-padded to R, so every
+sequence reads [pad.. prompt | response ..pad] and the logits predicting response
+token t sit at column P - 1 + t for all rows. Position ids are computed from the
+attention mask so left padding does not shift positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ResponseBatch:
+    input_ids: Tensor  # (B, P + R)
+    attention_mask: Tensor  # (B, P + R)
+    position_ids: Tensor  # (B, P + R)
+    response_mask: Tensor  # (B, R)
+    prompt_len: int  # P
+
+    def to(self, device: torch.device | str) -> "ResponseBatch":
+        return ResponseBatch(self.input_ids.to(device), self.attention_mask.to(device),
+                             self.position_ids.to(device), self.response_mask.to(device), self.prompt_len)
+
+    def select(self, idx: Tensor | Sequence[int]) -> "ResponseBatch":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ResponseBatch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx],
+                             self.response_mask[idx], self.prompt_len)
+
+
+def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> ResponseBatch:
+    B = len(prompts)
+    P = max(len(p) for p in prompts)
+    R = max(1, max(len(r) for r in responses))
+    ids = torch.full((B, P + R), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, P + R), dtype=torch.long)
+    resp_mask = torch.zeros((B, R), dtype=torch.long)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        ids[i, P - len(p):P] = torch.tensor(list(p), dtype=torch.long)
+        attn[i, P - len(p):P] = 1
+        if len(r):
+            ids[i, P:P + len(r)] = torch.tensor(list(r), dtype=torch.long)
+            attn[i, P:P + len(r)] = 1
+            resp_mask[i, :len(r)] = 1
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    return ResponseBatch(ids, attn, pos, resp_mask, P)
+
+
+def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature: float = 1.0) -> Tensor:
+    """log p(response_t | prefix) for each response position, (B, R); 0 where padded."""
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids, use_cache=False)
+    P, R = batch.prompt_len, batch.response_mask.shape[1]
+    logits = out.logits[:, P - 1:P - 1 + R, :].float()  # (B, R, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = batch.input_ids[:, P:P + R]  # (B, R)
+    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return lp * batch.response_mask

@@ -1,0 +1,258 @@
+"""A pool of Ray actors, each holding a vLLM engine, behind the `Generator` protocol.
+
+Work units are keyed (step, prompt_id, sample_idx) and gathered with deadlines. A dead
+actor's unfinished units are resubmitted once Ray restarts it and it holds the current
+weights; results stamped with a stale weight version are rejected and redone;
+duplicates are dropped by key. Weight sync is versioned and bounded by a timeout: an
+engine that hangs or fails is restarted and re-synced, or the sync raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Sequence
+
+from rollouts.types import PromptInput, Rollout, SamplingSpec
+from rollouts.vllm_engine import VLLMEngine, engine_env
+
+log = logging.getLogger(__name__)
+
+Unit = tuple[tuple[int, str, int], list[int]]
+
+
+class RolloutTimeout(TimeoutError):
+    pass
+
+
+class WeightSyncError(RuntimeError):
+    pass
+
+
+class _EngineActor:
+    """The actor body (wrapped with ray.remote at pool start)."""
+
+    def __init__(self, model: str, engine_kwargs: dict[str, Any]):
+        self.engine = VLLMEngine(model, **engine_kwargs)
+
+    def ready(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "version": self.engine.weight_version, "startup_s": self.engine.startup_s}
+
+    def weight_version(self) -> int:
+        return self.engine.weight_version
+
+    def generate(self, units: list[Unit], temperature: float, top_p: float, max_tokens: int,
+                 base_seed: int) -> list[Rollout]:
+        return self.engine.generate(units, temperature, top_p, max_tokens, base_seed)
+
+    def load_weights(self, state_dict: dict[str, Any], version: int) -> int:
+        return self.engine.load_weights(state_dict, version)
+
+    def sequence_logprobs(self, sequences: list[list[int]], start: int) -> list[list[float]]:
+        return self.engine.sequence_logprobs(sequences, start)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def split_cpus(n_actors: int, n_cpus: int) -> list[str | None]:
+    """Disjoint core ranges per actor on one node: 2 actors on 2 cores -> ['0', '1']."""
+    if n_actors > n_cpus:
+        return [None] * n_actors
+    per = n_cpus // n_actors
+    return [f"{i * per}-{(i + 1) * per - 1}" if per > 1 else str(i * per) for i in range(n_actors)]
+
+
+class RolloutPool:
+    """`Generator` over `num_actors` vLLM engines in Ray actors."""
+
+    def __init__(self, model: str, engine: Any, ray_cfg: Any = None, device: str = "cpu",
+                 max_restarts: int = 3, unit_timeout_s: float = 600.0, sync_timeout_s: float = 120.0,
+                 seed: int = 0, trust_remote_code: bool = False):
+        import ray
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        from rollouts.cluster import RayCluster
+
+        self.cluster = RayCluster(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None),
+                                  getattr(ray_cfg, "namespace", "posttrain"))
+        self.cfg, self.model, self.device = engine, model, device
+        self.unit_timeout_s, self.sync_timeout_s = unit_timeout_s, sync_timeout_s
+        self.weight_version = 0
+        self._weights_ref = None
+        self.restarts = 0
+        bundle = {"CPU": engine.num_cpus_per_actor}
+        if engine.num_gpus_per_actor:
+            bundle["GPU"] = engine.num_gpus_per_actor
+        self.pg = placement_group([dict(bundle) for _ in range(engine.num_actors)],
+                                  strategy=engine.placement.upper())
+        ray.get(self.pg.ready(), timeout=engine.start_timeout_s)
+        engine_kwargs = dict(dtype=engine.dtype, enforce_eager=engine.enforce_eager,
+                             max_model_len=engine.max_model_len,
+                             tensor_parallel_size=engine.tensor_parallel_size,
+                             gpu_memory_utilization=engine.gpu_memory_utilization, seed=seed,
+                             trust_remote_code=trust_remote_code)
+        cpus = self._cpu_binding(engine)
+        remote_cls = ray.remote(_EngineActor)
+        self.actors = []
+        for i in range(engine.num_actors):
+            env = engine_env(device, engine.kv_cache_gib, cpus[i])
+            if device != "cpu":
+                env["VLLM_TARGET_DEVICE"] = "cuda"
+            self.actors.append(remote_cls.options(
+                num_cpus=engine.num_cpus_per_actor, num_gpus=engine.num_gpus_per_actor,
+                max_restarts=max_restarts, max_task_retries=0,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    placement_group=self.pg, placement_group_bundle_index=i),
+                runtime_env={"env_vars": env},
+            ).remote(model, engine_kwargs))
+        self.info = ray.get([a.ready.remote() for a in self.actors], timeout=engine.start_timeout_s)
+
+    @staticmethod
+    def _cpu_binding(engine: Any) -> list[str | None]:
+        if engine.cpu_threads == "all":
+            return split_cpus(engine.num_actors, os.cpu_count() or 1)
+        return [engine.cpu_threads] * engine.num_actors
+
+    # ------------------------------------------------------------------ weights
+
+    def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        import ray
+
+        self._weights_ref = ray.put({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()})
+        self.weight_version = version
+        refs = {a.load_weights.remote(self._weights_ref, version): i for i, a in enumerate(self.actors)}
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.sync_timeout_s)
+        bad = [refs[r] for r in pending]
+        for r in ready:
+            try:
+                ray.get(r)
+            except Exception as e:  # an engine that raised during the load
+                log.warning("weight sync to actor %d failed: %s", refs[r], e)
+                bad.append(refs[r])
+        for i in bad:
+            self._restart(i, reason="weight sync timed out or failed")
+
+    def _restart(self, i: int, reason: str) -> None:
+        """Kill actor i (Ray restarts it) and bring it to the current weights, or raise."""
+        import ray
+
+        log.warning("restarting rollout actor %d: %s", i, reason)
+        self.restarts += 1
+        ray.kill(self.actors[i], no_restart=False)
+        self._ensure_current(i)
+
+    def _ensure_current(self, i: int) -> None:
+        """Wait (bounded) for actor i to be up, then push the current weights if it lacks them."""
+        import ray
+        from ray.exceptions import ActorUnavailableError
+
+        actor = self.actors[i]
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        while True:
+            try:
+                version = ray.get(actor.weight_version.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                if version != self.weight_version and self._weights_ref is not None:
+                    ray.get(actor.load_weights.remote(self._weights_ref, self.weight_version),
+                            timeout=self.sync_timeout_s)
+                return
+            except ActorUnavailableError:  # restarting: its __init__ is still loading the engine
+                if time.monotonic() > deadline:
+                    raise WeightSyncError(f"rollout actor {i} did not come back within "
+                                          f"{self.cfg.start_timeout_s:.0f}s") from None
+                time.sleep(0.5)
+            except Exception as e:
+                raise WeightSyncError(
+                    f"rollout actor {i} could not be brought to weight version {self.weight_version}: "
+                    f"{type(e).__name__}: {e}") from e
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, step: int = 0) -> list[Rollout]:
+        units: list[Unit] = [((step, p.prompt_id, j), list(p.token_ids)) for p in prompts for j in range(sampling.n)]
+        results = self._run_units(units, sampling)
+        return [results[key] for key, _ in units]
+
+    def _chunks(self, units: list[Unit]) -> list[list[Unit]]:
+        # keep a prompt's samples on one engine (prefix cache), balance by count
+        n = len(self.actors)
+        chunks: list[list[Unit]] = [[] for _ in range(n)]
+        by_prompt: dict[str, list[Unit]] = {}
+        for u in units:
+            by_prompt.setdefault(u[0][1], []).append(u)
+        for k, group in enumerate(by_prompt.values()):
+            chunks[k % n].extend(group)
+        return chunks
+
+    def _run_units(self, units: list[Unit], sampling: SamplingSpec) -> dict[tuple, Rollout]:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        args = (sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
+        results: dict[tuple, Rollout] = {}
+        pending: dict[Any, tuple[int, list[Unit]]] = {}
+
+        def submit(i: int, chunk: list[Unit]) -> None:
+            if chunk:
+                pending[self.actors[i].generate.remote(chunk, *args)] = (i, chunk)
+
+        for i, chunk in enumerate(self._chunks(units)):
+            submit(i, chunk)
+        deadline = time.monotonic() + self.unit_timeout_s
+        attempts = 0
+        while pending:
+            remaining = deadline - time.monotonic()
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=max(0.0, remaining))
+            if not ready:
+                stuck = sorted({i for i, _ in pending.values()})
+                raise RolloutTimeout(f"{sum(len(c) for _, c in pending.values())} rollout units not back "
+                                     f"after {self.unit_timeout_s:.0f}s from actors {stuck}")
+            ref = ready[0]
+            i, chunk = pending.pop(ref)
+            try:
+                out = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
+            except (RayActorError, GetTimeoutError) as e:
+                attempts += 1
+                if attempts > 3 * len(self.actors):
+                    raise RolloutTimeout(f"rollout actors keep failing: {e}") from e
+                log.warning("rollout actor %d died mid-round (%s); resubmitting %d units", i,
+                            type(e).__name__, len(chunk))
+                self._ensure_current(i)
+                submit(i, chunk)
+                continue
+            redo = [u for u, r in zip(chunk, out) if r.weight_version != self.weight_version]
+            for r in out:
+                if r.weight_version == self.weight_version:
+                    results.setdefault(r.key, r)  # duplicates (a retried unit) are dropped
+            if redo:
+                log.warning("actor %d returned %d rollouts with stale weights; redoing", i, len(redo))
+                self._ensure_current(i)
+                submit(i, redo)
+        return results
+
+    # ------------------------------------------------------------------ utilities
+
+    def sequence_logprobs(self, sequences: list[list[int]], start: int) -> list[list[float]]:
+        import ray
+
+        return ray.get(self.actors[0].sequence_logprobs.remote(sequences, start), timeout=self.unit_timeout_s)
+
+    def close(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        if not ray.is_initialized():
+            return
+        for a in self.actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+        self.actors = []
+        try:
+            remove_placement_group(self.pg)
+        except Exception:
+            pass
+        self.cluster.close()

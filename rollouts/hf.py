@@ -1,0 +1,89 @@
+"""An in-process `Generator` on transformers `generate`: small models and tests.
+
+Each prompt's n samples run as one left-padded batch; the torch seed of that batch is
+derived from (sampling.seed, step, prompt_id), so a rerun gives the same samples.
+`logprobs[t]` is the raw model log-probability of the sampled token (before
+temperature / top-p), like vLLM's default. `token_ids` end with the EOS token when the
+sample stopped (finish_reason "stop"); `text` is decoded without special tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+from rollouts.types import PromptInput, Rollout, SamplingSpec
+
+
+def unit_seed(seed: int, step: int, prompt_id: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{step}:{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+class HFGenerator:
+    """Generator protocol over a HF causal LM held in this process."""
+
+    def __init__(self, model_or_path: Any, tokenizer: Any = None, device: str = "cpu", dtype: str = "float32",
+                 max_batch: int = 256):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
+            self.model = AutoModelForCausalLM.from_pretrained(str(model_or_path), dtype=getattr(torch, dtype))
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_or_path))
+        else:
+            self.model = model_or_path
+        if tokenizer is None:
+            raise ValueError("HFGenerator needs a tokenizer when given a model object")
+        self.tokenizer = tokenizer
+        self.model.to(device).eval()
+        self.device = device
+        self.max_batch = max_batch
+        self.weight_version = 0
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    def _sample(self, prompt: PromptInput, sampling: SamplingSpec, n: int, seed: int):
+        import torch
+
+        ids = torch.tensor([prompt.token_ids] * n, device=self.device)  # (n, P)
+        torch.manual_seed(seed)
+        greedy = sampling.temperature <= 0
+        kwargs = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=not greedy,
+                max_new_tokens=sampling.max_tokens, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                return_dict_in_generate=True, output_logits=True, **kwargs)
+        new = out.sequences[:, ids.shape[1]:]  # (n, R)
+        logits = torch.stack(out.logits, dim=1).float()  # (n, R, V) raw, before temperature
+        logps = torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (n, R)
+        return new.tolist(), logps.tolist()
+
+    def _rollout(self, prompt: PromptInput, idx: int, toks: list[int], lps: list[float], step: int) -> Rollout:
+        finish = "length"
+        if self.eos_id in toks:
+            cut = toks.index(self.eos_id) + 1
+            toks, lps, finish = toks[:cut], lps[:cut], "stop"
+        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        return Rollout(prompt.prompt_id, idx, list(prompt.token_ids), toks, lps, text, finish,
+                       self.weight_version, step)
+
+    def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, step: int = 0) -> list[Rollout]:
+        out: list[Rollout] = []
+        for p in prompts:
+            seed = unit_seed(sampling.seed, step, p.prompt_id)
+            idx = 0
+            while idx < sampling.n:
+                n = min(self.max_batch, sampling.n - idx)
+                toks, lps = self._sample(p, sampling, n, seed + idx)
+                out.extend(self._rollout(p, idx + j, t, lp, step) for j, (t, lp) in enumerate(zip(toks, lps)))
+                idx += n
+        return out
+
+    def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        self.model.load_state_dict(state_dict, strict=True)
+        self.weight_version = version
+
+    def close(self) -> None:
+        self.model = None
