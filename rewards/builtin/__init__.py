@@ -6,3 +6,4 @@ register lazily (they import Ray only when built).
 
 from rewards.builtin import exact, format, math_answer  # noqa: F401
 from rewards.builtin.ifeval import checks  # noqa: F401
+from rewards.builtin import code  # noqa: E402,F401
