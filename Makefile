@@ -8,7 +8,7 @@ STAMP := $(VENV)/.posttrain-installed
 TORCH_CPU := torch==2.13.0+cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
-.PHONY: setup demo test test-slow test-all bench clean
+.PHONY: setup demo test test-slow test-all bench clean hints-ablation
 
 setup: $(STAMP)
 
@@ -39,3 +39,7 @@ bench: setup
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Progressive hints: GSPO with vs without hints from one SFT checkpoint (docs/hints.md).
+hints-ablation: setup
+	$(BIN)/python scripts/hints_ablation.py --out runs/hints-ablation

@@ -1,0 +1,228 @@
+"""The progressive-hints ablation: GSPO with and without hints from one SFT checkpoint.
+
+    make hints-ablation            # or: python scripts/hints_ablation.py --out runs/hints-ablation
+
+Stages (each writes under OUT and is skipped when its output exists, so a re-run resumes):
+1. data: distinct 2-digit addition problems split into an SFT set, an RL training set and
+   a held-out set. The SFT set holds every problem twice, once plain and once with a hint
+   at a random level 1-5, so that the tiny model learns to read hints at all.
+2. sft: a tiny Qwen2 trained from scratch (`posttrain.sft`), fixed steps and seed.
+3. hard: G samples per prompt without hints from the SFT model; a prompt is hard when
+   none of G is correct and its greedy answer is wrong too. Held-out hard prompts are
+   the hard prompts' held-out twins (same task family, never trained on).
+4. probe: the Table-9 probe of the SFT checkpoint on the RL training set.
+5. rl: two GSPO runs from the SFT checkpoint, same seed and budget, hints on / off.
+6. eval: greedy accuracy without hints on the held-out hard prompts, for both arms.
+Writes OUT/summary.json (see docs/hints.md for the fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def log(msg: str) -> None:
+    print(f"[hints-ablation {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from posttrain.run_dir import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- 1. data
+
+def make_data(out: Path, args) -> dict[str, Path]:
+    from hints.inject import with_hint
+    from posttrain.data import load_rows, write_jsonl
+    from posttrain.tasks import make_addition_rows
+
+    paths = {k: out / "data" / f"{k}.jsonl" for k in ("sft", "rl_train", "heldout")}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    n_sft, n_rl, n_held = args.sft_rows, args.rl_rows, args.heldout_rows
+    rows = make_addition_rows(n_sft + n_rl + n_held, digits=2, terms=2, seed=args.data_seed)
+    sft, rl, held = rows[:n_sft], rows[n_sft:n_sft + n_rl], rows[n_sft + n_rl:]
+    rng = random.Random(args.data_seed)
+    sft_rows = []
+    for r in sft:
+        sft_rows.append({k: r[k] for k in ("id", "prompt", "answer")})
+        level = rng.randint(1, 5)
+        hinted = with_hint(r, level, r["hints"][level - 1])
+        sft_rows.append({"id": f"{r['id']}-L{level}", "prompt": hinted["prompt"], "answer": r["answer"]})
+    rng.shuffle(sft_rows)
+    # Every hint text must be in the SFT file: the tiny tokenizer is trained on it.
+    write_jsonl(paths["sft"], sft_rows)
+    write_jsonl(paths["rl_train"], [dict(r, id=f"rl-{r['id']}") for r in rl])
+    write_jsonl(paths["heldout"], [dict(r, id=f"ho-{r['id']}") for r in held])
+    load_rows(paths["rl_train"]), load_rows(paths["heldout"])  # validate the contract
+    return paths
+
+
+# ---------------------------------------------------------------------------- 2. sft
+
+def run_sft(out: Path, paths: dict[str, Path], args) -> Path:
+    from posttrain.config import build_config
+    from posttrain.sft import Config, run
+
+    final = out / "sft" / "final"
+    if (final / "config.json").is_file():
+        return final
+    cfg = build_config(Config, {
+        "model": {"init": "tiny", "tiny_hidden": args.hidden, "tiny_layers": args.layers},
+        "data": {"train": str(paths["sft"]), "eval": str(paths["heldout"])},
+        "optim": {"lr": args.sft_lr, "scheduler": "cosine", "warmup_steps": 50},
+        "train": {"max_steps": args.sft_steps, "batch_size": 64, "seed": args.seed, "logging_steps": 100,
+                  "save_steps": 100000, "max_length": 128},
+        "eval": {"max_rows": 256, "max_new_tokens": 8},
+    }, "hints ablation sft")
+    summary = run(cfg, out / "sft")
+    log(f"sft: {json.dumps(summary)}")
+    return final
+
+
+# ---------------------------------------------------------------------------- 3. hard prompts
+
+def pass_counts(model_dir: Path, rows: list[dict], samples: int, seed: int, generator=None) -> dict[str, int]:
+    """Correct of G (T=1, no hint) per row id."""
+    from hints.hf_generator import HFGenerator
+    from hints.probe import count_correct_groups, sample_groups
+    from rollouts.types import SamplingSpec
+
+    gen = generator or HFGenerator(model_dir)
+    groups = sample_groups(gen, gen.encode, rows, SamplingSpec(n=samples, max_tokens=8, seed=seed))
+    counts = count_correct_groups(groups, rows, _exact)
+    return {r["id"]: c for r, c in zip(rows, counts)}
+
+
+def greedy_correct(model_dir: Path, rows: list[dict]) -> dict[str, bool]:
+    from posttrain.greedy_eval import greedy_accuracy
+    from posttrain.hf_train import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    res = greedy_accuracy(model, load_tokenizer(str(model_dir)), rows, max_new_tokens=8)
+    return {r["id"]: bool(r["correct"]) for r in res["results"]}
+
+
+def _exact(texts: list[str], rows: list[dict]) -> list[bool]:
+    return [t.strip() == r["answer"].strip() for t, r in zip(texts, rows)]
+
+
+def find_hard(out: Path, sft: Path, paths: dict[str, Path], args) -> dict[str, Any]:
+    from posttrain.data import load_rows
+
+    path = out / "hard.json"
+    if path.exists():
+        return read_json(path)
+    info: dict[str, Any] = {}
+    for split in ("rl_train", "heldout"):
+        rows = load_rows(paths[split])
+        counts = pass_counts(sft, rows, args.samples, args.seed)
+        greedy = greedy_correct(sft, rows)
+        hard = [r["id"] for r in rows if counts[r["id"]] == 0 and not greedy[r["id"]]]
+        info[split] = {"rows": len(rows), "hard": hard, "hard_fraction": len(hard) / len(rows),
+                       "greedy_accuracy": sum(greedy.values()) / len(rows),
+                       "mean_pass_rate": sum(counts.values()) / (len(rows) * args.samples)}
+        log(f"hard[{split}]: {len(hard)}/{len(rows)} hard; greedy acc {info[split]['greedy_accuracy']:.3f}")
+    write_json(path, info)
+    return info
+
+
+# ---------------------------------------------------------------------------- 4. probe
+
+def run_probe_stage(out: Path, sft: Path, paths: dict[str, Path], args) -> list[dict]:
+    from hints.cli import print_probe_table, run_probe
+    from posttrain.data import load_rows
+
+    path = out / "probe.json"
+    if path.exists():
+        return read_json(path)
+    rows = load_rows(paths["rl_train"])[:args.probe_rows]
+    table = run_probe(sft, rows, samples=args.samples, max_tokens=8, seed=args.seed)
+    print_probe_table(table, args.samples, len(rows), "SFT checkpoint, RL training prompts")
+    write_json(path, table)
+    return table
+
+
+# ---------------------------------------------------------------------------- 5. rl
+
+def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) -> dict[str, Path]:
+    raise NotImplementedError("the GSPO arms need posttrain.rl (the GSPO spine)")
+
+
+# ---------------------------------------------------------------------------- 6. eval
+
+def eval_arm(model_dir: Path, rows: list[dict], args) -> dict[str, float]:
+    """Greedy accuracy and sampled pass rate, no hints, on the held-out hard prompts."""
+    greedy = greedy_correct(model_dir, rows)
+    counts = pass_counts(model_dir, rows, args.samples, args.seed + 1)
+    return {"greedy_accuracy": sum(greedy.values()) / max(len(rows), 1),
+            "sampled_pass_rate": sum(counts.values()) / max(len(rows) * args.samples, 1)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("runs/hints-ablation"))
+    p.add_argument("--seed", type=int, default=0, help="Seed of SFT, sampling and both RL arms.")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--sft-rows", type=int, default=3000)
+    p.add_argument("--rl-rows", type=int, default=512)
+    p.add_argument("--heldout-rows", type=int, default=512)
+    p.add_argument("--sft-steps", type=int, default=2000)
+    p.add_argument("--sft-lr", type=float, default=2e-3)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--samples", type=int, default=8, help="G: responses per prompt.")
+    p.add_argument("--probe-rows", type=int, default=128)
+    p.add_argument("--rl-steps", type=int, default=100)
+    p.add_argument("--stages", default="data,sft,hard,probe,rl,eval")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = args.out
+    stages = set(args.stages.split(","))
+    t0 = time.time()
+    paths = make_data(out, args)
+    sft = run_sft(out, paths, args) if "sft" in stages else out / "sft" / "final"
+    hard = find_hard(out, sft, paths, args) if "hard" in stages else None
+    probe = run_probe_stage(out, sft, paths, args) if "probe" in stages else None
+    summary: dict[str, Any] = {"seed": args.seed, "probe": probe, "args": {k: str(v) for k, v in vars(args).items()}}
+    if hard is not None:
+        summary["hard"] = {s: {k: v for k, v in d.items() if k != "hard"} | {"n_hard": len(d["hard"])}
+                           for s, d in hard.items()}
+    if "rl" in stages:
+        arms = run_rl_arms(out, sft, paths, hard, args)
+        if "eval" in stages:
+            from posttrain.data import load_rows
+
+            held = [r for r in load_rows(paths["heldout"]) if r["id"] in set(hard["heldout"]["hard"])]
+            results = {name: eval_arm(model, held, args) for name, model in arms.items()}
+            summary["arms"] = results
+            summary["hard_accuracy_with_hints"] = results["hints"]["greedy_accuracy"]
+            summary["hard_accuracy_without_hints"] = results["no_hints"]["greedy_accuracy"]
+            summary["heldout_hard_prompts"] = len(held)
+    summary["wall_seconds"] = round(time.time() - t0, 1)
+    write_json(out / "summary.json", summary)
+    log(f"wrote {out / 'summary.json'}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
