@@ -47,7 +47,20 @@ def kill_tree(pid: int, timeout_s: float = 5.0) -> None:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=timeout_s)
+    # Orphaned grandchildren become zombies of an init that may never reap them: a
+    # zombie is dead enough.
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        while time.monotonic() < deadline:
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    break
+                p.wait(timeout=0.05)
+                break
+            except psutil.TimeoutExpired:
+                continue
+            except (psutil.NoSuchProcess, ChildProcessError):
+                break
 
 
 @dataclass

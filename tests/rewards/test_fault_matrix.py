@@ -1,0 +1,91 @@
+"""Reward fault matrix: every misbehaving plugin gives a failure with a reason, the
+timeout kills a process, no child process is left, and the run goes on (or stops past
+the failure limit)."""
+
+import time
+
+import pytest
+
+from rewards.api import RewardFailureLimit
+from rewards.scorer import Scorer
+from tests.rewards.conftest import plugin
+
+CASES = [
+    ("raises", "RuntimeError: plugin exploded"),
+    ("hangs", "timeout: no result within 1s (worker process killed)"),
+    ("busy_loop", "timeout: no result within 1s (worker process killed)"),
+    ("nan", "non-finite reward nan"),
+    ("inf", "non-finite reward -inf"),
+    ("string", "wrong type: expected a float, got str '0.5'"),
+    ("none", "wrong type: expected a float, got NoneType None"),
+    ("wrong_count", "wrong count: batched reward returned 2 scores for 1 samples"),
+    ("sys_exit", "plugin called sys.exit(3)"),
+    ("os_exit", "worker process exited with code 7"),
+    ("allocates", "MemoryError"),
+    ("spawns_child_and_hangs", "timeout"),
+    ("async_hangs", "timeout"),
+]
+
+
+@pytest.mark.parametrize("name,reason", CASES, ids=[c[0] for c in CASES])
+def test_each_fault_is_a_named_failure(name, reason, no_children_left):
+    with Scorer([{"name": plugin(name)}, {"name": plugin("ok"), "weight": 0.5}], timeout_s=1.0, workers=2,
+                retries=0, max_failed_fraction=1.0, memory_mb=1024) as scorer:
+        t0 = time.monotonic()
+        batch = scorer.score(["a", "b"], [{}, {}])
+        assert time.monotonic() - t0 < 8
+        assert batch.rewards == [None, None]
+        for err in batch.errors:
+            assert err.startswith(f"{name}: ") and reason in err, err
+        assert batch.metrics[f"reward/{name}/failed"] == 2.0
+        assert batch.metrics["reward/ok/mean"] == 1.0
+        assert batch.metrics["reward/failed_fraction"] == 1.0
+        # The run goes on: the pool still scores afterwards.
+        again = Scorer([{"name": plugin("ok")}], inline=True).score(["x"], [{}])
+        assert again.rewards == [1.0]
+
+
+def test_pool_keeps_working_after_kills(no_children_left):
+    """Only the hanging sample fails; its neighbours in the same chunk are scored."""
+    with Scorer([plugin("hangs_on_marked")], timeout_s=0.5, workers=2, retries=1, chunk_size=4,
+                max_failed_fraction=1.0) as scorer:
+        comps = ["a", "bb", "hang", "dddd", "eeeee", "hang", "g"]
+        batch = scorer.score(comps, [{}] * len(comps))
+        assert batch.rewards == [1.0, 2.0, None, 4.0, 5.0, None, 1.0]
+        assert "after 2 attempts" in batch.errors[2]
+        assert batch.metrics["reward/hangs_on_marked/timeouts"] == 2.0
+        assert scorer.score(["abc"], [{}]).rewards == [3.0]
+
+
+def test_failure_limit_stops_the_run(no_children_left):
+    with Scorer([plugin("fails_on_marked")], timeout_s=5, workers=1, max_failed_fraction=0.25) as scorer:
+        assert scorer.score(["bad", "ok", "ok", "ok"], [{}] * 4).metrics["reward/failed_fraction"] == 0.25
+        with pytest.raises(RewardFailureLimit) as info:
+            scorer.score(["bad", "bad", "ok", "ok"], [{}] * 4)
+    err = info.value
+    assert err.reward == "fails_on_marked" and err.failed_fraction == 0.5
+    assert "ValueError: bad row" in str(err) and "max_failed_fraction" in str(err)
+
+
+def test_on_failure_value_keeps_the_sample(no_children_left):
+    specs = [{"name": plugin("raises"), "on_failure": "value", "failure_value": -1.0, "weight": 2.0},
+             {"name": plugin("ok")}]
+    with Scorer(specs, workers=1, max_failed_fraction=1.0) as scorer:
+        batch = scorer.score(["a"], [{}])
+    assert batch.rewards == [-1.0]  # 2 * -1 + 1
+    assert batch.errors[0].startswith("raises: RuntimeError")
+    assert batch.metrics["reward/raises/failed"] == 1.0
+
+
+def test_async_and_batched_plugins(no_children_left):
+    with Scorer([plugin("async_ok"), {"name": plugin("batched_len"), "weight": 0.1}], workers=2) as scorer:
+        batch = scorer.score(["ab", "abcd", "x"], [{}] * 3)
+    assert batch.rewards == pytest.approx([0.7, 0.9, 0.6])
+    assert batch.errors == [None] * 3
+
+
+def test_close_leaves_no_child_and_scorer_restarts_workers(no_children_left):
+    scorer = Scorer([plugin("os_exit")], workers=2, retries=2, timeout_s=2, max_failed_fraction=1.0)
+    batch = scorer.score(["a"], [{}])
+    assert "after 3 attempts" in batch.errors[0]
+    scorer.close()
