@@ -16,8 +16,10 @@ raises `RewardFailureLimit` naming the reward and example reasons.
 
 >>> s = Scorer([{"name": "exact"}], inline=True)
 >>> b = s.score(["42", "7"], [{"answer": "42"}, {}])
->>> b.rewards, b.errors[1]
-([1.0, None], "exact: KeyError: \\"sample has no 'answer' field\\"")
+>>> b.rewards
+[1.0, None]
+>>> print(b.errors[1])
+exact: KeyError: "sample has no 'answer' field"
 >>> b.metrics["reward/exact/mean"], b.metrics["reward/failed_fraction"]
 (1.0, 0.5)
 """

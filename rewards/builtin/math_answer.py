@@ -60,8 +60,7 @@ def extract_answer(text: str) -> str | None:
         return boxed
     matches = _ANSWER_RE.findall(text)
     if matches:
-        ans = matches[-1].strip().strip("$").strip()
-        ans = ans[:-1].strip() if ans.endswith(".") else ans
+        ans = matches[-1].strip().rstrip(".").strip().strip("$").strip()
         if ans:
             return ans
     nums = _NUMBER_RE.findall(text)
