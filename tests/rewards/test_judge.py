@@ -1,0 +1,69 @@
+"""Judge templates and parsing (pure), and one real vLLM judge in a Ray actor."""
+
+import pytest
+
+from rewards.judge import JudgeReward, parse_score, render_prompt
+
+
+@pytest.mark.parametrize("text,value", [
+    ("Score: 10", 1.0), ("score = 1", 0.0), ("**Score:** 4", 3 / 9), ("Score: 7/10", 6 / 9), ("5", 4 / 9),
+    ("Score: 3 ... on reflection Score: 9", 8 / 9), ("Score: 11", None), ("Score: 0", None),
+    ("great answer", None), ("", None),
+])
+def test_parse_score(text, value):
+    got = parse_score(text)
+    assert got == (pytest.approx(value) if value is not None else None)
+
+
+def test_templates():
+    row = {"prompt": [{"role": "user", "content": "Write a haiku."}], "rubric": ["5-7-5", "about autumn"]}
+    text = render_prompt("rubric", "leaves fall", row)
+    assert "1. 5-7-5\n2. about autumn" in text and "Write a haiku." in text
+    with pytest.raises(KeyError, match="answer"):
+        render_prompt("reference", "x", {"prompt": "q"})
+
+
+class _FakeHandle:
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def call(self, method, prompts, *args):
+        return self.outputs[:len(prompts)]
+
+    def close(self):
+        pass
+
+
+def test_unparsable_judge_output_is_a_recorded_failure():
+    judge = JudgeReward.__new__(JudgeReward)
+    judge.template, judge.max_tokens, judge.temperature, judge.last_outputs = "reference", 8, 0.0, []
+    judge.handle = _FakeHandle(["Score: 10", "hmm, hard to say", "Score: 42"])
+    res = judge.score(["a", "b", "c", "d"], [{"prompt": "q", "answer": "a"}] * 3 + [{"prompt": "q"}])
+    assert res[0].value == 1.0
+    assert res[1].error == "unparsable judge output: 'hmm, hard to say'"
+    assert res[2].error.startswith("unparsable judge output")
+    assert "answer" in res[3].error
+
+
+@pytest.mark.engine
+def test_real_judge_engine_in_ray(tmp_path):
+    """A random tiny judge: its output is noise, so samples fail as unparsable (or score)."""
+    import ray
+
+    from posttrain.tiny import make_tiny_model
+    from rewards.scorer import Scorer
+
+    rows = [{"id": "0", "prompt": "What is 2+2? Score: 4", "answer": "4"}]
+    path = make_tiny_model(rows, tmp_path / "judge", hidden=64, layers=1, heads=1, head_dim=64, vocab_size=300)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spec = {"name": "judge", "kwargs": {"model": str(path), "max_tokens": 8, "max_model_len": 512,
+                                            "start_timeout_s": 180, "timeout_s": 60}}
+        with Scorer([spec], max_failed_fraction=1.0) as scorer:
+            batch = scorer.score(["4", "five"], [{"prompt": "What is 2+2?", "answer": "4"}] * 2)
+            outputs = scorer.services[0].last_outputs
+        assert len(outputs) == 2
+        for r, e in zip(batch.rewards, batch.errors):
+            assert (r is None and e.startswith("judge: unparsable judge output")) or (0.0 <= r <= 1.0)
+    finally:
+        ray.shutdown()
