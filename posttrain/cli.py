@@ -28,6 +28,9 @@ app.add_typer(hints_app, name="hints")
 PHASES: dict[str, tuple[str, str]] = {
     "rl": ("posttrain.rl", "GSPO reinforcement learning with Ray+vLLM rollouts."),
     "sft": ("posttrain.sft", "Supervised fine-tuning (TRL SFTTrainer; LoRA, weighted dataset mixes)."),
+    "mpo": ("posttrain.mpo", "Mixed Preference Optimization: DPO + BCO pair (with delta) + NLL on preference pairs."),
+    "rft": ("posttrain.rft", "Rejection-sampling fine-tuning: sample k, keep verified, SFT on the kept set."),
+    "rm": ("posttrain.rm", "Bradley-Terry reward model (TRL RewardTrainer), optional length-debias stage."),
 }
 
 
@@ -130,6 +133,26 @@ def make_task_cmd(
         rows = train
     write_jsonl(out, rows)
     typer.echo(f"wrote {len(rows)} rows to {out}" + (f" and {n_eval} to {eval_out}" if eval_out else ""))
+
+
+@data_app.command("pairs")
+def pairs_cmd(
+    input: Path = typer.Option(..., "--input", help="Scored rollouts JSONL (prompt_id, prompt, completion, reward)."),
+    output: Path = typer.Option(..., "--output", help="Output pairs JSONL (id, prompt, chosen, rejected)."),
+) -> None:
+    """Turn scored rollouts into preference pairs: a top-reward vs a bottom-reward sample per prompt."""
+    from posttrain.data import DatasetError, write_jsonl
+    from posttrain.pairs import build_pairs
+
+    try:
+        pairs, counts = build_pairs(input)
+    except DatasetError as e:
+        _fail(str(e))
+    if not pairs:
+        _fail(f"{input}: every prompt's samples tie (or have < 2 scored samples); no pairs to write")
+    write_jsonl(output, pairs)
+    typer.echo(f"wrote {counts['pairs']} pairs to {output} ({counts['prompts']} prompts, "
+               f"{counts['skipped_ties']} skipped as ties)")
 
 
 def main() -> None:  # pragma: no cover

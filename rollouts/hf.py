@@ -1,7 +1,9 @@
 """An in-process `Generator` on transformers `generate`: small models and tests.
 
-Each prompt's n samples run as one left-padded batch; the torch seed of that batch is
-derived from (sampling.seed, step, prompt_id), so a rerun gives the same samples.
+Prompts and their n samples run as left-padded batches of up to `max_batch` sequences
+(a prompt asking for more than max_batch samples still runs as one batch); the torch
+seed of a batch derives from (sampling.seed, step, first prompt id), so the same call
+gives the same samples.
 `logprobs[t]` is the raw model log-probability of the sampled token (before
 temperature / top-p), like vLLM's default. `token_ids` end with the EOS token when the
 sample stopped (finish_reason "stop"); `text` is decoded without special tokens.
@@ -43,21 +45,25 @@ class HFGenerator:
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
 
-    def _sample(self, prompt: PromptInput, sampling: SamplingSpec, n: int, seed: int):
+    def _sample(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, n: int, seed: int):
+        """Left-padded batch of n samples for each prompt: (new tokens, raw log-probs) per sample."""
         import torch
 
-        ids = torch.tensor([prompt.token_ids] * n, device=self.device)  # (n, P)
+        flat = [p.token_ids for p in prompts for _ in range(n)]
+        width = max(len(t) for t in flat)
+        ids = torch.tensor([[self.pad_id] * (width - len(t)) + list(t) for t in flat], device=self.device)  # (B, P)
+        mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in flat], device=self.device)
         torch.manual_seed(seed)
         greedy = sampling.temperature <= 0
         kwargs = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=not greedy,
+                input_ids=ids, attention_mask=mask, do_sample=not greedy,
                 max_new_tokens=sampling.max_tokens, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
                 return_dict_in_generate=True, output_logits=True, **kwargs)
-        new = out.sequences[:, ids.shape[1]:]  # (n, R)
-        logits = torch.stack(out.logits, dim=1).float()  # (n, R, V) raw, before temperature
-        logps = torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (n, R)
+        new = out.sequences[:, width:]  # (B, R)
+        logits = torch.stack(out.logits, dim=1).float()  # (B, R, V) raw, before temperature
+        logps = torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)  # (B, R)
         return new.tolist(), logps.tolist()
 
     def _rollout(self, prompt: PromptInput, idx: int, toks: list[int], lps: list[float], step: int) -> Rollout:
@@ -70,15 +76,16 @@ class HFGenerator:
                        self.weight_version, step)
 
     def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, step: int = 0) -> list[Rollout]:
+        """Prompts are batched (up to max_batch sequences per generate call); samples stay grouped by prompt."""
         out: list[Rollout] = []
-        for p in prompts:
-            seed = unit_seed(sampling.seed, step, p.prompt_id)
-            idx = 0
-            while idx < sampling.n:
-                n = min(self.max_batch, sampling.n - idx)
-                toks, lps = self._sample(p, sampling, n, seed + idx)
-                out.extend(self._rollout(p, idx + j, t, lp, step) for j, (t, lp) in enumerate(zip(toks, lps)))
-                idx += n
+        per_call = max(1, self.max_batch // sampling.n)
+        for i in range(0, len(prompts), per_call):
+            chunk = list(prompts[i:i + per_call])
+            toks, lps = self._sample(chunk, sampling, sampling.n, unit_seed(sampling.seed, step, chunk[0].prompt_id))
+            for j, p in enumerate(chunk):
+                for k in range(sampling.n):
+                    b = j * sampling.n + k
+                    out.append(self._rollout(p, k, toks[b], lps[b], step))
         return out
 
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:

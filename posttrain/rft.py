@@ -1,0 +1,225 @@
+"""`posttrain rft`: rejection-sampling fine-tuning.
+
+1. sample k responses per prompt from `model` through a rollout `Generator`;
+2. keep a sample when the verifier accepts it (composite reward >= threshold), or,
+   with `filter.reward_model` and no verifier, when the reward model scores it above
+   the row's reference answer;
+3. deduplicate (stripped text) and cap the kept samples per prompt;
+4. write RUN_DIR/scored.jsonl (every sample with its reward: `posttrain data pairs` input),
+   RUN_DIR/kept.jsonl (conversational prompt/completion rows),
+   RUN_DIR/prompt_accuracy.jsonl (accepted fraction per prompt) and
+   RUN_DIR/rl_prompts.jsonl (rows with 0 < accuracy < 1, for the next RL round);
+5. SFT on the kept set from `sft_start` (default: the sampled model) in RUN_DIR/sft,
+   whose final model becomes RUN_DIR/final.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from posttrain.config import PHASE_CONFIGS, ConfigError, ModelConfig, OptimConfig, RewardSpec, Section
+from posttrain.hf_train import EvalSection, LoraSection, TrainLoop
+from posttrain.run_dir import RunDir
+
+
+class RFTData(Section):
+    prompts: str = Field(..., description="Rows (id, prompt, answer) to sample.")
+    eval: str | None = Field(None, description="Held-out rows for greedy accuracy before/after.")
+    max_prompts: int | None = None
+
+
+class RFTSampling(Section):
+    k: int = Field(8, ge=1, description="Samples per prompt.")
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 32
+    seed: int = 0
+    prompts_per_call: int = Field(64, ge=1, description="Prompts per generate() call.")
+
+
+class RFTFilter(Section):
+    rewards: list[RewardSpec] = Field(default_factory=lambda: [RewardSpec(name="exact")],
+                                      description="Verifier rewards; empty list: use reward_model.")
+    threshold: float = Field(1.0, description="Keep a sample when its composite reward >= threshold.")
+    reward_model: str | None = Field(None, description="RM folder used when rewards is empty.")
+    max_per_prompt: int = Field(4, ge=1)
+    dedup: bool = True
+
+
+class RFTSFT(Section):
+    start_model: str | None = Field(None, description="Model the kept set retrains (default: model.path).")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5))
+    train: TrainLoop = Field(default_factory=TrainLoop)
+    lora: LoraSection = Field(default_factory=LoraSection)
+
+
+class Config(Section):
+    phase: Literal["rft"] = "rft"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    generator: Literal["hf", "vllm"] = Field("hf", description="hf: in-process transformers; vllm: rollouts engine.")
+    data: RFTData
+    sampling: RFTSampling = Field(default_factory=RFTSampling)
+    filter: RFTFilter = Field(default_factory=RFTFilter)
+    sft: RFTSFT = Field(default_factory=RFTSFT)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+
+PHASE_CONFIGS.add("rft", Config)
+
+
+def make_generator(cfg: Config, model_path: str):
+    if cfg.generator == "hf":
+        from rollouts.hf import HFGenerator
+
+        return HFGenerator(model_path, device=cfg.model.device, dtype=cfg.model.dtype)
+    try:
+        from rollouts import make_generator as make_engine  # the Ray + vLLM pool
+    except ImportError:
+        raise ConfigError("generator=vllm needs rollouts.make_generator, which this install lacks; "
+                          "use generator=hf") from None
+    return make_engine(model_path)
+
+
+def sample(generator, tokenizer, rows: list[dict], s: RFTSampling) -> list[tuple[dict, list[Any]]]:
+    """[(row, [Rollout x k])] in row order."""
+    from posttrain.greedy_eval import render_prompts
+    from rollouts.types import PromptInput, SamplingSpec
+
+    spec = SamplingSpec(n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
+    out = []
+    for i in range(0, len(rows), s.prompts_per_call):
+        chunk = rows[i:i + s.prompts_per_call]
+        inputs = [PromptInput(r["id"], ids) for r, ids in zip(chunk, render_prompts(tokenizer, chunk))]
+        rollouts = generator.generate(inputs, spec, step=0)
+        out.extend((r, rollouts[j * s.k:(j + 1) * s.k]) for j, r in enumerate(chunk))
+    return out
+
+
+def _regroup(flat: list, groups) -> list[list]:
+    out, i = [], 0
+    for _, ros in groups:
+        out.append(flat[i:i + len(ros)])
+        i += len(ros)
+    return out
+
+
+def verifier_scores(groups, f: RFTFilter) -> tuple[list[list[float | None]], list[list[bool]]]:
+    """(rewards, accepted) per group; a failed reward (None) is never accepted."""
+    from rewards.scorer import Scorer
+
+    texts = [ro.text for _, ros in groups for ro in ros]
+    samples = [row for row, ros in groups for _ in ros]
+    rewards = Scorer(f.rewards).score(texts, samples).rewards
+    return _regroup(rewards, groups), _regroup([r is not None and r >= f.threshold for r in rewards], groups)
+
+
+def reward_model_scores(groups, f: RFTFilter, device: str) -> tuple[list[list[float]], list[list[bool]]]:
+    """(RM scores, accepted): a sample is accepted when it scores above the row's reference answer."""
+    from transformers import AutoModelForSequenceClassification
+
+    from posttrain.data import prompt_messages
+    from posttrain.hf_train import load_tokenizer
+    from posttrain.pair_eval import reward_scores
+
+    rm = AutoModelForSequenceClassification.from_pretrained(f.reward_model).to(device)
+    tok = load_tokenizer(f.reward_model)
+    rewards, accepted = [], []
+    for row, ros in groups:
+        if "answer" not in row:
+            raise ConfigError(f"row {row['id']!r} has no 'answer': the reward-model filter compares to it")
+        msgs = prompt_messages(row)
+        sides = [[{"role": "assistant", "content": str(row["answer"])}]] + \
+                [[{"role": "assistant", "content": ro.text}] for ro in ros]
+        scores = reward_scores(rm, tok, [msgs] * len(sides), sides)
+        rewards.append(scores[1:])
+        accepted.append([s > scores[0] for s in scores[1:]])
+    return rewards, accepted
+
+
+def scored_rows(groups, rewards: list[list[float | None]]) -> list[dict]:
+    """Every sample with its reward: the input of `posttrain data pairs`."""
+    return [{"prompt_id": row["id"], "sample_idx": ro.sample_idx, "prompt": row["prompt"], "completion": ro.text,
+             "reward": r, **({"answer": row["answer"]} if "answer" in row else {})}
+            for (row, ros), rs in zip(groups, rewards) for ro, r in zip(ros, rs)]
+
+
+def select(groups, accepted: list[list[bool]], f: RFTFilter) -> tuple[list[dict], list[dict]]:
+    """(kept rows, per-prompt accuracy rows); dedup by stripped text, capped per prompt."""
+    from posttrain.data import prompt_messages
+
+    kept, acc = [], []
+    for (row, ros), ok in zip(groups, accepted):
+        seen: set[str] = set()
+        n_kept = 0
+        for ro, good in zip(ros, ok):
+            text = ro.text.strip()
+            if not good or not text or (f.dedup and text in seen) or n_kept >= f.max_per_prompt:
+                continue
+            seen.add(text)
+            n_kept += 1
+            kept.append({"id": f"{row['id']}-s{ro.sample_idx}", "prompt_id": row["id"],
+                         "prompt": prompt_messages(row),
+                         "completion": [{"role": "assistant", "content": ro.text}]})
+        acc.append({"id": row["id"], "accuracy": sum(ok) / max(len(ok), 1), "n": len(ok), "kept": n_kept})
+    return kept, acc
+
+
+def sft_config(cfg: Config, kept_path: Path, start: str):
+    from posttrain import sft
+
+    return sft.Config(
+        model=cfg.model.model_copy(update={"path": start, "init": "path"}),
+        data=sft.SFTData(train=str(kept_path), eval=cfg.data.eval),
+        optim=cfg.sft.optim, train=cfg.sft.train, lora=cfg.sft.lora, eval=cfg.eval)
+
+
+def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
+    from posttrain import sft
+    from posttrain.data import DatasetError, load_rows, write_jsonl
+    from posttrain.hf_train import load_tokenizer
+
+    t0 = time.time()
+    run = RunDir(run_dir, "rft")
+    run.write_config(cfg)
+    if not cfg.model.path:
+        raise ConfigError("field 'model.path' is required: the model to sample from (e.g. an SFT run's final/)")
+    rows = load_rows(cfg.data.prompts)[:cfg.data.max_prompts]
+    kept_path = run.path / "kept.jsonl"
+    if not (resume and kept_path.is_file()):
+        gen = make_generator(cfg, cfg.model.path)
+        groups = sample(gen, load_tokenizer(cfg.model.path), rows, cfg.sampling)
+        gen.close()
+        if cfg.filter.rewards:
+            rewards, accepted = verifier_scores(groups, cfg.filter)
+        elif cfg.filter.reward_model:
+            rewards, accepted = reward_model_scores(groups, cfg.filter, cfg.model.device)
+        else:
+            raise ConfigError("set filter.rewards (a verifier) or filter.reward_model (an RM folder)")
+        write_jsonl(run.path / "scored.jsonl", scored_rows(groups, rewards))
+        kept, acc = select(groups, accepted, cfg.filter)
+        write_jsonl(run.path / "prompt_accuracy.jsonl", acc)
+        if not kept:
+            raise DatasetError(f"{cfg.data.prompts}: no sample was accepted (see {run.path}/scored.jsonl); "
+                               "raise sampling.k, start from a stronger model or check the verifier")
+        by_id = {a["id"]: a["accuracy"] for a in acc}
+        write_jsonl(run.path / "rl_prompts.jsonl", [r for r in rows if 0 < by_id[r["id"]] < 1])
+        write_jsonl(kept_path, kept)
+        mean_acc = sum(by_id.values()) / len(by_id)
+        run.log(0, {"rft/prompts": len(rows), "rft/kept": len(kept), "rft/sample_accuracy": mean_acc,
+                    "rft/rl_prompts": sum(0 < a < 1 for a in by_id.values()), "rft/sample_seconds": time.time() - t0})
+    s = sft.run(sft_config(cfg, kept_path, cfg.sft.start_model or cfg.model.path), run.path / "sft", resume)
+    run.log(s["steps"], {"eval/accuracy_start": s["eval/accuracy_start"], "eval/accuracy": s["eval/accuracy"]})
+    import shutil
+
+    shutil.rmtree(run.final, ignore_errors=True)
+    (run.path / "sft" / "final").rename(run.final)
+    summary = {"phase": "rft", **{k: v for k, v in run.read_metrics()[0].items() if k.startswith("rft/")},
+               "sft_steps": s["steps"], "eval/accuracy_start": s["eval/accuracy_start"],
+               "eval/accuracy": s["eval/accuracy"], "wall_seconds": round(time.time() - t0, 1),
+               "final": str(run.final)}
+    run.write_summary(summary)
+    return summary
