@@ -23,6 +23,9 @@ app.add_typer(data_app, name="data")
 from hints.cli import hints_app  # noqa: E402  (typer only; heavy imports stay inside commands)
 
 app.add_typer(hints_app, name="hints")
+from rewards.cli import rewards_app  # noqa: E402  (typer only; heavy imports stay inside commands)
+
+app.add_typer(rewards_app, name="rewards")
 
 # phase name -> (module exposing `Config` and `run(cfg, run_dir, resume)`, help)
 PHASES: dict[str, tuple[str, str]] = {
