@@ -109,10 +109,10 @@ def answers_match(pred: str, gold: str, float_rounding: int = 6) -> bool:
     if _norm(pred) == _norm(gold):
         return True
     g = _parse_gold(gold)
-    if not g:
+    if not g or all(isinstance(x, str) for x in g):  # only the raw string came back
         raise ValueError(f"cannot parse the reference answer {gold!r}")
     p = _parse(pred)
-    if not p:
+    if not p or all(isinstance(x, str) for x in p):
         return False
     return bool(verify(g, p, float_rounding=float_rounding, timeout_seconds=None))
 

@@ -47,6 +47,8 @@ def test_reward_values_and_failures():
     assert math_reward("I don't know", {"answer": "8"}) == 0.0
     with pytest.raises(KeyError, match="answer"):
         math_reward("1", {})
+    with pytest.raises(ValueError, match="cannot parse the reference answer"):
+        math_reward("\\boxed{2}", {"answer": "\\frac{"})
 
 
 def test_works_off_the_main_thread():
