@@ -17,22 +17,27 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def make_probe_generator(model: Path, engine: str, threads: int | None = None):
-    """(generator, encode) for the probe: in-process HF generate, or the vLLM pool when available."""
-    from hints.hf_generator import HFGenerator, chat_encoder
+def prompt_encoder(tokenizer):
+    """encode(prompt) -> token ids: the chat template with the assistant turn opened."""
+    from posttrain.data import chat_prompt_ids
 
-    if engine == "vllm":
-        try:
-            from rollouts import make_generator  # type: ignore[attr-defined]
-        except ImportError:
-            _fail("--engine vllm: rollouts.make_generator is not available in this version; use --engine hf")
-        from posttrain.config import EngineConfig, RayConfig
-        from transformers import AutoTokenizer
+    def encode(prompt: Any) -> list[int]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return chat_prompt_ids(tokenizer, messages)
 
-        return make_generator(str(model), EngineConfig(), RayConfig()), chat_encoder(
-            AutoTokenizer.from_pretrained(model))
-    gen = HFGenerator(model, threads=threads)
-    return gen, gen.encode
+    return encode
+
+
+def make_probe_generator(model: Path, engine: str):
+    """(generator, encode) for the probe: `rollouts.factory.make_generator` (hf or vllm)."""
+    from posttrain.config import EngineConfig, RayConfig
+    from posttrain.hf_train import load_tokenizer
+    from rollouts.factory import make_generator
+
+    if not (Path(model) / "config.json").is_file():
+        raise FileNotFoundError(f"--model {model}: not a HF model folder (no config.json)")
+    generator = make_generator(engine, str(model), EngineConfig(), RayConfig())
+    return generator, prompt_encoder(load_tokenizer(str(model)))
 
 
 def run_probe(model: Path, rows: list[dict[str, Any]], samples: int = 8, max_tokens: int = 32,
@@ -47,12 +52,17 @@ def run_probe(model: Path, rows: list[dict[str, Any]], samples: int = 8, max_tok
     from rewards.scorer import Scorer
     from rollouts.types import SamplingSpec
 
-    if generator is None:
+    own = generator is None
+    if own:
         generator, encode = make_probe_generator(model, engine)
     judge = reward_judge(Scorer([RewardSpec(name=reward)]), threshold)
     sampling = SamplingSpec(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
-    table = probe_table(generator, encode, rows, DatasetHints(), sampling, judge,
-                        check_template(template or DEFAULT_TEMPLATE))
+    try:
+        table = probe_table(generator, encode, rows, DatasetHints(), sampling, judge,
+                            check_template(template or DEFAULT_TEMPLATE))
+    finally:
+        if own:
+            generator.close()
     return [{"level": r["level"], "all_wrong": r["all_wrong"], "mean_correct": r["mean_correct"]} for r in table]
 
 
@@ -84,7 +94,7 @@ def probe_cmd(
     reward: str = typer.Option("exact", help="Registered reward that judges a response."),
     threshold: float = typer.Option(1.0, help="A response is correct when its reward >= this."),
     template: Optional[str] = typer.Option(None, help="Hint template with {question} and {hint}."),
-    engine: str = typer.Option("hf", help="hf (in-process generate) or vllm (Ray actors)."),
+    engine: str = typer.Option("hf", help="hf (in-process transformers) or vllm (Ray actors with vLLM engines)."),
 ) -> None:
     """Table 9 of Keye-VL 1.5 for MODEL on DATA: all-wrong fraction and mean correct at none, L1..L5."""
     from hints.sources import HintSourceError

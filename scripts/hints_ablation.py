@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -28,6 +29,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Measured here: with other jobs on the 2 cores, torch's 2 threads made a tiny model's
+# training step 5-30x slower than 1 thread (oversubscription). Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def log(msg: str) -> None:
@@ -97,14 +101,15 @@ def run_sft(out: Path, paths: dict[str, Path], args) -> Path:
 
 # ---------------------------------------------------------------------------- 3. hard prompts
 
-def pass_counts(model_dir: Path, rows: list[dict], samples: int, seed: int, generator=None) -> dict[str, int]:
+def pass_counts(model_dir: Path, rows: list[dict], samples: int, seed: int) -> dict[str, int]:
     """Correct of G (T=1, no hint) per row id."""
-    from hints.hf_generator import HFGenerator
+    from hints.cli import make_probe_generator
     from hints.probe import count_correct_groups, sample_groups
     from rollouts.types import SamplingSpec
 
-    gen = generator or HFGenerator(model_dir)
-    groups = sample_groups(gen, gen.encode, rows, SamplingSpec(n=samples, max_tokens=8, seed=seed))
+    gen, encode = make_probe_generator(model_dir, "hf")
+    groups = sample_groups(gen, encode, rows, SamplingSpec(n=samples, max_tokens=8, seed=seed))
+    gen.close()
     counts = count_correct_groups(groups, rows, _exact)
     return {r["id"]: c for r, c in zip(rows, counts)}
 
@@ -183,10 +188,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sft-rows", type=int, default=3000)
     p.add_argument("--rl-rows", type=int, default=512)
     p.add_argument("--heldout-rows", type=int, default=512)
-    p.add_argument("--sft-steps", type=int, default=2000)
-    p.add_argument("--sft-lr", type=float, default=2e-3)
+    p.add_argument("--sft-steps", type=int, default=1200)
+    p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layers", type=int, default=2)
     p.add_argument("--samples", type=int, default=8, help="G: responses per prompt.")
     p.add_argument("--probe-rows", type=int, default=128)
     p.add_argument("--rl-steps", type=int, default=100)
