@@ -134,14 +134,16 @@ def save_final(model, tokenizer, final: Path, merge: bool = True) -> Path:
     return final
 
 
-def run_dir_callback(run: RunDir, prefix: str):
-    """A TrainerCallback that appends every trainer log line to RUN_DIR/metrics.jsonl."""
+def run_dir_callback(run: RunDir, prefix: str, step_offset: int = 0):
+    """A TrainerCallback that appends every trainer log line to RUN_DIR/metrics.jsonl.
+
+    `step_offset` places a later stage's steps after an earlier stage's in the run's log."""
     from transformers import TrainerCallback
 
     class _Log(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             if logs:
-                run.log(state.global_step, {_key(prefix, k): v for k, v in logs.items()})
+                run.log(step_offset + state.global_step, {_key(prefix, k): v for k, v in logs.items()})
 
     return _Log()
 

@@ -177,7 +177,8 @@ def sft_config(cfg: Config, kept_path: Path, start: str):
         optim=cfg.sft.optim, train=cfg.sft.train, lora=cfg.sft.lora, eval=cfg.eval)
 
 
-def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
+def run(cfg: Config, run_dir: Path, resume: bool = False, generator=None) -> dict:
+    """Sample, filter, write the kept set, SFT on it. `generator` overrides cfg.generator (tests)."""
     from posttrain import sft
     from posttrain.data import DatasetError, load_rows, write_jsonl
     from posttrain.hf_train import load_tokenizer
@@ -190,9 +191,10 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     rows = load_rows(cfg.data.prompts)[:cfg.data.max_prompts]
     kept_path = run.path / "kept.jsonl"
     if not (resume and kept_path.is_file()):
-        gen = make_generator(cfg, cfg.model.path)
+        gen = generator or make_generator(cfg, cfg.model.path)
         groups = sample(gen, load_tokenizer(cfg.model.path), rows, cfg.sampling)
-        gen.close()
+        if generator is None:
+            gen.close()
         if cfg.filter.rewards:
             rewards, accepted = verifier_scores(groups, cfg.filter)
         elif cfg.filter.reward_model:

@@ -73,7 +73,7 @@ def load_reward_model(path: str, model: ModelConfig, tokenizer):
 
 
 def make_trainer(model, tokenizer, pairs: list[dict], train: TrainLoop, optim: OptimConfig, cfg: Config,
-                 out_dir: Path, run: RunDir, peft_config=None):
+                 out_dir: Path, run: RunDir, peft_config=None, step_offset: int = 0):
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
@@ -82,7 +82,7 @@ def make_trainer(model, tokenizer, pairs: list[dict], train: TrainLoop, optim: O
     args = RewardConfig(**training_kwargs(train, optim, cfg.model, out_dir), max_length=train.max_length)
     return RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(pairs),
                          processing_class=tokenizer, peft_config=peft_config,
-                         callbacks=[run_dir_callback(run, "rm")])
+                         callbacks=[run_dir_callback(run, "rm", step_offset)])
 
 
 def _evaluate(model, tokenizer, pairs: list[dict], run: RunDir, step: int, tag: str = "") -> dict:
@@ -103,7 +103,8 @@ def _debias(cfg: Config, model, tok, pairs: list[dict], run: RunDir, step0: int)
         return 0
     loop = cfg.train.model_copy(update={"max_steps": cfg.length_debias.steps})
     optim = cfg.optim.model_copy(update={"lr": cfg.length_debias.lr})
-    trainer = make_trainer(model, tok, subset, loop, optim, cfg, run.checkpoints / "debias", run)
+    trainer = make_trainer(model, tok, subset, loop, optim, cfg, run.checkpoints / "debias", run,
+                           step_offset=step0)
     trainer.train()
     run.log(step0 + trainer.state.global_step, {"rm/debias_pairs": len(subset)})
     return trainer.state.global_step
