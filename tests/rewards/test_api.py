@@ -115,3 +115,32 @@ def test_doctests(module):
     mod = importlib.import_module(module)
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_example_plugin_package_entry_points(tmp_path, monkeypatch):
+    """examples/posttrain-reward-example, 'installed' via a dist-info built from its pyproject."""
+    import os
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "examples" / "posttrain-reward-example"
+    meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    eps = meta["entry-points"]["posttrain.rewards"]
+    dist = tmp_path / "posttrain_reward_example-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {meta['name']}\nVersion: {meta['version']}\n")
+    (dist / "entry_points.txt").write_text(
+        "[posttrain.rewards]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
+    paths = [str(tmp_path), str(root / "src")]
+    for p in reversed(paths):
+        monkeypatch.syspath_prepend(p)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]))
+    importlib.invalidate_caches()
+    try:
+        assert {"polite", "keyword_density", "echo_service"} <= {rf.name for rf in list_rewards()}
+        with Scorer(["polite", {"name": "keyword_density", "weight": 2.0}, "echo_service"], workers=2) as s:
+            batch = s.score(["please cat", "dog"], [{"keyword": "cat"}, {"keyword": "cat"}])
+        assert batch.rewards == pytest.approx([3.0, 1.0]) and batch.errors == [None, None]
+    finally:
+        for name in eps:
+            REWARDS._entries.pop(name, None)

@@ -1,0 +1,1 @@
+"""Example posttrain reward plugins (registered through the `posttrain.rewards` entry points)."""
