@@ -17,20 +17,10 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def prompt_encoder(tokenizer):
-    """encode(prompt) -> token ids: the chat template with the assistant turn opened."""
-    from posttrain.data import chat_prompt_ids
-
-    def encode(prompt: Any) -> list[int]:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        return chat_prompt_ids(tokenizer, messages)
-
-    return encode
-
-
 def make_probe_generator(model: Path, engine: str):
     """(generator, encode) for the probe: `rollouts.factory.make_generator` (hf or vllm)."""
     from posttrain.config import EngineConfig, RayConfig
+    from hints.probe import prompt_encoder
     from posttrain.hf_train import load_tokenizer
     from rollouts.factory import make_generator
 

@@ -57,6 +57,11 @@ class HintController:
         if cfg.init_state:
             self.scheduler.load(cfg.init_state)
 
+    def attach(self, generator: Any, encode: Callable[[Any], list[int]],
+               is_correct: Callable[[list[str], list[dict]], list[bool]]) -> None:
+        """Give the minimal-level search (`hints.search`) a generator, an encoder and a judge."""
+        self.generator, self.encode, self.is_correct = generator, encode, is_correct
+
     def _check_dataset_hints(self, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:
             if has_reference(row) and not row.get("hints"):
@@ -98,9 +103,12 @@ class HintController:
         return after
 
     def _run_search(self, rows: list[dict[str, Any]], step: int) -> None:
-        if not rows or self.generator is None or self.encode is None or self.is_correct is None:
-            self._to_probe.difference_update(r["id"] for r in rows)
+        if not rows:
             return
+        if self.generator is None or self.encode is None or self.is_correct is None:
+            raise HintSourceError(
+                f"hints.search={self.cfg.search} needs a generator: call HintController.attach(generator, "
+                "encode, is_correct) before training, or set hints.search=none")
         from hints.probe import minimal_levels
         from rollouts.types import SamplingSpec
 

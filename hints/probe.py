@@ -152,6 +152,17 @@ def probe_table(generator: Any, encode: Encode, rows: Sequence[dict[str, Any]], 
     return stats.table()
 
 
+def prompt_encoder(tokenizer: Any) -> Encode:
+    """encode(prompt) -> token ids: the chat template with the assistant turn opened."""
+    from posttrain.data import chat_prompt_ids
+
+    def encode(prompt: Any) -> list[int]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        return chat_prompt_ids(tokenizer, messages)
+
+    return encode
+
+
 def reward_judge(scorer: Any, threshold: float) -> IsCorrect:
     """`is_correct` from a rewards `Scorer`: reward >= threshold; a failed reward is not correct."""
 

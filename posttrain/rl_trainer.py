@@ -65,6 +65,10 @@ class GSPOTrainer:
                                         trust_remote_code=cfg.model.trust_remote_code)
         if ckpt:  # engines loaded the checkpoint folder; stamp them with its version
             self.generator.update_weights(self.model.state_dict(), self.step)
+        if cfg.hints.enabled and cfg.hints.search != "none":  # minimal-hint search samples with the policy
+            from hints.probe import prompt_encoder, reward_judge
+            self.hints.attach(self.generator, prompt_encoder(self.tok),
+                              reward_judge(self.scorer, cfg.hints.correct_threshold))
         self.stop = StopFlag()
 
     # ------------------------------------------------------------------ state

@@ -166,8 +166,45 @@ def run_probe_stage(out: Path, sft: Path, paths: dict[str, Path], args) -> list[
 
 # ---------------------------------------------------------------------------- 5. rl
 
+def rl_config(sft: Path, train: Path, heldout_hard: Path, hinted: bool, args) -> Any:
+    from posttrain.config import build_config
+    from posttrain.rl import Config
+
+    return build_config(Config, {
+        "model": {"path": str(sft)},
+        "data": {"train": str(train), "eval": str(heldout_hard), "seed": args.seed,
+                 "max_eval_rows": args.eval_rows},
+        "rollout": {"backend": "hf", "prompts_per_step": args.prompts_per_step, "group_size": args.samples,
+                    "max_new_tokens": 8},
+        "algo": {"loss": "gspo", "num_minibatches": 1},
+        "optim": {"lr": args.rl_lr},
+        "train": {"steps": args.rl_steps, "seed": args.seed},
+        "eval": {"every": 0},
+        # Same seed, prompts and steps in both arms; only the hints differ. The hinted arm
+        # probes newly hard prompts for their minimal level (extra generation, no extra updates).
+        "hints": {"enabled": hinted, "search": "linear", "search_samples": args.samples},
+    }, f"hints ablation rl ({'hints' if hinted else 'no hints'})")
+
+
 def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) -> dict[str, Path]:
-    raise NotImplementedError("the GSPO arms need posttrain.rl (the GSPO spine)")
+    from posttrain.data import load_rows, write_jsonl
+    from posttrain.rl import run
+
+    train = out / "data" / "rl_used.jsonl"
+    write_jsonl(train, load_rows(paths["rl_train"])[:args.rl_used_rows])
+    held_hard = out / "data" / "heldout_hard.jsonl"
+    hard_ids = set(hard["heldout"]["hard"])
+    write_jsonl(held_hard, [r for r in load_rows(paths["heldout"]) if r["id"] in hard_ids])
+    arms = {}
+    for name, hinted in (("no_hints", False), ("hints", True)):
+        run_dir = out / f"rl_{name}"
+        arms[name] = run_dir / "final"
+        if (run_dir / "summary.json").exists() and (run_dir / "final" / "config.json").exists():
+            continue
+        t0 = time.time()
+        summary = run(rl_config(sft, train, held_hard, hinted, args), run_dir)
+        log(f"rl[{name}] {time.time() - t0:.0f}s: {json.dumps(summary)}")
+    return arms
 
 
 # ---------------------------------------------------------------------------- 6. eval
@@ -194,7 +231,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--samples", type=int, default=8, help="G: responses per prompt.")
     p.add_argument("--probe-rows", type=int, default=128)
-    p.add_argument("--rl-steps", type=int, default=100)
+    p.add_argument("--rl-steps", type=int, default=96)
+    p.add_argument("--rl-used-rows", type=int, default=256, help="RL training prompts (first N of rl_train).")
+    p.add_argument("--prompts-per-step", type=int, default=16)
+    p.add_argument("--rl-lr", type=float, default=2e-4)
+    p.add_argument("--eval-rows", type=int, default=None, help="Cap on held-out hard rows in the trainer's eval.")
     p.add_argument("--stages", default="data,sft,hard,probe,rl,eval")
     return p.parse_args(argv)
 

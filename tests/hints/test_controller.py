@@ -84,3 +84,13 @@ def test_state_carries_across_rounds_via_init_state(tmp_path):
     fresh = HintController(cfg(), rows)
     fresh.load_state_dict(hc.state_dict())
     assert fresh.state_dict() == hc.state_dict()
+
+
+def test_search_without_a_generator_says_how_to_attach_one():
+    rows = make_rows(["p"])
+    hc = HintController(cfg(search="linear"), rows)
+    hc.observe("p", 0, [0.0, 0.0], step=0)
+    with pytest.raises(HintSourceError, match="HintController.attach"):
+        hc.prepare(rows, step=1)
+    hc.attach(ScriptedGenerator({"p": 2}), encode, exact_judge)
+    assert hc.prepare(rows, step=1)[0][1] == 2
