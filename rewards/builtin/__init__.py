@@ -8,3 +8,4 @@ from rewards.builtin import exact, format, math_answer  # noqa: F401
 from rewards.builtin.ifeval import checks  # noqa: F401
 from rewards.builtin import code  # noqa: E402,F401
 from rewards import judge, reward_model  # noqa: E402,F401  (services; Ray is imported when built)
+from rewards.builtin import http  # noqa: E402,F401

@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 from posttrain.cli import app
 from tests.rewards.conftest import plugin
 
+pytestmark = pytest.mark.timeout(120)
+
 runner = CliRunner()
 
 

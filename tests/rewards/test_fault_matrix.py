@@ -10,6 +10,8 @@ from rewards.api import RewardFailureLimit
 from rewards.scorer import Scorer
 from tests.rewards.conftest import plugin
 
+pytestmark = pytest.mark.timeout(120)
+
 CASES = [
     ("raises", "RuntimeError: plugin exploded"),
     ("hangs", "timeout: no result within 1s (worker process killed)"),

@@ -46,6 +46,7 @@ def test_unparsable_judge_output_is_a_recorded_failure():
 
 
 @pytest.mark.engine
+@pytest.mark.timeout(600)
 def test_real_judge_engine_in_ray(tmp_path):
     """A random tiny judge: its output is noise, so samples fail as unparsable (or score)."""
     import ray

@@ -9,6 +9,8 @@ import pytest
 from rewards.api import RewardError
 from rewards.scorer import Scorer
 
+pytestmark = pytest.mark.timeout(300)
+
 
 @pytest.fixture(scope="module")
 def ray_local():

@@ -8,6 +8,8 @@ from rewards.api import resolve_reward
 from rewards.sandbox import run_tests
 from tests.rewards.conftest import descendants
 
+pytestmark = pytest.mark.timeout(120)
+
 
 @pytest.fixture(autouse=True)
 def _secret(monkeypatch, no_children_left):
