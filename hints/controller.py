@@ -51,16 +51,23 @@ class HintController:
         if cfg.enabled and cfg.source == "dataset":
             self._check_dataset_hints(rows)
         self.generator, self.encode, self.is_correct = generator, encode, is_correct
+        self.sampling: Any = None
         self._to_probe: set[str] = set()
+        self._searched = 0
         self._stats = LevelStats()
         self._levels_in_use: list[int] = []
         if cfg.init_state:
             self.scheduler.load(cfg.init_state)
 
     def attach(self, generator: Any, encode: Callable[[Any], list[int]],
-               is_correct: Callable[[list[str], list[dict]], list[bool]]) -> None:
-        """Give the minimal-level search (`hints.search`) a generator, an encoder and a judge."""
+               is_correct: Callable[[list[str], list[dict]], list[bool]], sampling: Any = None) -> None:
+        """Give the minimal-level search (`hints.search`) a generator, an encoder and a judge.
+
+        `sampling` (a SamplingSpec: temperature, max_tokens) should match the rollouts';
+        its `n` is replaced by `hints.search_samples`.
+        """
         self.generator, self.encode, self.is_correct = generator, encode, is_correct
+        self.sampling = sampling
 
     def _check_dataset_hints(self, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:
@@ -109,12 +116,16 @@ class HintController:
             raise HintSourceError(
                 f"hints.search={self.cfg.search} needs a generator: call HintController.attach(generator, "
                 "encode, is_correct) before training, or set hints.search=none")
+        from dataclasses import replace
+
         from hints.probe import minimal_levels
         from rollouts.types import SamplingSpec
 
-        result = minimal_levels(self.generator, self.encode, rows, self.source,
-                                SamplingSpec(n=self.cfg.search_samples, seed=step), self.is_correct,
-                                self.cfg.search, self.cfg.template, self.cfg.max_level, step)
+        sampling = replace(self.sampling or SamplingSpec(), n=self.cfg.search_samples)
+        # A distinct step tag keeps the search's samples apart from the training rollouts'.
+        result = minimal_levels(self.generator, self.encode, rows, self.source, sampling, self.is_correct,
+                                self.cfg.search, self.cfg.template, self.cfg.max_level, step=-(10**6) - step)
+        self._searched += len(rows)
         for pid, lv in result.levels.items():
             self.scheduler.set_minimal(pid, lv)
             self._to_probe.discard(pid)
@@ -127,7 +138,8 @@ class HintController:
         out.update(self._stats.metrics())
         levels = self.scheduler.levels().values()
         out["hints/hinted_prompts"] = float(sum(v != NO_HINT for v in levels))
-        self._stats = LevelStats()
+        out["hints/searched_prompts"] = float(self._searched)
+        self._stats, self._searched = LevelStats(), 0
         return out
 
     def hard_ids(self) -> list[str]:

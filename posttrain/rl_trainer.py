@@ -67,8 +67,11 @@ class GSPOTrainer:
             self.generator.update_weights(self.model.state_dict(), self.step)
         if cfg.hints.enabled and cfg.hints.search != "none":  # minimal-hint search samples with the policy
             from hints.probe import prompt_encoder, reward_judge
+            r = cfg.rollout
             self.hints.attach(self.generator, prompt_encoder(self.tok),
-                              reward_judge(self.scorer, cfg.hints.correct_threshold))
+                              reward_judge(self.scorer, cfg.hints.correct_threshold),
+                              SamplingSpec(temperature=r.temperature, top_p=r.top_p,
+                                           max_tokens=r.max_new_tokens, seed=cfg.train.seed))
         self.stop = StopFlag()
 
     # ------------------------------------------------------------------ state
