@@ -3,6 +3,8 @@
 import json
 import time
 
+import pytest
+
 from typer.testing import CliRunner
 
 from posttrain.cli import app
