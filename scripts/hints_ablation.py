@@ -209,12 +209,43 @@ def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) 
 
 # ---------------------------------------------------------------------------- 6. eval
 
-def eval_arm(model_dir: Path, rows: list[dict], args) -> dict[str, float]:
-    """Greedy accuracy and sampled pass rate, no hints, on the held-out hard prompts."""
-    greedy = greedy_correct(model_dir, rows)
-    counts = pass_counts(model_dir, rows, args.samples, args.seed + 1)
-    return {"greedy_accuracy": sum(greedy.values()) / max(len(rows), 1),
-            "sampled_pass_rate": sum(counts.values()) / max(len(rows) * args.samples, 1)}
+def eval_arm(model_dir: Path, sets: dict[str, list[dict]], args) -> dict[str, float]:
+    """No hints anywhere. Greedy accuracy on each set; sampled pass rate on the held-out hard set."""
+    out = {}
+    for name, rows in sets.items():
+        greedy = greedy_correct(model_dir, rows)
+        out[f"{name}/greedy_accuracy"] = sum(greedy.values()) / max(len(rows), 1)
+    counts = pass_counts(model_dir, sets["heldout_hard"], args.samples, args.seed + 1)
+    out["heldout_hard/sampled_pass_rate"] = sum(counts.values()) / max(len(counts) * args.samples, 1)
+    out["heldout_hard/pass_at_G"] = sum(c > 0 for c in counts.values()) / max(len(counts), 1)
+    return out
+
+
+def eval_sets(paths: dict[str, Path], hard: dict, args) -> dict[str, list[dict]]:
+    from posttrain.data import load_rows
+
+    held = load_rows(paths["heldout"])
+    used = load_rows(paths["rl_train"])[:args.rl_used_rows]
+    held_hard, train_hard = set(hard["heldout"]["hard"]), set(hard["rl_train"]["hard"])
+    return {"heldout_hard": [r for r in held if r["id"] in held_hard],
+            "train_hard": [r for r in used if r["id"] in train_hard],
+            "heldout_all": held}
+
+
+def arm_diagnostics(run_dir: Path) -> dict[str, Any]:
+    """From the arm's metrics.jsonl: reward early/late, hinted prompts and level use at the end."""
+    recs = [r for r in (json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines())
+            if "reward/mean" in r]
+    if not recs:
+        return {}
+    q = max(1, len(recs) // 4)
+    mean = lambda rs, k: sum(r.get(k, 0.0) or 0.0 for r in rs) / len(rs)  # noqa: E731
+    out = {"reward_first_quarter": mean(recs[:q], "reward/mean"), "reward_last_quarter": mean(recs[-q:], "reward/mean"),
+           "trained_samples_per_step": mean(recs, "rl/trained_samples"),
+           "hinted_prompts_end": recs[-1].get("hints/hinted_prompts", 0.0),
+           "searched_prompts": sum(r.get("hints/searched_prompts", 0.0) for r in recs)}
+    out["level_use_last_quarter"] = {k: mean(recs[-q:], f"hints/level_{k}") for k in range(6)}
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -247,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
     paths = make_data(out, args)
     sft = run_sft(out, paths, args) if "sft" in stages else out / "sft" / "final"
-    hard = find_hard(out, sft, paths, args) if "hard" in stages else None
+    hard = find_hard(out, sft, paths, args) if stages & {"hard", "rl", "eval"} else None
     probe = run_probe_stage(out, sft, paths, args) if "probe" in stages else None
     summary: dict[str, Any] = {"seed": args.seed, "probe": probe, "args": {k: str(v) for k, v in vars(args).items()}}
     if hard is not None:
@@ -256,14 +287,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "rl" in stages:
         arms = run_rl_arms(out, sft, paths, hard, args)
         if "eval" in stages:
-            from posttrain.data import load_rows
-
-            held = [r for r in load_rows(paths["heldout"]) if r["id"] in set(hard["heldout"]["hard"])]
-            results = {name: eval_arm(model, held, args) for name, model in arms.items()}
-            summary["arms"] = results
-            summary["hard_accuracy_with_hints"] = results["hints"]["greedy_accuracy"]
-            summary["hard_accuracy_without_hints"] = results["no_hints"]["greedy_accuracy"]
-            summary["heldout_hard_prompts"] = len(held)
+            sets = eval_sets(paths, hard, args)
+            results = {"sft": eval_arm(sft, sets, args)}
+            results.update({name: eval_arm(model, sets, args) for name, model in arms.items()})
+            summary["eval"] = results
+            summary["diagnostics"] = {name: arm_diagnostics(out / f"rl_{name}") for name in arms}
+            summary["hard_accuracy_with_hints"] = results["hints"]["heldout_hard/greedy_accuracy"]
+            summary["hard_accuracy_without_hints"] = results["no_hints"]["heldout_hard/greedy_accuracy"]
+            summary["heldout_hard_prompts"] = len(sets["heldout_hard"])
+            summary["train_hard_prompts"] = len(sets["train_hard"])
+            log(f"hard held-out accuracy: hints {summary['hard_accuracy_with_hints']:.4f}, "
+                f"no hints {summary['hard_accuracy_without_hints']:.4f}")
     summary["wall_seconds"] = round(time.time() - t0, 1)
     write_json(out / "summary.json", summary)
     log(f"wrote {out / 'summary.json'}")
