@@ -117,12 +117,11 @@ def _same_source(a: Any, b: Any) -> bool:
 def _make(name: str, fn: Callable, batched: bool, service: bool) -> RewardFn:
     target = fn.score if service else fn
     module = getattr(fn, "__module__", None)
-    file = None
+    try:
+        file = inspect.getsourcefile(fn)  # the fallback when a worker cannot import `module`
+    except TypeError:
+        file = None
     if module in (None, "__main__", "__mp_main__") or module.startswith("_posttrain_file_"):
-        try:
-            file = inspect.getsourcefile(fn)
-        except TypeError:
-            file = None
         module = None
     doc = (inspect.getdoc(fn) or "").split("\n\n")[0]
     return RewardFn(name, fn, batched, inspect.iscoroutinefunction(target), service, module, file, doc)
@@ -280,11 +279,16 @@ def resolve_reward(name: str) -> RewardFn:
 
 def resolve_ref(ref: RewardRef) -> RewardFn:
     """In a worker process: import what registered the reward, then look it up."""
-    if ref.name not in REWARDS:
-        if ref.file and ":" not in ref.name:
+    if ref.name not in REWARDS and ":" not in ref.name:
+        imported = False
+        if ref.module:
+            try:
+                importlib.import_module(ref.module)
+                imported = True
+            except ImportError:
+                pass  # e.g. a test module imported under a rootdir-relative name
+        if not imported and ref.file:
             load_file(ref.file)
-        elif ref.module and ":" not in ref.name:
-            importlib.import_module(ref.module)
     return resolve_reward(ref.name)
 
 

@@ -144,3 +144,14 @@ def test_example_plugin_package_entry_points(tmp_path, monkeypatch):
     finally:
         for name in eps:
             REWARDS._entries.pop(name, None)
+
+
+@reward("registered_in_a_test_module")
+def _registered_here(completion, sample):
+    return 2.5
+
+
+def test_a_reward_registered_in_a_non_importable_module_runs_in_workers():
+    with Scorer(["registered_in_a_test_module"], workers=1) as s:
+        b = s.score(["x"], [{}])
+    assert b.rewards == [2.5], b.errors
