@@ -29,6 +29,21 @@ def _limit_memory(mb: int) -> None:
         pass
 
 
+def _exit_with_parent() -> None:
+    """If the parent dies (even by SIGKILL), a worker stuck in a plugin must not live on."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 def _run_async_items(rf, task_id, completions, samples, kwargs, timeout_s, send) -> None:
     """Async per-sample plugins run concurrently, each bounded by wait_for."""
     import asyncio
@@ -98,6 +113,7 @@ def main() -> None:
 
     fd_in, fd_out, mem_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     _limit_memory(mem_mb)
+    _exit_with_parent()
     conn_in = Connection(fd_in, writable=False)
     conn_out = Connection(fd_out, readable=False)
     try:

@@ -91,3 +91,32 @@ def test_close_leaves_no_child_and_scorer_restarts_workers(no_children_left):
     batch = scorer.score(["a"], [{}])
     assert "after 3 attempts" in batch.errors[0]
     scorer.close()
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL the scoring process mid-call: its workers (stuck in a plugin) exit too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\n"
+        "from rewards.scorer import Scorer\n"
+        "s = Scorer([%r], workers=2, timeout_s=600)\n"
+        "s.score(['a', 'b'], [{}, {}])\n" % (os.getcwd(), plugin("hangs")))
+    proc = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.monotonic() + 30
+    workers = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.2)
+        workers = [p for p in psutil.Process(proc.pid).children() if "rewards.worker" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    time.sleep(1.0)  # both are inside the hanging call now
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
