@@ -142,10 +142,14 @@ def make_task_cmd(
 def pairs_cmd(
     input: Path = typer.Option(..., "--input", help="Scored rollouts JSONL (prompt_id, prompt, completion, reward)."),
     output: Path = typer.Option(..., "--output", help="Output pairs JSONL (id, prompt, chosen, rejected)."),
+    eval_out: Optional[Path] = typer.Option(None, "--eval-out", help="Also hold out pairs (by prompt) here."),
+    n_eval: int = typer.Option(100, "--n-eval", help="Held-out pairs (with --eval-out)."),
+    seed: int = typer.Option(0, help="Seed of the held-out split."),
 ) -> None:
     """Turn scored rollouts into preference pairs: a top-reward vs a bottom-reward sample per prompt."""
     from posttrain.data import DatasetError, write_jsonl
     from posttrain.pairs import build_pairs
+    from posttrain.tasks import split_rows
 
     try:
         pairs, counts = build_pairs(input)
@@ -153,9 +157,14 @@ def pairs_cmd(
         _fail(str(e))
     if not pairs:
         _fail(f"{input}: every prompt's samples tie (or have < 2 scored samples); no pairs to write")
+    if eval_out:
+        if n_eval >= len(pairs):
+            _fail(f"--n-eval {n_eval} leaves no training pairs out of {len(pairs)}; lower --n-eval")
+        pairs, held = split_rows(pairs, n_eval, seed)
+        write_jsonl(eval_out, held)
     write_jsonl(output, pairs)
-    typer.echo(f"wrote {counts['pairs']} pairs to {output} ({counts['prompts']} prompts, "
-               f"{counts['skipped_ties']} skipped as ties)")
+    typer.echo(f"wrote {len(pairs)} pairs to {output}" + (f" and {n_eval} to {eval_out}" if eval_out else "")
+               + f" ({counts['prompts']} prompts, {counts['skipped_ties']} skipped as ties)")
 
 
 def main() -> None:  # pragma: no cover

@@ -66,6 +66,12 @@ def test_cli_data_pairs(tmp_path):
     out = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert out[0]["chosen"] == "a1"
     load_pairs(tmp_path / "pairs.jsonl")  # the output is a valid pair file
+    write_jsonl(tmp_path / "s2.jsonl", [r for i in range(5) for r in _scored(f"q{i}", [0.0, 1.0])])
+    res = CliRunner().invoke(app, ["data", "pairs", "--input", str(tmp_path / "s2.jsonl"), "--output",
+                                   str(tmp_path / "tr.jsonl"), "--eval-out", str(tmp_path / "ev.jsonl"), "--n-eval", "2"])
+    assert res.exit_code == 0, res.output
+    tr, ev = (load_pairs(tmp_path / f) for f in ("tr.jsonl", "ev.jsonl"))
+    assert (len(tr), len(ev)) == (3, 2)
     bad = CliRunner().invoke(app, ["data", "pairs", "--input", str(tmp_path / "nope.jsonl"),
                                    "--output", str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
