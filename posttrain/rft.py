@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from posttrain.config import PHASE_CONFIGS, ConfigError, ModelConfig, OptimConfig, RewardSpec, Section
+from posttrain.config import (PHASE_CONFIGS, ConfigError, EngineConfig, ModelConfig, OptimConfig, RayConfig,
+                              RewardSpec, Section)
 from posttrain.hf_train import EvalSection, LoraSection, TrainLoop
 from posttrain.run_dir import RunDir
 
@@ -60,7 +61,9 @@ class RFTSFT(Section):
 class Config(Section):
     phase: Literal["rft"] = "rft"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    generator: Literal["hf", "vllm"] = Field("hf", description="hf: in-process transformers; vllm: rollouts engine.")
+    generator: Literal["hf", "vllm"] = Field("hf", description="hf: in-process transformers; vllm: Ray + vLLM pool.")
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     data: RFTData
     sampling: RFTSampling = Field(default_factory=RFTSampling)
     filter: RFTFilter = Field(default_factory=RFTFilter)
@@ -72,16 +75,11 @@ PHASE_CONFIGS.add("rft", Config)
 
 
 def make_generator(cfg: Config, model_path: str):
-    if cfg.generator == "hf":
-        from rollouts.hf import HFGenerator
+    """The rollout Generator: in-process HF, or the Ray + vLLM pool (rollouts.factory)."""
+    from rollouts.factory import make_generator as make
 
-        return HFGenerator(model_path, device=cfg.model.device, dtype=cfg.model.dtype)
-    try:
-        from rollouts import make_generator as make_engine  # the Ray + vLLM pool
-    except ImportError:
-        raise ConfigError("generator=vllm needs rollouts.make_generator, which this install lacks; "
-                          "use generator=hf") from None
-    return make_engine(model_path)
+    return make(cfg.generator, model_path, cfg.engine, cfg.ray, device=cfg.model.device, seed=cfg.sampling.seed,
+                trust_remote_code=cfg.model.trust_remote_code)
 
 
 def sample(generator, tokenizer, rows: list[dict], s: RFTSampling) -> list[tuple[dict, list[Any]]]:
