@@ -41,6 +41,19 @@ def make_math_rows(n: int, seed: int = 0) -> tuple[list[str], list[dict]]:
     return comps, rows
 
 
+def _cpu_self() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _cpu_of(pids: list[int]) -> list[float]:
+    import psutil
+
+    return [sum(psutil.Process(p).cpu_times()[:2]) for p in pids]
+
+
 def _sequential(comps: list[str], rows: list[dict]) -> tuple[float, list[float | None], float]:
     from rewards.builtin.math_answer import _parse_gold, math_reward
 
@@ -70,13 +83,22 @@ def bench_rewards(n_rows: int = 10000, workers: int = 2, repeats: int = 3, timeo
         scorer.score(*warm)
         start_s = time.perf_counter() - t0
         seq_s, svc_s, timeouts, failed, worst, mismatches = [], [], 0, 0, 0.0, 0
+        seq_cpu, svc_cpu, parent_cpu = [], [], []
+        load_start = os.getloadavg()[0]
         for _ in range(repeats):
+            c = _cpu_self()
             s, seq_out, w = _sequential(comps, rows)
+            seq_cpu.append(_cpu_self() - c)
             seq_s.append(s)
             worst = max(worst, w)
+            pids = [wk.proc.pid for wk in scorer.pool._live]
+            before, c = _cpu_of(pids), _cpu_self()
             t = time.perf_counter()
             batch = scorer.score(comps, rows)
             svc_s.append(time.perf_counter() - t)
+            parent_cpu.append(_cpu_self() - c)
+            alive = [p for p in pids if p in {wk.proc.pid for wk in scorer.pool._live}]
+            svc_cpu.append(max(b - a for p, a, b in zip(pids, before, _cpu_of(alive)) if p in alive))
             timeouts += int(batch.metrics["reward/math/timeouts"])
             failed += int(batch.metrics["reward/math/failed"])
             mismatches += sum(a != b for a, b in zip(seq_out, batch.rewards))
@@ -91,6 +113,13 @@ def bench_rewards(n_rows: int = 10000, workers: int = 2, repeats: int = 3, timeo
         "service_rows_per_s": round(n_rows / statistics.median(svc_s), 1), "pool_start_s": round(start_s, 3),
         "timeout_s": timeout_s, "timeouts": timeouts, "failed": failed, "max_sequential_call_s": round(worst, 4),
         "results_differ": mismatches, "target_speedup": 1.8,
+        # CPU accounting: on a loaded machine the wall ratio is capped by the share of the
+        # cores the workers get; sequential CPU / busiest worker's CPU is the ratio with
+        # one idle core per worker.
+        "loadavg_1m_start": round(load_start, 2), "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        "sequential_cpu_s": [round(x, 2) for x in seq_cpu], "service_busiest_worker_cpu_s": [round(x, 2) for x in svc_cpu],
+        "service_parent_cpu_s": [round(x, 2) for x in parent_cpu],
+        "cpu_speedup_median": round(statistics.median(a / b for a, b in zip(seq_cpu, svc_cpu)), 3),
         "meets_target": statistics.median(ratios) >= 1.8 and timeouts == 0,
     }
 
