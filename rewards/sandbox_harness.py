@@ -42,7 +42,9 @@ def _install_hook(workdir, readable):
     realpath, sep = os.path.realpath, os.sep
     workdir = realpath(workdir)
     blocked_imports = {"ctypes", "_ctypes", "_posixsubprocess", "socket", "_socket", "signal", "_signal",
-                       "multiprocessing", "_multiprocessing", "pty", "fcntl", "_ssl", "ssl"}
+                       "multiprocessing", "_multiprocessing", "pty", "fcntl", "_ssl", "ssl", "_testcapi",
+                       "_testinternalcapi", "_testbuffer", "_xxsubinterpreters", "_xxinterpchannels",
+                       "_posixshmem", "faulthandler"}
     blocked_events = {"os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
                       "subprocess.Popen", "os.kill", "os.killpg", "sys._current_frames",
                       "sys.settrace", "sys.setprofile", "gc.get_objects", "gc.get_referrers",
