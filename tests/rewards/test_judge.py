@@ -21,6 +21,10 @@ def test_templates():
     assert "1. 5-7-5\n2. about autumn" in text and "Write a haiku." in text
     with pytest.raises(KeyError, match="answer"):
         render_prompt("reference", "x", {"prompt": "q"})
+    steps = render_prompt("steps", "x", {"prompt": "q", "steps": ["define", "solve"]})
+    assert "1. define\n2. solve" in steps
+    assert "Response:\nok" in render_prompt("safety", "ok", {"prompt": "q"})
+    assert render_prompt("Q={prompt} A={completion}", "a", {"prompt": "q"}) == "Q=q A=a"
 
 
 class _FakeHandle:
