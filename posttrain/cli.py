@@ -167,6 +167,18 @@ def pairs_cmd(
                + f" ({counts['prompts']} prompts, {counts['skipped_ties']} skipped as ties)")
 
 
+@app.command("demo")
+def demo_cmd(
+    run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Output directory."),
+    sft_overrides: Optional[list[str]] = typer.Option(None, "--sft", help="key=value override for the SFT stage."),
+    rl_overrides: Optional[list[str]] = typer.Option(None, "--rl", help="key=value override for the RL stage."),
+) -> None:
+    """The embedded default end to end: task -> tiny model -> SFT -> GSPO on Ray+vLLM."""
+    from posttrain.demo import print_summary, run_demo
+
+    print_summary(run_demo(run_dir, {"sft": sft_overrides or [], "rl": rl_overrides or []}))
+
+
 def main() -> None:  # pragma: no cover
     app()
 
