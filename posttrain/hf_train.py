@@ -86,13 +86,20 @@ def load_causal_lm(path: str, model: ModelConfig):
         path, dtype=torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code)
 
 
+def scheduler_name(optim: OptimConfig) -> str:
+    """transformers' name: its plain "constant" would silently skip the warmup."""
+    if optim.scheduler == "constant" and optim.warmup_steps > 0:
+        return "constant_with_warmup"
+    return optim.scheduler
+
+
 def training_kwargs(train: TrainLoop, optim: OptimConfig, model: ModelConfig, out_dir: Path) -> dict[str, Any]:
     """Keywords shared by SFTConfig / DPOConfig / RewardConfig (all TrainingArguments)."""
     on_cpu = model.device == "cpu"
     return dict(
         output_dir=str(out_dir), max_steps=train.max_steps, per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum, learning_rate=optim.lr,
-        lr_scheduler_type=optim.scheduler, warmup_steps=optim.warmup_steps, weight_decay=optim.weight_decay,
+        lr_scheduler_type=scheduler_name(optim), warmup_steps=optim.warmup_steps, weight_decay=optim.weight_decay,
         adam_beta1=optim.betas[0], adam_beta2=optim.betas[1], max_grad_norm=optim.max_grad_norm,
         logging_steps=train.logging_steps, save_steps=train.save_steps, save_total_limit=train.save_total_limit,
         seed=train.seed, data_seed=train.seed, report_to=[], disable_tqdm=True, use_cpu=on_cpu,

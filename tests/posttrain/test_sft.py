@@ -112,3 +112,12 @@ def test_device_comes_from_config():
     cpu = training_kwargs(TrainLoop(), OptimConfig(), ModelConfig(), "out")
     assert gpu["use_cpu"] is False and gpu["bf16"] is True
     assert cpu["use_cpu"] is True and cpu["bf16"] is False
+
+
+def test_constant_schedule_keeps_its_warmup():
+    from posttrain.config import ModelConfig, OptimConfig
+    from posttrain.hf_train import TrainLoop, training_kwargs
+
+    kw = training_kwargs(TrainLoop(), OptimConfig(warmup_steps=10), ModelConfig(), "out")
+    assert kw["lr_scheduler_type"] == "constant_with_warmup"
+    assert training_kwargs(TrainLoop(), OptimConfig(scheduler="cosine"), ModelConfig(), "o")["lr_scheduler_type"] == "cosine"
