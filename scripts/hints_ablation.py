@@ -4,8 +4,9 @@
 
 Stages (each writes under OUT and is skipped when its output exists, so a re-run resumes):
 1. data: distinct 2-digit addition problems split into an SFT set, an RL training set and
-   a held-out set. The SFT set holds every problem twice, once plain and once with a hint
-   at a random level 1-5, so that the tiny model learns to read hints at all.
+   a held-out set. The SFT set holds every problem once plain and `--sft-hinted-copies`
+   times with a hint at distinct random levels 1-5, so that the tiny model learns to read
+   hints at all (with one copy and 1,200 steps it did not: level 5 was 67% all-wrong).
 2. sft: a tiny Qwen2 trained from scratch (`posttrain.sft`), fixed steps and seed.
 3. hard: G samples per prompt without hints from the SFT model; a prompt is hard when
    none of G is correct and its greedy answer is wrong too. Held-out hard prompts are
@@ -65,9 +66,9 @@ def make_data(out: Path, args) -> dict[str, Path]:
     sft_rows = []
     for r in sft:
         sft_rows.append({k: r[k] for k in ("id", "prompt", "answer")})
-        level = rng.randint(1, 5)
-        hinted = with_hint(r, level, r["hints"][level - 1])
-        sft_rows.append({"id": f"{r['id']}-L{level}", "prompt": hinted["prompt"], "answer": r["answer"]})
+        for level in rng.sample(range(1, 6), args.sft_hinted_copies):
+            hinted = with_hint(r, level, r["hints"][level - 1])
+            sft_rows.append({"id": f"{r['id']}-L{level}", "prompt": hinted["prompt"], "answer": r["answer"]})
     rng.shuffle(sft_rows)
     # Every hint text must be in the SFT file: the tiny tokenizer is trained on it.
     write_jsonl(paths["sft"], sft_rows)
@@ -256,7 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sft-rows", type=int, default=3000)
     p.add_argument("--rl-rows", type=int, default=512)
     p.add_argument("--heldout-rows", type=int, default=512)
-    p.add_argument("--sft-steps", type=int, default=1200)
+    p.add_argument("--sft-steps", type=int, default=2400)
+    p.add_argument("--sft-hinted-copies", type=int, default=2, help="Hinted copies of each SFT problem (1-5).")
     p.add_argument("--sft-lr", type=float, default=3e-3)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
