@@ -120,3 +120,16 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     proc.wait(10)
     gone, alive = psutil.wait_procs(workers, timeout=5)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_timeout_kills_the_worker_process(no_children_left):
+    import psutil
+
+    with Scorer([plugin("hangs_on_marked")], timeout_s=0.5, workers=1, retries=0,
+                max_failed_fraction=1.0) as scorer:
+        scorer.score(["warm"], [{}])
+        (old,) = [w.proc.pid for w in scorer.pool._live]
+        batch = scorer.score(["hang", "ok"], [{}, {}])
+        (new,) = [w.proc.pid for w in scorer.pool._live]
+        assert batch.rewards == [None, 2.0]
+        assert new != old and not psutil.pid_exists(old)
