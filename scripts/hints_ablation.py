@@ -167,19 +167,19 @@ def run_probe_stage(out: Path, sft: Path, paths: dict[str, Path], args) -> list[
 
 # ---------------------------------------------------------------------------- 5. rl
 
-def rl_config(sft: Path, train: Path, heldout_hard: Path, hinted: bool, args) -> Any:
+def rl_config(sft: Path, train: Path, heldout_hard: Path, hinted: bool, seed: int, args) -> Any:
     from posttrain.config import build_config
     from posttrain.rl import Config
 
     return build_config(Config, {
         "model": {"path": str(sft)},
-        "data": {"train": str(train), "eval": str(heldout_hard), "seed": args.seed,
+        "data": {"train": str(train), "eval": str(heldout_hard), "seed": seed,
                  "max_eval_rows": args.eval_rows},
         "rollout": {"backend": "hf", "prompts_per_step": args.prompts_per_step, "group_size": args.samples,
                     "max_new_tokens": 8},
         "algo": {"loss": "gspo", "num_minibatches": 1},
         "optim": {"lr": args.rl_lr},
-        "train": {"steps": args.rl_steps, "seed": args.seed},
+        "train": {"steps": args.rl_steps, "seed": seed},
         "eval": {"every": 0},
         # Same seed, prompts and steps in both arms; only the hints differ. The hinted arm
         # probes newly hard prompts for their minimal level (extra generation, no extra updates).
@@ -187,7 +187,8 @@ def rl_config(sft: Path, train: Path, heldout_hard: Path, hinted: bool, args) ->
     }, f"hints ablation rl ({'hints' if hinted else 'no hints'})")
 
 
-def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) -> dict[str, Path]:
+def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) -> dict[tuple[str, int], Path]:
+    """Both arms for every RL seed; returns {(arm, seed): final model folder}."""
     from posttrain.data import load_rows, write_jsonl
     from posttrain.rl import run
 
@@ -197,14 +198,15 @@ def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) 
     hard_ids = set(hard["heldout"]["hard"])
     write_jsonl(held_hard, [r for r in load_rows(paths["heldout"]) if r["id"] in hard_ids])
     arms = {}
-    for name, hinted in (("no_hints", False), ("hints", True)):
-        run_dir = out / f"rl_{name}"
-        arms[name] = run_dir / "final"
-        if (run_dir / "summary.json").exists() and (run_dir / "final" / "config.json").exists():
-            continue
-        t0 = time.time()
-        summary = run(rl_config(sft, train, held_hard, hinted, args), run_dir)
-        log(f"rl[{name}] {time.time() - t0:.0f}s: {json.dumps(summary)}")
+    for seed in args.rl_seeds:
+        for name, hinted in (("no_hints", False), ("hints", True)):
+            run_dir = out / f"rl_{name}_s{seed}"
+            arms[(name, seed)] = run_dir / "final"
+            if (run_dir / "summary.json").exists() and (run_dir / "final" / "config.json").exists():
+                continue
+            t0 = time.time()
+            summary = run(rl_config(sft, train, held_hard, hinted, seed, args), run_dir)
+            log(f"rl[{name}, seed {seed}] {time.time() - t0:.0f}s: {json.dumps(summary)}")
     return arms
 
 
@@ -249,6 +251,25 @@ def arm_diagnostics(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def evaluate_arms(out: Path, sft: Path, arms: dict, paths: dict[str, Path], hard: dict, args) -> dict:
+    sets = eval_sets(paths, hard, args)
+    results: dict[str, Any] = {"sft": eval_arm(sft, sets, args)}
+    diagnostics = {}
+    for (name, seed), model in arms.items():
+        results[f"{name}_s{seed}"] = eval_arm(model, sets, args)
+        diagnostics[f"{name}_s{seed}"] = arm_diagnostics(out / f"rl_{name}_s{seed}")
+    per_seed = {name: [results[f"{name}_s{s}"]["heldout_hard/greedy_accuracy"] for s in args.rl_seeds]
+                for name in ("hints", "no_hints")}
+    mean = {name: sum(v) / len(v) for name, v in per_seed.items()}
+    log(f"hard held-out accuracy (mean of seeds {args.rl_seeds}): hints {mean['hints']:.4f}, "
+        f"no hints {mean['no_hints']:.4f}; per seed {per_seed}")
+    return {"hard_accuracy_with_hints": mean["hints"], "hard_accuracy_without_hints": mean["no_hints"],
+            "hard_accuracy_with_hints_per_seed": per_seed["hints"],
+            "hard_accuracy_without_hints_per_seed": per_seed["no_hints"], "rl_seeds": args.rl_seeds,
+            "heldout_hard_prompts": len(sets["heldout_hard"]), "train_hard_prompts": len(sets["train_hard"]),
+            "eval": results, "diagnostics": diagnostics}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/hints-ablation"))
@@ -265,6 +286,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=8, help="G: responses per prompt.")
     p.add_argument("--probe-rows", type=int, default=128)
     p.add_argument("--rl-steps", type=int, default=96)
+    p.add_argument("--rl-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1, 2],
+                   help="Comma-separated seeds; both arms run once per seed (sampling and data order).")
     p.add_argument("--rl-used-rows", type=int, default=256, help="RL training prompts (first N of rl_train).")
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--rl-lr", type=float, default=2e-4)
@@ -282,24 +305,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sft = run_sft(out, paths, args) if "sft" in stages else out / "sft" / "final"
     hard = find_hard(out, sft, paths, args) if stages & {"hard", "rl", "eval"} else None
     probe = run_probe_stage(out, sft, paths, args) if "probe" in stages else None
-    summary: dict[str, Any] = {"seed": args.seed, "probe": probe, "args": {k: str(v) for k, v in vars(args).items()}}
+    summary: dict[str, Any] = {"seed": args.seed,  # data, SFT and hardness sampling; RL seeds below
+                                "probe": probe, "args": {k: str(v) for k, v in vars(args).items()}}
     if hard is not None:
         summary["hard"] = {s: {k: v for k, v in d.items() if k != "hard"} | {"n_hard": len(d["hard"])}
                            for s, d in hard.items()}
     if "rl" in stages:
         arms = run_rl_arms(out, sft, paths, hard, args)
         if "eval" in stages:
-            sets = eval_sets(paths, hard, args)
-            results = {"sft": eval_arm(sft, sets, args)}
-            results.update({name: eval_arm(model, sets, args) for name, model in arms.items()})
-            summary["eval"] = results
-            summary["diagnostics"] = {name: arm_diagnostics(out / f"rl_{name}") for name in arms}
-            summary["hard_accuracy_with_hints"] = results["hints"]["heldout_hard/greedy_accuracy"]
-            summary["hard_accuracy_without_hints"] = results["no_hints"]["heldout_hard/greedy_accuracy"]
-            summary["heldout_hard_prompts"] = len(sets["heldout_hard"])
-            summary["train_hard_prompts"] = len(sets["train_hard"])
-            log(f"hard held-out accuracy: hints {summary['hard_accuracy_with_hints']:.4f}, "
-                f"no hints {summary['hard_accuracy_without_hints']:.4f}")
+            summary.update(evaluate_arms(out, sft, arms, paths, hard, args))
     summary["wall_seconds"] = round(time.time() - t0, 1)
     write_json(out / "summary.json", summary)
     log(f"wrote {out / 'summary.json'}")
