@@ -25,6 +25,7 @@ from posttrain.config import (PHASE_CONFIGS, ConfigError, EngineConfig, ModelCon
                               RewardSpec, Section)
 from posttrain.hf_train import EvalSection, LoraSection, TrainLoop
 from posttrain.run_dir import RunDir
+from posttrain.sft import DataSource
 
 
 class RFTData(Section):
@@ -53,6 +54,10 @@ class RFTFilter(Section):
 
 class RFTSFT(Section):
     start_model: str | None = Field(None, description="Model the kept set retrains (default: model.path).")
+    kept_weight: float = Field(1.0, gt=0, description="Weight of the kept set in the mix with `extra`.")
+    extra: list[DataSource] = Field(default_factory=list, description="Other SFT sources mixed in (e.g. the "
+                                                                      "original SFT data), weighted.")
+    mix_rows: int | None = Field(None, description="Rows of the mix (default: sum of the sources).")
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5))
     train: TrainLoop = Field(default_factory=TrainLoop)
     lora: LoraSection = Field(default_factory=LoraSection)
@@ -169,9 +174,10 @@ def select(groups, accepted: list[list[bool]], f: RFTFilter) -> tuple[list[dict]
 def sft_config(cfg: Config, kept_path: Path, start: str):
     from posttrain import sft
 
+    train = [DataSource(path=str(kept_path), weight=cfg.sft.kept_weight), *cfg.sft.extra]
     return sft.Config(
         model=cfg.model.model_copy(update={"path": start, "init": "path"}),
-        data=sft.SFTData(train=str(kept_path), eval=cfg.data.eval),
+        data=sft.SFTData(train=train, eval=cfg.data.eval, mix_rows=cfg.sft.mix_rows),
         optim=cfg.sft.optim, train=cfg.sft.train, lora=cfg.sft.lora, eval=cfg.eval)
 
 
