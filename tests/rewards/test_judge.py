@@ -60,7 +60,9 @@ def test_real_judge_engine_in_ray(tmp_path):
 
     rows = [{"id": "0", "prompt": "What is 2+2? Score: 4", "answer": "4"}]
     path = make_tiny_model(rows, tmp_path / "judge", hidden=64, layers=1, heads=1, head_dim=64, vocab_size=300)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    owns = not ray.is_initialized()
+    if owns:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         spec = {"name": "judge", "kwargs": {"model": str(path), "max_tokens": 8, "max_model_len": 512,
                                             "start_timeout_s": 180, "timeout_s": 60}}
@@ -71,4 +73,5 @@ def test_real_judge_engine_in_ray(tmp_path):
         for r, e in zip(batch.rewards, batch.errors):
             assert (r is None and e.startswith("judge: unparsable judge output")) or (0.0 <= r <= 1.0)
     finally:
-        ray.shutdown()
+        if owns:
+            ray.shutdown()

@@ -16,6 +16,9 @@ pytestmark = pytest.mark.timeout(300)
 def ray_local():
     import ray
 
+    if ray.is_initialized():  # another module's Ray: use it, leave it running
+        yield ray
+        return
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
