@@ -43,8 +43,8 @@ class _EngineActor:
         return self.engine.weight_version
 
     def generate(self, units: list[Unit], temperature: float, top_p: float, max_tokens: int,
-                 base_seed: int) -> list[Rollout]:
-        return self.engine.generate(units, temperature, top_p, max_tokens, base_seed)
+                 base_seed: int, ignore_eos: bool = False) -> list[Rollout]:
+        return self.engine.generate(units, temperature, top_p, max_tokens, base_seed, ignore_eos)
 
     def load_weights(self, state_dict: dict[str, Any], version: int) -> int:
         return self.engine.load_weights(state_dict, version)
@@ -190,7 +190,7 @@ class RolloutPool:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError
 
-        args = (sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed)
+        args = (sampling.temperature, sampling.top_p, sampling.max_tokens, sampling.seed, sampling.ignore_eos)
         results: dict[tuple, Rollout] = {}
         pending: dict[Any, tuple[int, list[Unit]]] = {}
 

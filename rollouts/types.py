@@ -19,6 +19,7 @@ class SamplingSpec:
     top_p: float = 1.0
     max_tokens: int = 64
     seed: int = 0  # base seed; each unit (step, prompt_id, sample_idx) derives its own
+    ignore_eos: bool = False  # sample exactly max_tokens (benchmarks); EOS is not a stop
 
 
 @dataclass

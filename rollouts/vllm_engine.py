@@ -53,14 +53,16 @@ class VLLMEngine:
         self.startup_s = time.monotonic() - t0
 
     def generate(self, units: Sequence[tuple[tuple[int, str, int], list[int]]], temperature: float,
-                 top_p: float, max_tokens: int, base_seed: int) -> list[Rollout]:
-        """Sample one response per unit ((step, prompt_id, sample_idx), prompt token ids)."""
+                 top_p: float, max_tokens: int, base_seed: int, ignore_eos: bool = False) -> list[Rollout]:
+        """Sample one response per unit ((step, prompt_id, sample_idx), prompt token ids).
+        `ignore_eos` samples exactly `max_tokens` tokens (fixed-length benchmarks)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=list(ids)) for _, ids in units]
         params = [SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                 logprobs=0, seed=unit_seed(base_seed, key)) for key, _ in units]
+                                 logprobs=0, seed=unit_seed(base_seed, key), ignore_eos=ignore_eos)
+                  for key, _ in units]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         rollouts = []
         for (key, ids), out in zip(units, outs):
