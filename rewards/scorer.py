@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -96,6 +97,7 @@ class Scorer:
         self.keys = self._metric_keys()
         self.services: dict[int, Any] = {}
         self.pool = None
+        self._lock = threading.Lock()  # one score() at a time: the pool is not re-entrant
         for i, (spec, rf) in enumerate(zip(self.specs, self.fns)):
             check_kwargs(rf, spec.kwargs)
         try:
@@ -165,7 +167,8 @@ class Scorer:
                 raise TypeError(f"score(): completion {j} is a {type(c).__name__}, not a str")
         t0 = time.perf_counter()
         n = len(completions)
-        per = self.score_components(completions, samples)
+        with self._lock:
+            per = self.score_components(completions, samples)
         total: list[float | None] = [0.0] * n
         errors: list[str | None] = [None] * n
         batch = ScoreBatch(total, errors)

@@ -24,6 +24,7 @@ import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from rewards.api import RewardFn, RewardResult
@@ -229,9 +230,17 @@ class WorkerPool:
         w.task, w.task_id = task, self._next_id
         grace = 5.0 if u.rf.is_async else 0.0
         w.deadline = time.monotonic() + self.timeout_s + grace
+        msg = ("run", w.task_id, u.rf.name, u.kwargs, [u.completions[i] for i in todo],
+               [u.samples[i] for i in todo], self.timeout_s)
         try:
-            w.send_conn.send(("run", w.task_id, u.rf.name, u.kwargs, [u.completions[i] for i in todo],
-                              [u.samples[i] for i in todo], self.timeout_s))
+            data = ForkingPickler.dumps(msg)
+        except Exception as e:  # a sample that cannot cross a process boundary
+            w.task = None
+            w.deadline = time.monotonic() + 3600.0
+            self._finish(task, f"cannot send the samples to a worker: {type(e).__name__}: {e}"[:300])
+            return
+        try:
+            w.send_conn.send_bytes(data)
         except (BrokenPipeError, OSError):  # died while idle: not this task's fault
             w.task = None
             queue.appendleft(task)

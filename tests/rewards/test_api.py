@@ -155,3 +155,17 @@ def test_a_reward_registered_in_a_non_importable_module_runs_in_workers():
     with Scorer(["registered_in_a_test_module"], workers=1) as s:
         b = s.score(["x"], [{}])
     assert b.rewards == [2.5], b.errors
+
+
+def test_example_reward_config_loads():
+    from pathlib import Path
+
+    from posttrain.config import read_yaml
+
+    data = read_yaml(Path(__file__).resolve().parents[2] / "examples" / "reward-config.yaml")["reward"]
+    cfg = build_config(RewardConfig, data, "examples/reward-config.yaml")
+    assert [c.name for c in cfg.components] == ["math", "format", "ifeval", "length"]
+    with cfg.build_scorer(workers=1) as s:
+        b = s.score(["<think>x</think>\\boxed{4}"], [{"answer": "4", "constraints": [
+            {"id": "punctuation:no_comma", "kwargs": {}}]}])
+    assert b.rewards == [pytest.approx(2.2)] and b.errors == [None]

@@ -133,3 +133,12 @@ def test_a_timeout_kills_the_worker_process(no_children_left):
         (new,) = [w.proc.pid for w in scorer.pool._live]
         assert batch.rewards == [None, 2.0]
         assert new != old and not psutil.pid_exists(old)
+
+
+def test_unpicklable_samples_fail_without_killing_the_pool(no_children_left):
+    import threading
+
+    with Scorer([plugin("ok")], workers=1, max_failed_fraction=1.0) as scorer:
+        batch = scorer.score(["a", "b"], [{"lock": threading.Lock()}, {"lock": threading.Lock()}])
+        assert batch.rewards == [None, None] and "cannot send the samples" in batch.errors[0]
+        assert scorer.score(["a"], [{}]).rewards == [1.0]
