@@ -134,6 +134,13 @@ class Scorer:
             keys.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
         return keys
 
+    def warmup(self) -> None:
+        """Start the worker processes now instead of on the first score()."""
+        if self.pool is not None:
+            ready = self.pool.start()
+            if ready < self.pool.workers:
+                raise RewardError(f"only {ready} of {self.pool.workers} reward workers started")
+
     # ------------------------------------------------------------------ scoring
 
     def score_components(self, completions: list[str], samples: list[dict]) -> list[list[RewardResult]]:

@@ -174,6 +174,18 @@ class WorkerPool:
     def close(self) -> None:
         self._kill_all(self._live)
 
+    def start(self) -> int:
+        """Start all workers now (they import their rewards); returns how many are ready."""
+        while len(self._live) < self.workers:
+            self._live.append(_Worker(self))
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline and not all(w.ready for w in self._live):
+            readable = wait([w.recv_conn for w in self._live if not w.ready], timeout=0.5)
+            for w in list(self._live):
+                if w.recv_conn in readable:
+                    self._drain(w, deque())
+        return sum(w.ready for w in self._live)
+
     # ------------------------------------------------------------------ scheduling
 
     def _chunks(self, unit: Unit) -> list[Task]:

@@ -142,3 +142,10 @@ def test_unpicklable_samples_fail_without_killing_the_pool(no_children_left):
         batch = scorer.score(["a", "b"], [{"lock": threading.Lock()}, {"lock": threading.Lock()}])
         assert batch.rewards == [None, None] and "cannot send the samples" in batch.errors[0]
         assert scorer.score(["a"], [{}]).rewards == [1.0]
+
+
+def test_warmup_starts_workers(no_children_left):
+    with Scorer([plugin("ok")], workers=2) as scorer:
+        scorer.warmup()
+        assert len(scorer.pool._live) == 2 and all(w.ready for w in scorer.pool._live)
+        assert scorer.score(["a"], [{}]).rewards == [1.0]
