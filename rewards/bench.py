@@ -108,6 +108,7 @@ def bench_rewards(n_rows: int = 10000, workers: int = 2, repeats: int = 3, timeo
     return {
         "n_rows": n_rows, "workers": workers, "repeats": repeats, "cpu_count": os.cpu_count(),
         "sequential_s": [round(x, 3) for x in seq_s], "service_s": [round(x, 3) for x in svc_s],
+        "speedups": [round(r, 4) for r in ratios],  # per repeat: sequential_s / service_s
         "speedup_median": round(statistics.median(ratios), 3), "speedup_min": round(min(ratios), 3),
         "speedup_max": round(max(ratios), 3), "sequential_rows_per_s": round(n_rows / statistics.median(seq_s), 1),
         "service_rows_per_s": round(n_rows / statistics.median(svc_s), 1), "pool_start_s": round(start_s, 3),
