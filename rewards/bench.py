@@ -82,6 +82,7 @@ def bench_rewards(n_rows: int = 10000, workers: int = 2, repeats: int = 3, timeo
         warm = make_math_rows(workers * 8, seed=1)
         scorer.score(*warm)
         start_s = time.perf_counter() - t0
+        _sequential(*warm)  # both sides warm: imports and math-verify's lazy set-up are paid
         seq_s, svc_s, timeouts, failed, worst, mismatches = [], [], 0, 0, 0.0, 0
         seq_cpu, svc_cpu, parent_cpu = [], [], []
         load_start = os.getloadavg()[0]
