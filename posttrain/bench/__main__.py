@@ -1,0 +1,106 @@
+"""python -m posttrain.bench [--quick] [--only rollout,rl_step,...] [--skip-demo] [--out runs/bench]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from posttrain.bench.common import FULL, QUICK, log
+from posttrain.bench.stats import loadavg, load_results, machine_info, merge_workload, write_results
+
+WORKLOADS = ("rollout", "rl_step", "accuracy", "rewards", "memory")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m posttrain.bench", description=__doc__)
+    p.add_argument("--out", default="runs/bench", help="results directory (results.json goes here)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    p.add_argument("--skip-demo", action="store_true",
+                   help="memory: do not run the demo; reuse OUT/memory/demo_memory.json if present")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
+    p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
+    p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
+    p.add_argument("--no-docs", action="store_true", help="do not regenerate the docs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    only = [w for w in args.only.split(",") if w] or list(WORKLOADS)
+    unknown = set(only) - set(WORKLOADS)
+    if unknown:
+        print(f"unknown workload(s) {sorted(unknown)}; choose from {', '.join(WORKLOADS)}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    if args.repeats:
+        from dataclasses import replace
+
+        sizes = replace(sizes, repeats=args.repeats)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = load_results(results_path)
+    results.setdefault("details", {})
+    failed = []
+    t_all = time.monotonic()
+    for name in only:
+        log(f"workload {name} ({'quick' if args.quick else 'full'}), load {loadavg()}")
+        t0 = time.monotonic()
+        try:
+            headline, details = run_workload(name, out, sizes, args)
+        except Exception as e:
+            traceback.print_exc()
+            failed.append(name)
+            headline, details = {}, {"error": f"{type(e).__name__}: {e}"}
+        details.update(quick=args.quick, wall_s=round(time.monotonic() - t0, 1), loadavg_end=loadavg())
+        merge_workload(results, name, headline, details)
+        results["machine"] = machine_info()
+        write_results(results_path, results)
+        log(f"workload {name} done in {details['wall_s']}s: {headline}")
+    results = load_results(results_path)
+    results.setdefault("runs", [])
+    if not args.no_docs:
+        from posttrain.bench.report import write_docs
+
+        write_docs(results, Path(args.docs), Path(args.docs).parent / "img",
+                   command=" ".join(["python -m posttrain.bench", *(argv if argv is not None else sys.argv[1:])]))
+    log(f"all done in {time.monotonic() - t_all:.0f}s; results in {results_path}; failed: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
+    if name == "rewards":
+        from posttrain.bench import rewards_wl
+
+        return rewards_wl.run(sizes)
+    if name == "memory":
+        from posttrain.bench import memory
+
+        return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick)
+    from posttrain.bench.model import make_bench_model
+
+    model_dir, params = make_bench_model(out / "model")
+    if name == "rollout":
+        from posttrain.bench import rollout
+
+        return rollout.run(model_dir, params, sizes, enforce_eager=args.eager)
+    if name == "rl_step":
+        from posttrain.bench import rl_step
+
+        return rl_step.run(model_dir, params, out / "rl_step", sizes)
+    if name == "accuracy":
+        from posttrain.bench import accuracy
+
+        return accuracy.run(out / "accuracy", sizes, quick=args.quick)
+    raise ValueError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
