@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 from hints.config import HintsConfig
 from hints.inject import with_hint
 from hints.levels import NO_HINT
-from hints.metrics import LevelStats, count_correct, level_histogram
+from hints.metrics import LevelStats, count_correct, hard_pass_rate, level_histogram
 from hints.scheduler import HintScheduler
 from hints.sources import DatasetHints, HintSource, HintSourceError
 
@@ -146,6 +146,11 @@ class HintController:
         """Prompts that needed a hint at some point (for the no-hint evaluation of hard prompts)."""
         return sorted(pid for pid, s in self.scheduler.prompts.items()
                       if s.level != NO_HINT or any(a.level != NO_HINT for a in s.history))
+
+    def eval_metrics(self, correct_by_id: dict[str, float]) -> dict[str, float]:
+        """`hints/hard_pass_rate_no_hint` from an unhinted evaluation of (some of) the training
+        prompts: {prompt id: fraction correct}; prompts never hard are left out."""
+        return hard_pass_rate(correct_by_id, self.hard_ids())
 
     def state_dict(self) -> dict[str, Any]:
         return {"scheduler": self.scheduler.state_dict(), "to_probe": sorted(self._to_probe)}

@@ -94,3 +94,14 @@ def test_search_without_a_generator_says_how_to_attach_one():
         hc.prepare(rows, step=1)
     hc.attach(ScriptedGenerator({"p": 2}), encode, exact_judge)
     assert hc.prepare(rows, step=1)[0][1] == 2
+
+
+def test_hard_prompts_pass_rate_without_hints():
+    rows = make_rows(["a", "b", "c"])
+    hc = HintController(cfg(), rows)
+    hc.observe("a", 0, [0.0, 0.0])
+    hc.observe("b", 0, [0.0, 0.0])
+    hc.observe("c", 0, [1.0, 0.0])
+    assert hc.eval_metrics({"a": 1.0, "b": 0.0, "c": 1.0}) == {
+        "hints/hard_pass_rate_no_hint": 0.5, "hints/hard_prompts": 2.0}
+    assert hc.eval_metrics({"c": 1.0}) == {}
