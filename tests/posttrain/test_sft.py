@@ -121,3 +121,19 @@ def test_constant_schedule_keeps_its_warmup():
     kw = training_kwargs(TrainLoop(), OptimConfig(warmup_steps=10), ModelConfig(), "out")
     assert kw["lr_scheduler_type"] == "constant_with_warmup"
     assert training_kwargs(TrainLoop(), OptimConfig(scheduler="cosine"), ModelConfig(), "o")["lr_scheduler_type"] == "cosine"
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path):
+    from posttrain import sft
+    from posttrain.config import load_config
+
+    train, held = task_files(tmp_path, n=64, n_eval=8)
+    base = [*SMALL_MODEL, f"data.train={train}", f"data.eval={held}", "train.batch_size=8",
+            "train.save_steps=2", "train.logging_steps=1", "eval.every=0"]
+    sft.run(load_config(sft.Config, TINY / "sft.yaml", [*base, "train.max_steps=2"]), tmp_path / "run")
+    s = sft.run(load_config(sft.Config, TINY / "sft.yaml", [*base, "train.max_steps=4"]), tmp_path / "run",
+                resume=True)
+    assert s["steps"] == 4
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "sft/loss" in x]
+    assert steps == [1, 2, 3, 4]  # resumed at step 3, not from scratch
