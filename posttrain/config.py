@@ -76,6 +76,9 @@ class EngineConfig(Section):
         "all", description="CPU engines: cores to bind OpenMP to ('all', '0-1', or null for vLLM's default)."
     )
     max_model_len: int = 512
+    chunked_prefill: bool | None = Field(
+        None, description="None: off on CPU (seeded sampling cannot rewind CPU generators), on for GPU.")
+    max_num_batched_tokens: int | None = Field(None, description="Engine token budget per step (default 8192 on CPU).")
     placement: Literal["pack", "spread", "strict_spread"] = "pack"
     start_timeout_s: float = 300.0
 

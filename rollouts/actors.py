@@ -93,7 +93,8 @@ class RolloutPool:
                              max_model_len=engine.max_model_len,
                              tensor_parallel_size=engine.tensor_parallel_size,
                              gpu_memory_utilization=engine.gpu_memory_utilization, seed=seed,
-                             trust_remote_code=trust_remote_code)
+                             trust_remote_code=trust_remote_code, chunked_prefill=engine.chunked_prefill,
+                             max_num_batched_tokens=engine.max_num_batched_tokens)
         cpus = self._cpu_binding(engine)
         remote_cls = ray.remote(_EngineActor)
         self.actors = []

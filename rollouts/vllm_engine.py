@@ -38,7 +38,8 @@ def count_cpus(spec: str) -> int:
 class VLLMEngine:
     def __init__(self, model: str, dtype: str = "float32", enforce_eager: bool = True,
                  max_model_len: int = 512, tensor_parallel_size: int = 1,
-                 gpu_memory_utilization: float = 0.5, seed: int = 0, trust_remote_code: bool = False):
+                 gpu_memory_utilization: float = 0.5, seed: int = 0, trust_remote_code: bool = False,
+                 chunked_prefill: bool | None = None, max_num_batched_tokens: int | None = None):
         from vllm import LLM
 
         t0 = time.monotonic()
@@ -46,8 +47,19 @@ class VLLMEngine:
                                       max_model_len=max_model_len, seed=seed,
                                       tensor_parallel_size=tensor_parallel_size,
                                       trust_remote_code=trust_remote_code)
-        if os.environ.get("VLLM_TARGET_DEVICE", "cpu") != "cpu":
+        on_cpu = os.environ.get("VLLM_TARGET_DEVICE", "cpu") == "cpu"
+        if not on_cpu:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        # vLLM rewinds a seeded request's generator when it discards the token sampled
+        # after a partial (chunked) prefill; CPU generators cannot rewind ("CPU Generator
+        # does not use offset"), so per-unit seeds need whole prefills on CPU.
+        if chunked_prefill is None:
+            chunked_prefill = not on_cpu
+        if not chunked_prefill:
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len, max_num_batched_tokens or 8192)
+        elif max_num_batched_tokens:
+            kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         self.llm = LLM(**kwargs)
         self.weight_version = 0
         self.startup_s = time.monotonic() - t0

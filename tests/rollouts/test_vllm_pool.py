@@ -97,3 +97,13 @@ def test_killed_actor_is_restarted_synced_and_units_done_once(pool, hf_model, ti
     assert all(r.weight_version == 8 for r in out)  # restarted engine got the current weights first
     assert [r.token_ids for r in out] == [r.token_ids for r in expected]
     assert pool.restarts >= 0
+
+
+def test_large_batch_of_seeded_units_needs_no_chunked_prefill(pool, tiny_model):
+    """64 prompts x 8 seeded samples exceed vLLM's default 4096-token prefill budget;
+    a chunked prefill would crash seeded sampling on CPU (regression)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    out = pool.generate(_prompts(tok, 64), SamplingSpec(n=8, max_tokens=4, seed=5), step=11)
+    assert len(out) == 512 and len({(r.prompt_id, r.sample_idx) for r in out}) == 512
