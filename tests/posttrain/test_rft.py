@@ -96,3 +96,23 @@ def test_tiny_config_with_hf_generator(setup):
     s = rft.run(cfg, tmp_path / "run")
     assert s["rft/prompts"] == 12 and s["rft/kept"] >= 12
     AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+
+
+def test_reward_model_filter_compares_with_the_reference(setup, monkeypatch):
+    """Without a verifier, a sample is kept when the RM scores it above the reference answer."""
+    import posttrain.pair_eval
+    from posttrain import rft
+    from posttrain.config import load_config
+
+    tmp_path, train, held, model, answers = setup
+    # stand-in RM score: the length of the response (" 12 " beats "12"; "0" loses)
+    monkeypatch.setattr(posttrain.pair_eval, "reward_scores",
+                        lambda rm, tok, prompts, sides, batch_size=32: [float(len(s[0]["content"])) for s in sides])
+    cfg = load_config(rft.Config, TINY / "rft.yaml", [
+        f"model.path={model}", f"data.prompts={train}", "data.eval=null", "sampling.k=4", "filter.rewards=[]",
+        f"filter.reward_model={model}", "sft.train.max_steps=1", "sft.train.batch_size=4"])
+    rft.run(cfg, tmp_path / "run", generator=ScriptedGenerator(answers))
+    acc = [json.loads(x) for x in (tmp_path / "run" / "prompt_accuracy.jsonl").read_text().splitlines()]
+    assert [a["accuracy"] for a in acc[:3]] == [0.25, 0.0, 0.25]
+    scored = [json.loads(x) for x in (tmp_path / "run" / "scored.jsonl").read_text().splitlines()]
+    assert all(isinstance(s["reward"], float) for s in scored)
