@@ -34,8 +34,13 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest -q tests
 
-bench: setup
-	$(BIN)/python -m posttrain.bench --out runs/bench
+# Benchmarks (docs/benchmarks.md): ~25-30 min on an idle machine; `make bench BENCH_ARGS=--quick`
+# is a 5-minute smoke test. Sets up the venv only when there is none (a working venv is not
+# reinstalled just because pyproject.toml is newer).
+BENCH_ARGS ?=
+bench:
+	test -x $(BIN)/python || $(MAKE) setup
+	$(BIN)/python -m posttrain.bench --out runs/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache

