@@ -49,7 +49,8 @@ class AlgoConfig(Section):
     @field_validator("loss")
     @classmethod
     def _known(cls, v: str) -> str:
-        POLICY_LOSSES.get(v)  # raises naming the known losses
+        if v not in POLICY_LOSSES:
+            raise ValueError(f"unknown policy loss {v!r}; known: {', '.join(POLICY_LOSSES.names())}")
         return v
 
 
@@ -60,10 +61,30 @@ class TrainConfig(Section):
     keep_checkpoints: int = 2
 
 
+class ExtraEval(Section):
+    """A further held-out set evaluated with the main one (e.g. a reasoning set that
+    alignment must not hurt): its mean reward is logged as `eval/<name>`."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Metric key: eval/<name>, eval/<name>/failed.")
+    data: str = Field(..., description="Held-out JSONL (id, prompt, answer, ...).")
+    reward: str = Field("exact", description="Reward whose mean is eval/<name>.")
+    max_rows: int | None = None
+
+
 class EvalConfig(Section):
     every: int = Field(10, ge=0, description="Greedy held-out eval every N steps (0 = start and end only).")
     reward: str = Field("exact", description="Reward whose mean is 'eval/accuracy'.")
     max_new_tokens: int | None = None
+    extra_evals: list[ExtraEval] = Field(default_factory=list, description="More held-out sets, eval/<name> each.")
+
+    @field_validator("extra_evals")
+    @classmethod
+    def _unique(cls, v: list[ExtraEval]) -> list[ExtraEval]:
+        names = [e.name for e in v]
+        dup = {n for n in names if names.count(n) > 1} | ({"accuracy"} & set(names))
+        if dup:
+            raise ValueError(f"eval.extra_evals names must be unique and not 'accuracy' (got {sorted(dup)}); rename them")
+        return v
 
 
 def _default_reward() -> RewardConfig:
