@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 YAMLS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 # Importing a phase module registers its config under its phase name.
-for _module in ("posttrain.sft", "posttrain.mpo", "posttrain.rft", "posttrain.rm", "posttrain.rl"):
+for _module in ("posttrain.sft", "posttrain.mpo", "posttrain.rft", "posttrain.rm", "posttrain.rl",
+                "posttrain.filter", "posttrain.pipeline_config"):
     try:
         importlib.import_module(_module)
     except ImportError:  # a phase still being written elsewhere
