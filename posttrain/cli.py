@@ -167,6 +167,53 @@ def pairs_cmd(
                + f" ({counts['prompts']} prompts, {counts['skipped_ties']} skipped as ties)")
 
 
+@app.command("pipeline")
+def pipeline_cmd(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value overrides of the recipe "
+                                                    "(e.g. data.train=F model.init=tiny stages.rl1.values.train.steps=5)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML (default configs/recipes/keye.yaml)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Output directory (default runs/pipeline-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the pipeline in this directory."),
+    force: bool = typer.Option(False, "--force", help="Rerun stages whose config changed since they ran."),
+) -> None:
+    """A multi-stage recipe (SFT, RL, RFT, filter, MPO, align) from one config; resumable, with a report."""
+    from posttrain.config import ConfigError
+    from posttrain.data import DatasetError
+    from posttrain.pipeline import PipelineInterrupted, print_summary, run_pipeline
+    from posttrain.pipeline_config import load_pipeline_config
+    from posttrain.run_dir import default_run_dir
+
+    try:
+        if resume is not None:
+            saved = Path(resume) / "pipeline.yaml"
+            if not saved.is_file():
+                _fail(f"--resume {resume}: no pipeline.yaml there; is it a pipeline run directory?")
+            cfg = load_pipeline_config(config or saved, overrides or [])
+            run_dir = Path(resume)
+        else:
+            cfg = load_pipeline_config(config, overrides or [])
+        summary = run_pipeline(cfg, run_dir or default_run_dir("pipeline"), force=force)
+    except (ConfigError, DatasetError) as e:
+        _fail(str(e))
+    except PipelineInterrupted as e:
+        typer.secho(str(e), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(3)
+    print_summary(summary)
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A pipeline (or phase) run directory.")) -> None:
+    """(Re)generate RUN_DIR/report.html and RUN_DIR/tensorboard/ from the run's metrics."""
+    from posttrain.report import write_report
+
+    if not Path(run_dir).is_dir():
+        _fail(f"{run_dir} is not a directory")
+    typer.echo(str(write_report(run_dir)))
+
+
+add_phase("filter", "posttrain.filter", "Keep the prompts whose accuracy under a model is strictly between 0 and 1.")
+
+
 @app.command("demo")
 def demo_cmd(
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Output directory."),
