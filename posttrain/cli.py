@@ -88,6 +88,9 @@ def add_phase(name: str, module: str, help_text: str) -> None:
 for _name, (_module, _help) in list(PHASES.items()):
     _register_phase(_name, _help)
 
+add_phase("align", "posttrain.align", "Alignment RL: GSPO over a reward mix (IFEval constraints, formats, judge, "
+          "reward model) with a guard on held-out task accuracy.")
+
 
 @app.command("make-tiny-model")
 def make_tiny_model_cmd(

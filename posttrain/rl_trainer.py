@@ -36,7 +36,7 @@ class GSPOTrainer:
         from rewards.scorer import Scorer
         from rollouts.factory import make_generator
 
-        self.cfg, self.run = cfg, RunDir(run_dir, "rl")
+        self.cfg, self.run = cfg, RunDir(run_dir, cfg.phase)
         if not cfg.data.train:
             raise ValueError("data.train is not set: pass data.train=FILE.jsonl")
         if not cfg.model.path:
@@ -54,6 +54,9 @@ class GSPOTrainer:
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.scorer = Scorer.from_config(cfg.reward)
         self.eval_scorer = Scorer([{"name": cfg.eval.reward}], inline=True)
+        self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], Scorer([{"name": e.reward}], inline=True))
+                            for e in cfg.eval.extra_evals]
+        self.eval_hooks: list[Any] = []  # fn(step, metrics) -> extra metrics (or None), after each eval
         self.hints = HintController(cfg.hints, self.rows)
         if ckpt:
             self._load(ckpt)
@@ -168,10 +171,18 @@ class GSPOTrainer:
     # ------------------------------------------------------------------ loop
 
     def evaluate(self) -> dict[str, float]:
-        if not self.eval_rows:
+        if not self.eval_rows and not self.extra_evals:
             return {}
         max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
-        metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step)
+        metrics = {}
+        if self.eval_rows:
+            metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step)
+        for name, rows, scorer in self.extra_evals:
+            m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step)
+            metrics[f"eval/{name}"] = m.pop("eval/accuracy")
+            metrics.update({f"eval/{name}/{k.removeprefix('eval/')}": v for k, v in m.items()})
+        for hook in self.eval_hooks:
+            metrics.update(hook(self.step, metrics) or {})
         self.run.log(self.step, metrics)
         return metrics
 
@@ -217,7 +228,7 @@ class GSPOTrainer:
 
     def close(self) -> None:
         for closer in (getattr(self, "generator", None), getattr(self, "scorer", None),
-                       getattr(self, "eval_scorer", None)):
+                       getattr(self, "eval_scorer", None), *(s for _, _, s in getattr(self, "extra_evals", []))):
             if closer is not None:
                 try:
                     closer.close()

@@ -12,7 +12,7 @@ YAMLS = sorted((ROOT / "configs").rglob("*.yaml"))
 
 # Importing a phase module registers its config under its phase name.
 for _module in ("posttrain.sft", "posttrain.mpo", "posttrain.rft", "posttrain.rm", "posttrain.rl",
-                "posttrain.filter", "posttrain.pipeline_config"):
+                "posttrain.filter", "posttrain.pipeline_config", "posttrain.align"):
     try:
         importlib.import_module(_module)
     except ImportError:  # a phase still being written elsewhere
