@@ -69,7 +69,7 @@ class RolloutPool:
 
     def __init__(self, model: str, engine: Any, ray_cfg: Any = None, device: str = "cpu",
                  max_restarts: int = 3, unit_timeout_s: float = 600.0, sync_timeout_s: float = 120.0,
-                 seed: int = 0, trust_remote_code: bool = False):
+                 seed: int = 0, trust_remote_code: bool = False, actor_cls: type | None = None):
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -96,7 +96,7 @@ class RolloutPool:
                              trust_remote_code=trust_remote_code, chunked_prefill=engine.chunked_prefill,
                              max_num_batched_tokens=engine.max_num_batched_tokens)
         cpus = self._cpu_binding(engine)
-        remote_cls = ray.remote(_EngineActor)
+        remote_cls = ray.remote(actor_cls or _EngineActor)  # tests inject faulty actors
         self.actors = []
         for i in range(engine.num_actors):
             env = engine_env(device, engine.kv_cache_gib, cpus[i])
