@@ -8,7 +8,7 @@ STAMP := $(VENV)/.posttrain-installed
 TORCH_CPU := torch==2.13.0+cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
-.PHONY: setup demo test test-slow test-all bench clean hints-ablation
+.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo
 
 setup: $(STAMP)
 
@@ -48,3 +48,7 @@ clean:
 # Progressive hints: GSPO with vs without hints from one SFT checkpoint (docs/hints.md).
 hints-ablation: setup
 	$(BIN)/python scripts/hints_ablation.py --out runs/hints-ablation
+
+# Alignment RL: SFT on unconstrained 1-digit addition, then `posttrain align` (docs/align.md).
+align-demo: setup
+	$(BIN)/python -m posttrain.align_demo --run-dir runs/align-demo
