@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import torch, vllm, ray, trl, transformers; from transformers import Qwen2ForCausalLM"
 	touch $(STAMP)
 
+# The Keye schedule (SFT -> RL -> RFT+SFT -> filter -> RL) on the embedded default; `make demo` again
+# resumes/skips finished stages; writes runs/demo/summary.json and runs/demo/report.html.
 demo: setup
-	$(BIN)/posttrain demo --run-dir runs/demo
+	$(BIN)/posttrain pipeline --config configs/recipes/keye.yaml --run-dir runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests
