@@ -53,7 +53,9 @@ class GSPOTrainer:
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.scorer = Scorer.from_config(cfg.reward)
-        self.eval_scorer = Scorer([{"name": cfg.eval.reward}], inline=True)
+        # eval rewards get the same process timeouts; a failed row counts as wrong, never aborts
+        self.eval_scorer = Scorer([{"name": cfg.eval.reward}], timeout_s=cfg.reward.timeout_s, workers=1,
+                                  max_failed_fraction=1.0)
         self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], Scorer([{"name": e.reward}], inline=True))
                             for e in cfg.eval.extra_evals]
         self.eval_hooks: list[Any] = []  # fn(step, metrics) -> extra metrics (or None), after each eval
