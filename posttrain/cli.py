@@ -98,8 +98,8 @@ def make_tiny_model_cmd(
     out: Path = typer.Option(..., "--out", help="Output HF folder."),
     hidden: int = typer.Option(128, help="Hidden size."),
     layers: int = typer.Option(4, help="Transformer layers."),
-    heads: int = typer.Option(2, help="Attention heads (head_dim = hidden / heads unless --head-dim)."),
-    head_dim: int = typer.Option(64, help="Head dim; vLLM's CPU attention needs >= 32."),
+    heads: int = typer.Option(4, help="Attention heads."),
+    head_dim: int = typer.Option(32, help="Head dim; vLLM's CPU attention needs >= 32."),
     vocab_size: int = typer.Option(512, help="Upper bound on the BPE vocabulary."),
     seed: int = typer.Option(0, help="Seed of the initial weights."),
 ) -> None:

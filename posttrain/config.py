@@ -40,8 +40,8 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     tiny_hidden: int = 128
     tiny_layers: int = 4
-    tiny_heads: int = 2
-    tiny_head_dim: int = 64
+    tiny_heads: int = 4
+    tiny_head_dim: int = 32
     tiny_vocab: int = 512
 
 

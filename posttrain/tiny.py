@@ -3,6 +3,8 @@
 The tokenizer is a byte-level BPE trained on the task's own text, with digits split
 one per token (arithmetic learns far faster that way) and a Qwen-style chat template.
 The model is a seeded Qwen2 with head_dim >= 32 (vLLM's CPU attention rejects 16).
+Four heads of 32 learn 2-digit addition far sooner than two of 64 (55% vs 5% held-out
+accuracy after 500 SFT steps in one measurement here).
 Both are saved with `save_pretrained`, so transformers, TRL and vLLM load the folder.
 """
 
@@ -65,8 +67,8 @@ def make_tiny_model(
     out: str | Path,
     hidden: int = 128,
     layers: int = 4,
-    heads: int = 2,
-    head_dim: int = 64,
+    heads: int = 4,
+    head_dim: int = 32,
     vocab_size: int = 512,
     seed: int = 0,
     max_positions: int = 512,
