@@ -23,6 +23,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
     p.add_argument("--skip-demo", action="store_true",
                    help="memory: do not run the demo; reuse OUT/memory/demo_memory.json if present")
+    p.add_argument("--sft", default=None,
+                   help="accuracy: folder with final/ (SFT checkpoint of the demo task), train.jsonl, eval.jsonl")
+    p.add_argument("--demo-sft-steps", type=int, default=300,
+                   help="memory: cap the demo's SFT steps (the peak is set in the GSPO phase)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -64,13 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         results["machine"] = machine_info()
         write_results(results_path, results)
         log(f"workload {name} done in {details['wall_s']}s: {headline}")
-    results = load_results(results_path)
-    results.setdefault("runs", [])
-    if not args.no_docs:
-        from posttrain.bench.report import write_docs
+        if not args.no_docs:  # after every workload, so an interrupted run still leaves agreeing docs
+            from posttrain.bench.report import write_docs
 
-        write_docs(results, Path(args.docs), Path(args.docs).parent / "img",
-                   command=" ".join(["python -m posttrain.bench", *(argv if argv is not None else sys.argv[1:])]))
+            write_docs(load_results(results_path), Path(args.docs), Path(args.docs).parent / "img",
+                       command=" ".join(["python -m posttrain.bench", *(argv if argv is not None else sys.argv[1:])]))
     log(f"all done in {time.monotonic() - t_all:.0f}s; results in {results_path}; failed: {failed or 'none'}")
     return 1 if failed else 0
 
@@ -83,7 +85,8 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
     if name == "memory":
         from posttrain.bench import memory
 
-        return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick)
+        return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick,
+                          sft_steps=args.demo_sft_steps)
     from posttrain.bench.model import make_bench_model
 
     model_dir, params = make_bench_model(out / "model")
@@ -98,7 +101,7 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
     if name == "accuracy":
         from posttrain.bench import accuracy
 
-        return accuracy.run(out / "accuracy", sizes, quick=args.quick)
+        return accuracy.run(out / "accuracy", sizes, quick=args.quick, sft=args.sft)
     raise ValueError(name)
 
 

@@ -24,9 +24,16 @@ from posttrain.bench.stats import loadavg, ratio_stats
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def find_sft(out: Path, sizes: Sizes, quick: bool) -> dict[str, Any]:
-    """The demo's SFT checkpoint and its data: runs/demo, else the memory workload's demo
-    run, else train one here (steps capped)."""
+def find_sft(out: Path, sizes: Sizes, quick: bool, given: str | None = None) -> dict[str, Any]:
+    """The demo's SFT checkpoint and its data: `--sft DIR` (DIR/final, DIR/train.jsonl,
+    DIR/eval.jsonl), else runs/demo, else the memory workload's demo run, else train one
+    here (steps capped)."""
+    if given:
+        base = Path(given)
+        if not (base / "final" / "config.json").is_file() or not (base / "eval.jsonl").is_file():
+            raise FileNotFoundError(f"--sft {base}: expected {base}/final (HF folder), train.jsonl, eval.jsonl")
+        return {"sft": str(base / "final"), "train": str(base / "train.jsonl"), "eval": str(base / "eval.jsonl"),
+                "source": f"--sft {base}"}
     for base, how in ((ROOT / "runs" / "demo", "runs/demo (make demo)"),
                       (out.parent / "memory" / "demo", "the memory workload's demo run")):
         final, data = base / "sft" / "final", base / "data"
@@ -66,14 +73,14 @@ class SharedPool:
         pass
 
 
-def run(out: Path, sizes: Sizes, quick: bool = False) -> tuple[dict, dict]:
+def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None) -> tuple[dict, dict]:
     import torch
 
     from posttrain.data import load_rows
 
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
-    src = find_sft(out, sizes, quick)
+    src = find_sft(out, sizes, quick, sft)
     eval_rows = load_rows(src["eval"])[: sizes.acc_eval_rows]
     train_rows = load_rows(src["train"])
     shared = SharedPool()

@@ -19,12 +19,12 @@ class Sizes:
     rollout_samples: int = 8
     rollout_tokens: int = 128
     # rl_step workload: same model, group size and length; fewer prompts per step to fit the budget
-    rl_prompts: int = 16
+    rl_prompts: int = 8
     rl_group: int = 8
     rl_tokens: int = 128
     rl_cycles: int = 3  # measured steps per contender, after one warm-up step
     # accuracy workload: wall-time budget per contender and evaluation spacing (seconds)
-    acc_budget_s: float = 90.0
+    acc_budget_s: float = 60.0
     acc_eval_every_s: float = 15.0
     acc_sft_max_steps: int = 1200
     acc_eval_rows: int = 200
@@ -35,7 +35,7 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(rollout_prompts=8, rollout_samples=4, rollout_tokens=16, rl_prompts=4, rl_tokens=16,
-              rl_cycles=3, acc_budget_s=12.0, acc_eval_every_s=6.0, acc_sft_max_steps=150, acc_eval_rows=50,
+              rl_cycles=3, acc_budget_s=12.0, acc_eval_every_s=6.0, acc_sft_max_steps=30, acc_eval_rows=50,
               reward_rows=400, repeats=3)
 
 

@@ -2,9 +2,9 @@
 holding a vLLM engine, reward workers), summed over the whole process tree (Ray's
 GCS/raylet/workers are descendants of the driver), sampled with psutil every 0.25 s.
 
-The full bench runs the demo with fewer GSPO steps (the peak is reached once the
-engine, trainer and reward workers are all up; more steps repeat the same work); its
-SFT checkpoint is reused by the accuracy workload. `--skip-demo` reuses the last
+The bench runs the demo with its SFT capped (`--demo-sft-steps`, default 300) and 20
+GSPO steps: the peak is reached in the GSPO phase, once the vLLM engine, the trainer
+and the reward workers are all up; more steps repeat the same work. `--skip-demo` reuses the last
 measurement in OUT/memory/demo_memory.json.
 """
 
@@ -90,7 +90,8 @@ def measure_demo(run_dir: Path, sft: list[str], rl: list[str], timeout_s: float)
             "sft_overrides": sft, "rl_overrides": rl, "run_dir": str(run_dir)}
 
 
-def run(out: Path, sizes: Sizes, skip_demo: bool = False, quick: bool = False) -> tuple[dict, dict]:
+def run(out: Path, sizes: Sizes, skip_demo: bool = False, quick: bool = False,
+        sft_steps: int | None = 300) -> tuple[dict, dict]:
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "demo_memory.json"
     if skip_demo:
@@ -99,7 +100,8 @@ def run(out: Path, sizes: Sizes, skip_demo: bool = False, quick: bool = False) -
         res = json.loads(cache.read_text())
         res["reused_from"] = str(cache)
     else:
-        sft = [f"train.max_steps={sizes.acc_sft_max_steps}"] if quick else []
+        steps = sizes.acc_sft_max_steps if quick else sft_steps
+        sft = [f"train.max_steps={steps}", "eval.every=0"] if steps else []
         rl = ["train.steps=3" if quick else "train.steps=20", "eval.every=0", "train.checkpoint_every=0"]
         res = measure_demo(out / "demo", sft, rl, timeout_s=900 if quick else 1500)
         cache.write_text(json.dumps(res, indent=2))

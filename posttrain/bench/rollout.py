@@ -6,6 +6,7 @@ of the fp32 matmul peak measured in the same run. Contenders alternate (ABBA ord
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ def run(model_dir: Path, params: int, sizes: Sizes, enforce_eager: bool = False)
     t0 = time.perf_counter()
     pool = RolloutPool(str(model_dir), engine_config(enforce_eager), RayConfig(num_cpus=2))
     start_s = time.perf_counter() - t0
-    log(f"rollout: engine up in {start_s:.1f}s (enforce_eager={enforce_eager})")
+    log(f"rollout: engine up in {start_s:.1f}s (enforce_eager={enforce_eager}), actor pid {pool.info[0]['pid']}, "
+        f"driver pid {os.getpid()}")
     hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     rows: list[dict[str, Any]] = []
     try:

@@ -55,7 +55,10 @@ def gspo_config(out: Path, prompts_per_step: int, group: int, max_tokens: int, l
         gradient_accumulation_steps=1, max_completion_length=max_tokens, generation_kwargs=gen_kwargs,
         learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, max_steps=max_steps,
         temperature=temperature, top_p=1.0, logging_steps=1, report_to="none", save_strategy="no", seed=seed,
-        data_seed=seed, bf16=False, dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=True)
+        data_seed=seed, bf16=False, dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=True,
+        # TRL defaults to gradient checkpointing (recompute in backward); posttrain does not, and
+        # these models need no memory saving: off, so the baseline is not slowed down.
+        gradient_checkpointing=False)
 
 
 def make_trainer(model_path: str, rows: list[dict[str, Any]], reward: TokenCounter, cfg: Any,
