@@ -186,6 +186,7 @@ def pipeline_summary(pipe: Config, plan: list[Resolved], state: PipelineState) -
         "accuracy_after_rl": rl_sum.get("accuracy_after_rl"),
         "rl_wall_s": rl_sum.get("rl_wall_s"),
         "sft_accuracy_hf_generate": first_sft["accuracy"] if first_sft else None,
+        "sft_wall_s": walls.get(first_sft["name"]) if first_sft else None,
         "stage_wall_s": walls,
         "wall_s": round(sum(w or 0.0 for w in walls.values()), 1),
     }

@@ -108,7 +108,7 @@ def test_summary_contract_and_finished_stages_are_not_rerun(tmp_path, fake_stage
     assert s["stages"][3]["model"] == s["stages"][2]["model"] == str(tmp_path / "rft" / "final")
     assert s["sft_model"] == str(tmp_path / "sft" / "final") and s["final_model"] == str(tmp_path / "rl2" / "final")
     assert s["accuracy_before_rl"] == pytest.approx(0.3) and s["accuracy_after_rl"] == 0.4 and s["rl_wall_s"] == 1.5
-    assert s["eval_data"] == "/t/eval.jsonl" and "wall_s" in s
+    assert s["eval_data"] == "/t/eval.jsonl" and "wall_s" in s and "sft_wall_s" in s
     assert json.loads((tmp_path / "summary.json").read_text())["stages"] == s["stages"]
     state = json.loads((tmp_path / "pipeline_state.json").read_text())["stages"]
     assert {r["status"] for r in state.values()} == {"done"} and all(len(r["hash"]) == 16 for r in state.values())
@@ -188,3 +188,20 @@ def test_filter_with_nothing_left_says_why(tmp_path, monkeypatch):
     cfg = prompt_filter.Config(model={"path": "m"}, data={"prompts": str(tmp_path / "rows.jsonl")})
     with pytest.raises(DatasetError, match="no prompt has 0.0 < accuracy < 1.0"):
         prompt_filter.run(cfg, tmp_path / "run")
+
+
+def test_an_mpo_stage_takes_pairs_built_from_rft_samples(tmp_path):
+    plan = _plan(tmp_path, "stages.mpo.kind=mpo", "stages.mpo.config=configs/tiny/mpo.yaml",
+                 "stages.mpo.from={model: rft, pairs: rft}")
+    mpo = plan["mpo"]
+    assert list(plan)[-1] == "mpo" and mpo.cfg.model.path == str(tmp_path / "rft" / "final")
+    assert mpo.cfg.data.train == str(tmp_path / "mpo" / "pairs.jsonl")
+    assert mpo.cfg.data.eval_rows == str(tmp_path / "data" / "eval.jsonl")
+    write_jsonl(tmp_path / "rft" / "scored.jsonl", [
+        {"prompt_id": "p", "sample_idx": i, "prompt": "What is 1 + 1?", "completion": c, "reward": r}
+        for i, (c, r) in enumerate([("2", 1.0), ("3", 0.0), ("2", 1.0)])])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("")
+    pipeline.prepare_inputs(with_data_defaults(load_pipeline_config(KEYE), tmp_path), tmp_path, mpo)
+    pairs = [json.loads(l) for l in (tmp_path / "mpo" / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 1 and pairs[0]["chosen"] != pairs[0]["rejected"]
