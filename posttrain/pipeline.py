@@ -62,9 +62,12 @@ class PipelineState:
         self.save()
         return rec
 
-    def finish(self, st: Resolved, status: str, summary: dict[str, Any] | None, wall: float) -> None:
+    def finish(self, st: Resolved, status: str, summary: dict[str, Any] | None, wall: float,
+               cpu: float = 0.0) -> None:
+        """`cpu_s`: this process's CPU seconds (not Ray workers'): on a shared machine, a truer cost than wall."""
         rec = self.stages[st.name]
-        rec.update(status=status, wall_s=round(rec.get("wall_s", 0.0) + wall, 2), outputs=st.outputs)
+        rec.update(status=status, wall_s=round(rec.get("wall_s", 0.0) + wall, 2),
+                   cpu_s=round(rec.get("cpu_s", 0.0) + cpu, 2), outputs=st.outputs)
         if summary is not None:
             rec["summary"] = summary
         self.stages[st.name] = rec
@@ -141,14 +144,14 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
             shutil.rmtree(st.dir, ignore_errors=True)  # a forced rerun starts from nothing
         prepare_inputs(pipe, run_dir, st)
         state.start(st, fresh)
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), time.process_time()
         log.info("stage %s (%s): %s", st.name, st.kind, "starting" if fresh else "resuming")
         summary = run_stage(st, resume=not fresh)
         if summary.get("interrupted"):
-            state.finish(st, "interrupted", summary, time.monotonic() - t0)
+            state.finish(st, "interrupted", summary, time.monotonic() - t0, time.process_time() - c0)
             raise PipelineInterrupted(f"stage {st.name!r} stopped at step {summary.get('steps')}; continue with "
                                       f"`posttrain pipeline --resume {run_dir}`")
-        state.finish(st, "done", summary, time.monotonic() - t0)
+        state.finish(st, "done", summary, time.monotonic() - t0, time.process_time() - c0)
     summary = pipeline_summary(pipe, plan, state)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     if pipe.report:
