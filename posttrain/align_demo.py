@@ -70,7 +70,9 @@ def run_align(data: dict[str, Path], sft_model: Path, out: Path, overrides: list
     from posttrain.config import load_config
 
     cfg = load_config(align.Config, ALIGN_YAML, [f"model.path={sft_model}", f"data.train={data['train']}",
-                                                 f"data.eval={data['eval']}", f"align.task_eval={data['task']}",
+                                                 f"data.eval={data['eval']}",
+                                                 f"eval.extra_evals=[{{name: task_accuracy, data: '{data['task']}', "
+                                                 "reward: 'posttrain.tasks_if:final_number'}]",
                                                  *overrides])
     return align.run(cfg, out)
 
