@@ -20,6 +20,7 @@ import copy
 import hashlib
 import importlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from posttrain.config import PHASE_CONFIGS, ConfigError, ModelConfig, Section, apply_overrides, build_config, read_yaml
 
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 KIND_MODULES = {"sft": "posttrain.sft", "mpo": "posttrain.mpo", "rl": "posttrain.rl", "rft": "posttrain.rft",
                 "align": "posttrain.align", "filter": "posttrain.filter"}
@@ -194,6 +196,20 @@ def _wire(kind: str, raw: dict[str, Any], src: dict[str, Resolved], d: Path) -> 
         put("data.train", str(d / "pairs.jsonl"))
 
 
+def rows_have_hints(path: str | None) -> bool:
+    """Whether every answered row of the task file has hints (a file not written yet: the demo task, which has)."""
+    if not path or not Path(path).is_file():
+        return True
+    from posttrain.data import read_jsonl
+
+    return all(row.get("hints") for _, row in read_jsonl(path) if isinstance(row, dict) and "answer" in row)
+
+
+def _hints_need_rows(raw: dict[str, Any]) -> bool:
+    h = raw.get("hints") or {}
+    return bool(h.get("enabled")) and h.get("source", "dataset") == "dataset"
+
+
 def stage_hash(kind: str, cfg_json: dict[str, Any], upstream: list[str]) -> str:
     blob = json.dumps({"kind": kind, "config": cfg_json, "upstream": sorted(upstream)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -214,6 +230,10 @@ def resolve_stage(pipe: Config, name: str, spec: StageSpec, run_dir: Path, done:
     raw = deep_merge(raw, pipe.defaults.get(spec.kind, {}))
     raw = deep_merge(raw, spec.values)
     apply_overrides(raw, spec.overrides)
+    if spec.kind in ("rl", "align") and _hints_need_rows(raw) and not rows_have_hints(pipe.data.train):
+        log.warning("stage %s: %s has rows without 'hints'; dataset hints disabled for this stage "
+                    "(add 5 hints per row, or set hints.source=teacher)", name, pipe.data.train)
+        raw["hints"]["enabled"] = False
     d = run_dir / name
     src = {slot: done[s] for slot, s in spec.from_.items()}
     _wire(spec.kind, raw, src, d)

@@ -205,3 +205,14 @@ def test_an_mpo_stage_takes_pairs_built_from_rft_samples(tmp_path):
     pipeline.prepare_inputs(with_data_defaults(load_pipeline_config(KEYE), tmp_path), tmp_path, mpo)
     pairs = [json.loads(l) for l in (tmp_path / "mpo" / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 1 and pairs[0]["chosen"] != pairs[0]["rejected"]
+
+
+def test_a_task_without_hints_runs_rl_without_dataset_hints(tmp_path):
+    rows = [{"id": f"r{i}", "prompt": f"Reverse {w}", "answer": w[::-1]} for i, w in enumerate(["abc", "hello"])]
+    write_jsonl(tmp_path / "own.jsonl", rows)
+    plan = _plan(tmp_path, f"data.train={tmp_path / 'own.jsonl'}", f"data.eval={tmp_path / 'own.jsonl'}")
+    assert not plan["rl1"].cfg.hints.enabled and not plan["rl2"].cfg.hints.enabled
+    assert plan["rl2"].cfg.hints.init_state is None  # rl1 has no hint state to pass on
+    assert plan["sft"].cfg.model.path == str(tmp_path / "init_model")  # tiny model, tokenizer from own.jsonl
+    write_jsonl(tmp_path / "own.jsonl", [{**r, "hints": ["h"] * 5} for r in rows])
+    assert _plan(tmp_path, f"data.train={tmp_path / 'own.jsonl'}")["rl1"].cfg.hints.enabled

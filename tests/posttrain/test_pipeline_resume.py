@@ -108,3 +108,25 @@ def test_sigkill_mid_stage_then_resume_to_the_end(tiny_task, tmp_path):
     # the next round's prompts are the filtered ones, the hint state carried over from rl1
     cfg = (run / "rl2" / "config.yaml").read_text()
     assert "filter/rl_prompts.jsonl" in cfg and "rl1/hints_state.json" in cfg
+
+
+def test_any_task_file_runs_the_whole_recipe_offline(tmp_path):
+    """A user's own verifiable task (no hints, not addition) with data.train/data.eval and model.init=tiny."""
+    import random
+
+    from posttrain.data import write_jsonl
+    from posttrain.pipeline import run_pipeline
+    from posttrain.pipeline_config import load_pipeline_config
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(2, 5))) for _ in range(120)]
+    rows = [{"id": f"rev-{i}", "prompt": f"Reverse the word {w}.", "answer": w[::-1]} for i, w in enumerate(words)]
+    write_jsonl(tmp_path / "train.jsonl", rows[:100])
+    write_jsonl(tmp_path / "eval.jsonl", rows[100:])
+    cfg = load_pipeline_config(None, tiny_recipe(tmp_path / "train.jsonl", tmp_path / "eval.jsonl", rl2_steps=2))
+    summary = run_pipeline(cfg, tmp_path / "run")
+    assert [s["kind"] for s in summary["stages"]] == ["sft", "rl", "rft", "filter", "rl"]
+    assert all(s["accuracy"] is not None for s in summary["stages"])
+    tok = json.loads((tmp_path / "run" / "init_model" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert "Reverse" in tok or "ĠReverse" in tok or "Re" in tok  # the tokenizer was trained on this file
+    assert "hints:\n  enabled: false" in (tmp_path / "run" / "rl1" / "config.yaml").read_text()
