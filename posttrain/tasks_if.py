@@ -37,10 +37,12 @@ from typing import Any, Callable
 
 from posttrain.tasks import make_addition_rows, split_rows
 from rewards.api import reward
+from rewards.builtin.ifeval.checks import ifeval_reward
 
 END_WORDS = ("Done", "Bye")
 KEYWORDS = ("equals", "total")
 TITLES = ("Sum", "Result")
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}  # no digits in instructions: the operands are the only ones
 SOFT = ("Be concise.", "Sound confident.", "Be polite.", "Do not explain the steps.")
 DEFAULT_FAMILIES = ("end", "quote", "title", "keyword", "words")
 ALL_FAMILIES = (*DEFAULT_FAMILIES, "json", "postscript", "no_comma")
@@ -66,7 +68,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("keyword", "keywords:existence", lambda r: {"keywords": [r.choice(KEYWORDS)]},
            lambda k: f"Include the word '{k['keywords'][0]}'."),
     Family("words", "length_constraints:number_words", lambda r: {"num_words": 3, "relation": "at least"},
-           lambda k: f"Answer in at least {k['num_words']} words."),
+           lambda k: f"Answer in at least {NUMBER_WORDS[k['num_words']]} words."),
     Family("json", "detectable_format:json_format", lambda r: {},
            lambda k: "Give your answer in JSON format."),
     Family("postscript", "detectable_content:postscript", lambda r: {"postscript_marker": "P.S."},
@@ -205,6 +207,16 @@ def instruction_texts() -> list[str]:
 _INT_RE = re.compile(r"-?\d+")
 
 
+@reward("constraints_met")
+def constraints_met(completion: str, sample: dict) -> float:
+    """`ifeval` that also takes rows with an explicit empty `constraints` list (a task row
+    mixed into alignment data): all of their zero constraints are met, 1.0. A row without
+    the field is still a failure."""
+    if sample.get("constraints") == []:
+        return 1.0
+    return ifeval_reward(completion, sample)
+
+
 @reward("final_number")
 def final_number(completion: str, sample: dict) -> float:
     """1.0 when the last integer in the completion equals the row's integer `answer`."""
@@ -216,14 +228,19 @@ def final_number(completion: str, sample: dict) -> float:
 
 
 def make_align_data(digits: int = 1, terms: int = 2, n_problems: int | None = None, n_eval_problems: int = 20,
-                    train_variants: int = 8, eval_variants: int = 5, seed: int = 0,
+                    train_variants: int = 8, eval_variants: int = 5, task_copies: int = 2, seed: int = 0,
                     families: tuple[str, ...] = DEFAULT_FAMILIES, soft_prob: float = 0.0
                     ) -> dict[str, list[dict[str, Any]]]:
     """Rows of the align demo: `base` (every problem, unconstrained: SFT and the task guard),
-    `train` (constrained, RL) and `eval` (constrained, on problems held out from RL)."""
+    `train` (RL: `train_variants` constrained prompts per RL problem, plus `task_copies`
+    unconstrained ones with `constraints: []`, so RL keeps rewarding the bare task) and
+    `eval` (constrained, on problems held out from RL)."""
     space = (10 ** digits) ** terms
     base = make_addition_rows(n_problems or space, digits=digits, terms=terms, seed=seed)
     rl_problems, held = split_rows(base, n_eval_problems, seed)
     kw = dict(families=families, soft_prob=soft_prob)
-    return {"base": base, "train": make_if_rows(rl_problems, train_variants, seed, **kw),
-            "eval": make_if_rows(held, eval_variants, seed + 1, **kw)}
+    plain = [{**{k: v for k, v in r.items() if k != "hints"}, "id": f"{r['id']}-t{j}", "constraints": [],
+              "rubric": ["Answer the question correctly."]} for r in rl_problems for j in range(task_copies)]
+    train = make_if_rows(rl_problems, train_variants, seed, **kw) + plain
+    random.Random(f"mix:{seed}").shuffle(train)
+    return {"base": base, "train": train, "eval": make_if_rows(held, eval_variants, seed + 1, **kw)}

@@ -13,7 +13,7 @@ from posttrain import align
 from posttrain.config import ConfigError, load_config, load_phase_config
 from posttrain.data import write_jsonl
 from posttrain.tasks import make_addition_rows
-from posttrain.tasks_if import (ALL_FAMILIES, FAMILIES, add_constraints, compose, final_number,
+from posttrain.tasks_if import (ALL_FAMILIES, FAMILIES, add_constraints, compose, constraints_met, final_number,
                                 make_align_data, random_forms, satisfying_forms, sft_rows)
 from rewards.builtin.ifeval.checks import ifeval_reward
 from rewards.scorer import Scorer
@@ -27,7 +27,11 @@ JUDGE = "tests.posttrain.test_align_plugins:CannedJudge"
 
 def test_generated_constraints_are_verifiable_and_the_answer_still_is():
     data = make_align_data(seed=3)
-    rows = data["train"] + data["eval"]
+    plain = [r for r in data["train"] if r["constraints"] == []]
+    assert len(plain) == 2 * 80 and all(constraints_met("anything", r) == 1.0 for r in plain)
+    assert all(final_number(r["answer"], r) == 1.0 and r["prompt"].endswith("?") for r in plain)
+    rows = [r for r in data["train"] if r["constraints"]] + data["eval"]
+    assert len(rows) == 8 * 80 + 5 * 20
     assert {len(r["constraints"]) for r in rows} == {1, 2, 3, 4}
     assert len({r["id"] for r in rows}) == len(rows)
     for r in rows:
@@ -38,8 +42,13 @@ def test_generated_constraints_are_verifiable_and_the_answer_still_is():
         assert r["rubric"] and r["answer"] in {str(a + b) for a in range(10) for b in range(10)}
     # Without the forms the default families are not met: the bare answer scores 0.
     assert all(ifeval_reward(r["answer"], r) == 0.0 for r in rows)
+    assert not any(any(c.isdigit() for c in r["prompt"][r["prompt"].index("?"):]) for r in rows)  # only operands
+    with pytest.raises(KeyError):
+        constraints_met("3", {"answer": "3"})  # no field at all is a broken row, not "nothing to meet"
     every = make_align_data(seed=1, families=ALL_FAMILIES)
     for r in every["train"]:
+        if not r["constraints"]:
+            continue
         assert ifeval_reward(compose(r["answer"], satisfying_forms(r)), r) == 1.0
         if "json" in r["families"]:
             assert set(r["families"]) <= {"json", "no_comma"}
@@ -50,6 +59,7 @@ def test_eval_problems_are_held_out_from_rl_prompts():
     data = make_align_data(seed=0)
     problem = lambda r: r["prompt"].split("?")[0]  # noqa: E731
     assert not {problem(r) for r in data["train"]} & {problem(r) for r in data["eval"]}
+    assert all(r["constraints"] for r in data["eval"])
     assert {problem(r) for r in data["train"]} | {problem(r) for r in data["eval"]} == \
         {problem(r) for r in data["base"]}
     assert all("constraints" not in r for r in data["base"])
@@ -165,7 +175,7 @@ def test_short_align_run_logs_components_and_the_guard(tiny_model, tmp_path):
           "data.shuffle=false", "rollout.backend=hf", "rollout.prompts_per_step=4", "rollout.group_size=4",
           "rollout.max_new_tokens=6", "train.steps=3", "eval.every=2", "optim.lr=1e-3", "algo.eps_low=0.2",
           "algo.eps_high=0.2", "algo.num_minibatches=2", "reward.workers=1", "reward.max_failed_fraction=1.0",
-          "reward.components=[{name: ifeval, on_failure: value, failure_value: 0.0}, "
+          "reward.components=[{name: 'posttrain.tasks_if:constraints_met', on_failure: value, failure_value: 0.0}, "
           f"{{name: '{JUDGE}', weight: 0.5, on_failure: value}}, "
           "{name: 'posttrain.tasks_if:final_number'}]",
           f"eval.extra_evals=[{{name: task_accuracy, data: '{files['task']}', "
@@ -176,9 +186,9 @@ def test_short_align_run_logs_components_and_the_guard(tiny_model, tmp_path):
     assert {x["phase"] for x in lines} == {"align"}
     train = [x for x in lines if "reward/mean" in x]
     assert [x["step"] for x in train] == [1, 2, 3]
-    for key in ("ifeval", "CannedJudge", "final_number"):
+    for key in ("constraints_met", "CannedJudge", "final_number"):
         assert all(f"reward/{key}/mean" in x and f"reward/{key}/failed" in x for x in train)
-    assert train[0]["reward/ifeval/failed"] == 4.0  # row 2 of the unshuffled data: 4 samples, a failure each
+    assert train[0]["reward/constraints_met/failed"] == 4.0  # row 2 of the unshuffled data: 4 samples, 4 failures
     evals = [x for x in lines if "eval/task_accuracy" in x]
     assert [x["step"] for x in evals] == [0, 2, 3]
     for x in evals:
