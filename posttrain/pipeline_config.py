@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
 from posttrain.config import PHASE_CONFIGS, ConfigError, ModelConfig, Section, apply_overrides, build_config, read_yaml
 
@@ -74,27 +74,27 @@ class Config(Section):
     stages: dict[str, StageSpec]
     report: bool = Field(True, description="Write RUN_DIR/report.html and TensorBoard events at the end.")
 
-    @model_validator(mode="after")
-    def _check_stages(self) -> "Config":
-        if not self.stages:
-            raise ValueError("no stages; add at least one under 'stages'")
-        seen: dict[str, str] = {}
-        for name, st in self.stages.items():
-            if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in RESERVED:
-                raise ValueError(f"stage name {name!r} must be letters, digits, '-' or '_' and not one of "
-                                 f"{sorted(RESERVED)}; rename it")
-            for slot, src in st.from_.items():
-                if slot not in SLOTS[st.kind]:
-                    raise ValueError(f"stage {name!r} ({st.kind}): from.{slot} is not an input of {st.kind}; "
-                                     f"use one of {sorted(SLOTS[st.kind])}")
-                if src not in seen:
-                    raise ValueError(f"stage {name!r}: from.{slot}={src!r} must name an earlier stage "
-                                     f"(earlier: {list(seen) or 'none'})")
-                if seen[src] not in PRODUCERS[slot]:
-                    raise ValueError(f"stage {name!r}: from.{slot}={src!r} is a {seen[src]} stage, which has no "
-                                     f"{slot} output; use a {'/'.join(sorted(PRODUCERS[slot]))} stage")
-            seen[name] = st.kind
-        return self
+
+def check_stages(pipe: Config) -> None:
+    """Stage names, `from:` slots and sources; errors name the stage and the fix."""
+    if not pipe.stages:
+        raise ConfigError("no stages; add at least one under 'stages'")
+    seen: dict[str, str] = {}
+    for name, st in pipe.stages.items():
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name) or name in RESERVED:
+            raise ConfigError(f"stage name {name!r} must be letters, digits, '-' or '_' and not one of "
+                              f"{sorted(RESERVED)}; rename it")
+        for slot, src in st.from_.items():
+            if slot not in SLOTS[st.kind]:
+                raise ConfigError(f"stage {name!r} ({st.kind}): from.{slot} is not an input of {st.kind}; "
+                                  f"use one of {sorted(SLOTS[st.kind])}")
+            if src not in seen:
+                raise ConfigError(f"stage {name!r}: from.{slot}={src!r} must name an earlier stage "
+                                  f"(earlier: {list(seen) or 'none'})")
+            if seen[src] not in PRODUCERS[slot]:
+                raise ConfigError(f"stage {name!r}: from.{slot}={src!r} is a {seen[src]} stage, which has no "
+                                  f"{slot} output; use a {'/'.join(sorted(PRODUCERS[slot]))} stage")
+        seen[name] = st.kind
 
 
 PHASE_CONFIGS.add("pipeline", Config)
@@ -244,6 +244,7 @@ def resolve_stage(pipe: Config, name: str, spec: StageSpec, run_dir: Path, done:
 
 def resolve(pipe: Config, run_dir: Path) -> list[Resolved]:
     """Every stage's phase config, in run order (pure: nothing is written)."""
+    check_stages(pipe)
     done: dict[str, Resolved] = {}
     for name, spec in pipe.stages.items():
         done[name] = resolve_stage(pipe, name, spec, run_dir, done)
@@ -264,7 +265,9 @@ def load_pipeline_config(path: str | Path | None, overrides: list[str] | tuple[s
     path = find_file(str(path)) if path else ROOT / "configs" / "recipes" / "keye.yaml"
     raw = apply_overrides(read_yaml(path), list(overrides))
     source = str(path) + (" + overrides " + " ".join(overrides) if overrides else "")
-    return build_config(Config, raw, source)
+    cfg = build_config(Config, raw, source)
+    check_stages(cfg)
+    return cfg
 
 
 def dump_pipeline_config(pipe: Config) -> str:
