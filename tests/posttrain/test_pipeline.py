@@ -216,3 +216,13 @@ def test_a_task_without_hints_runs_rl_without_dataset_hints(tmp_path):
     assert plan["sft"].cfg.model.path == str(tmp_path / "init_model")  # tiny model, tokenizer from own.jsonl
     write_jsonl(tmp_path / "own.jsonl", [{**r, "hints": ["h"] * 5} for r in rows])
     assert _plan(tmp_path, f"data.train={tmp_path / 'own.jsonl'}")["rl1"].cfg.hints.enabled
+
+
+def test_an_align_stage_after_the_last_rl_round(tmp_path):
+    pytest.importorskip("posttrain.align")
+    plan = _plan(tmp_path, "stages.align.kind=align", "stages.align.config=configs/tiny/align.yaml",
+                 "stages.align.from.model=rl2")
+    align = plan["align"]
+    assert align.cfg.phase == "align" and align.cfg.model.path == str(tmp_path / "rl2" / "final")
+    assert align.cfg.data.train == "runs/align-demo/data/train.jsonl"  # its own constrained prompts
+    assert align.outputs["model"] == str(tmp_path / "align" / "final")
