@@ -27,6 +27,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="accuracy: folder with final/ (SFT checkpoint of the demo task), train.jsonl, eval.jsonl")
     p.add_argument("--demo-sft-steps", type=int, default=300,
                    help="memory: cap the demo's SFT steps (the peak is set in the GSPO phase)")
+    p.add_argument("--demo-rl-steps", type=int, default=20, help="memory: GSPO steps of the demo run")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -86,7 +87,7 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
         from posttrain.bench import memory
 
         return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick,
-                          sft_steps=args.demo_sft_steps)
+                          sft_steps=args.demo_sft_steps, rl_steps=args.demo_rl_steps)
     from posttrain.bench.model import make_bench_model
 
     model_dir, params = make_bench_model(out / "model")

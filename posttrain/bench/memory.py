@@ -2,8 +2,8 @@
 holding a vLLM engine, reward workers), summed over the whole process tree (Ray's
 GCS/raylet/workers are descendants of the driver), sampled with psutil every 0.25 s.
 
-The bench runs the demo with its SFT capped (`--demo-sft-steps`, default 300) and 20
-GSPO steps: the peak is reached in the GSPO phase, once the vLLM engine, the trainer
+The bench runs the demo with its SFT capped (`--demo-sft-steps`, default 300) and
+`--demo-rl-steps` (default 20) GSPO steps: the peak is reached in the GSPO phase, once the vLLM engine, the trainer
 and the reward workers are all up; more steps repeat the same work. `--skip-demo` reuses the last
 measurement in OUT/memory/demo_memory.json.
 """
@@ -91,7 +91,7 @@ def measure_demo(run_dir: Path, sft: list[str], rl: list[str], timeout_s: float)
 
 
 def run(out: Path, sizes: Sizes, skip_demo: bool = False, quick: bool = False,
-        sft_steps: int | None = 300) -> tuple[dict, dict]:
+        sft_steps: int | None = 300, rl_steps: int = 20) -> tuple[dict, dict]:
     out.mkdir(parents=True, exist_ok=True)
     cache = out / "demo_memory.json"
     if skip_demo:
@@ -102,7 +102,7 @@ def run(out: Path, sizes: Sizes, skip_demo: bool = False, quick: bool = False,
     else:
         steps = sizes.acc_sft_max_steps if quick else sft_steps
         sft = [f"train.max_steps={steps}", "eval.every=0"] if steps else []
-        rl = ["train.steps=3" if quick else "train.steps=20", "eval.every=0", "train.checkpoint_every=0"]
+        rl = [f"train.steps={3 if quick else rl_steps}", "eval.every=0", "train.checkpoint_every=0"]
         res = measure_demo(out / "demo", sft, rl, timeout_s=900 if quick else 1500)
         cache.write_text(json.dumps(res, indent=2))
     return {"demo_peak_rss_gib": res["peak_rss_gib"]}, res

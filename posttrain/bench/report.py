@@ -69,7 +69,7 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
                   "anything above ~2 means other jobs took part of the 2 cores:", ""]
         lines += table(["workload", "finished (UTC)", "wall s", "load average"], loads, 1) + [""]
     lines += ["## Summary", ""]
-    lines += table(["key", "what", "median", "min", "max", "n", "target", "target"], summary_rows(results), 3)
+    lines += table(["key", "what", "median", "min", "max", "n", "target", "status"], summary_rows(results), 3)
     lines += [""]
     lines += _rollout(d.get("rollout")) + _rl_step(d.get("rl_step")) + _accuracy(d.get("accuracy"))
     lines += _rewards(d.get("rewards")) + _memory(d.get("memory"))
