@@ -199,3 +199,14 @@ def test_short_align_run_logs_components_and_the_guard(tiny_model, tmp_path):
         assert saved[key] is not None and 0.0 <= saved[key] <= 1.0
     assert saved["guard"]["metric"] == "eval/task_accuracy" and Path(summary["final_model"]).is_dir()
     assert load_phase_config(tmp_path / "run" / "config.yaml").phase == "align"  # --resume reads it back
+
+
+def test_cli_has_the_align_verb_and_reports_config_errors():
+    from typer.testing import CliRunner
+
+    from posttrain.cli import app
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["align", "--help"]).exit_code == 0
+    res = runner.invoke(app, ["align", "--config", str(ROOT / "configs" / "tiny" / "align.yaml"), "align.on_drop=halt"])
+    assert res.exit_code == 2 and "align.on_drop" in res.output
