@@ -53,10 +53,8 @@ class GSPOTrainer:
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.scorer = Scorer.from_config(cfg.reward)
-        # eval rewards get the same process timeouts; a failed row counts as wrong, never aborts
-        self.eval_scorer = Scorer([{"name": cfg.eval.reward}], timeout_s=cfg.reward.timeout_s, workers=1,
-                                  max_failed_fraction=1.0)
-        self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], Scorer([{"name": e.reward}], inline=True))
+        self.eval_scorer = self._eval_scorer(cfg.eval.reward)
+        self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], self._eval_scorer(e.reward))
                             for e in cfg.eval.extra_evals]
         self.eval_hooks: list[Any] = []  # fn(step, metrics) -> extra metrics (or None), after each eval
         self.hints = HintController(cfg.hints, self.rows)
@@ -78,6 +76,12 @@ class GSPOTrainer:
                               SamplingSpec(temperature=r.temperature, top_p=r.top_p,
                                            max_tokens=r.max_new_tokens, seed=cfg.train.seed))
         self.stop = StopFlag()
+
+    def _eval_scorer(self, reward: str) -> Any:
+        """Eval rewards get the reward timeout in a worker process; a failed row counts as wrong."""
+        from rewards.scorer import Scorer
+
+        return Scorer([{"name": reward}], timeout_s=self.cfg.reward.timeout_s, workers=1, max_failed_fraction=1.0)
 
     # ------------------------------------------------------------------ state
 
