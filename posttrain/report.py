@@ -33,6 +33,7 @@ class StageMetrics:
     summary: dict[str, Any]
     series: dict[str, dict[int, float]] = field(default_factory=dict)  # key -> {step: value}
     offset: int = 0  # global step of this stage's step 0
+    accuracy: float | None = None  # the pipeline summary's figure (a filter stage carries its model's)
 
     @property
     def steps(self) -> int:
@@ -77,6 +78,12 @@ def collect(run_dir: str | Path) -> list[StageMetrics]:
         series = read_series(run_dir / "metrics.jsonl")
         wall = summary.get("wall_seconds", summary.get("rl_wall_s"))
         stages = [StageMetrics(run_dir.name, summary.get("phase", "rl"), wall, "done", summary, series)]
+    summary_path = run_dir / "summary.json"
+    listed = json.loads(summary_path.read_text()).get("stages") if summary_path.is_file() else None
+    if isinstance(listed, list):
+        by_name = {s.get("name"): s.get("accuracy") for s in listed if isinstance(s, dict)}
+        for st in stages:
+            st.accuracy = by_name.get(st.name)
     offset = 0
     for st in stages:
         st.offset = offset
@@ -225,6 +232,8 @@ PLOTS = {"accuracy": plot_accuracy, "reward": plot_reward, "hints": plot_hints, 
 
 
 def final_accuracy(st: StageMetrics) -> float | None:
+    if st.accuracy is not None:
+        return float(st.accuracy)
     for key in ("accuracy_after_rl", "eval/accuracy"):
         if st.summary.get(key) is not None:
             return float(st.summary[key])

@@ -131,3 +131,12 @@ def test_report_renders_in_headless_chromium(pipeline_run, tmp_path):
     subprocess.run([CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
                     "--window-size=1200,2400", page.as_uri()], capture_output=True, timeout=120)
     assert shot.is_file() and shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_pipeline_summary_gives_a_filter_stage_its_models_accuracy(pipeline_run):
+    (pipeline_run / "summary.json").write_text(json.dumps({"stages": [
+        {"name": "sft", "kind": "sft", "accuracy": 0.3, "model": "m0"},
+        {"name": "rl1", "kind": "rl", "accuracy": 0.4, "model": "m1"},
+        {"name": "filter", "kind": "filter", "accuracy": 0.4, "model": "m1"}]}))
+    text = write_report(pipeline_run, tensorboard=False).read_text()
+    assert re.search(r"<td>filter</td><td>filter</td><td>done</td><td>0</td><td>40.0%</td>", text)
