@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             headline, details = {}, {"error": f"{type(e).__name__}: {e}"}
         details.update(quick=args.quick, wall_s=round(time.monotonic() - t0, 1), loadavg_end=loadavg())
+        results = load_results(results_path) or results  # another bench process may have written meanwhile
+        results.setdefault("details", {})
         merge_workload(results, name, headline, details)
         results["machine"] = machine_info()
         write_results(results_path, results)
