@@ -97,7 +97,7 @@ class TaskGuard:
             return out
         if self.baseline is None:
             self.baseline = value
-        drop = (self.baseline - value) * 100
+        drop = round((self.baseline - value) * 100, 6)  # 1.00 -> 0.98 is 2 points, not 2.0000000000000018
         self.worst_drop = max(self.worst_drop, drop)
         tripped = drop > self.max_drop
         out.update({"guard/task_drop_points": drop, "guard/tripped": float(tripped)})

@@ -125,6 +125,7 @@ def test_guard_warns_or_stops_past_the_allowed_drop():
     guard = align.TaskGuard("task_accuracy", max_drop=2.0, on_drop="stop", stop=flag)
     assert guard(0, {"eval/task_accuracy": 0.95})["guard/tripped"] == 0.0
     assert guard(5, {"eval/task_accuracy": 0.94})["guard/tripped"] == 0.0 and not flag.requested  # 1 point
+    assert guard(7, {"eval/task_accuracy": 0.93})["guard/tripped"] == 0.0 and not flag.requested  # 2 points: allowed
     out = guard(10, {"eval/task_accuracy": 0.92, "eval/accuracy": 0.4})
     assert out["guard/tripped"] == 1.0 and flag.requested and out["eval/constraint_rate"] == 0.4
     assert guard.report()["tripped_at_step"] == 10 and guard.report()["worst_drop_points"] == pytest.approx(3.0)
