@@ -29,12 +29,15 @@ class DataSource(Section):
 
 
 class SFTData(Section):
-    train: list[DataSource] | str = Field(..., description="A file path, or a list of weighted sources.")
+    train: list[DataSource] | str | None = Field(
+        None, description="A file path, or a list of weighted sources (required to run; null in templates).")
     eval: str | None = Field(None, description="Held-out rows (id, prompt, answer) for greedy accuracy.")
     mix_rows: int | None = Field(None, description="Rows in the weighted mix (default: sum of source sizes).")
     seed: int = 0
 
     def sources(self) -> list[DataSource]:
+        if self.train is None:
+            raise ConfigError("field 'data.train' is not set; pass data.train=PATH (or a list of sources)")
         return [DataSource(path=self.train)] if isinstance(self.train, str) else list(self.train)
 
 

@@ -137,3 +137,12 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if "sft/loss" in x]
     assert steps == [1, 2, 3, 4]  # resumed at step 3, not from scratch
+
+
+def test_missing_train_data_says_the_fix(tmp_path):
+    from posttrain import sft
+    from posttrain.config import ConfigError, load_config
+
+    cfg = load_config(sft.Config, TINY / "sft.yaml", ["data.train=null"])
+    with pytest.raises(ConfigError, match=r"field 'data.train' is not set; pass data.train=PATH"):
+        sft.run(cfg, tmp_path / "run")
