@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -104,15 +105,21 @@ def prepare_inputs(pipe: Config, run_dir: Path, st: Resolved) -> None:
     if st.tiny_init and not (run_dir / "init_model" / "config.json").is_file():
         from posttrain.tiny import make_tiny_model
 
-        m = st.cfg.model
-        make_tiny_model(pipe.data.train, run_dir / "init_model", hidden=m.tiny_hidden, layers=m.tiny_layers,
+        m, tmp = st.cfg.model, run_dir / ".init_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)  # built aside, then renamed: a kill never leaves half a model
+        make_tiny_model(pipe.data.train, tmp, hidden=m.tiny_hidden, layers=m.tiny_layers,
                         heads=m.tiny_heads, head_dim=m.tiny_head_dim, vocab_size=m.tiny_vocab, seed=0)
+        tmp.rename(run_dir / "init_model")
     if st.kind == "mpo" and "pairs" in st.sources:
         from posttrain.data import write_jsonl
         from posttrain.pairs import build_pairs
 
         pairs, _ = build_pairs(Path(st.cfg.data.train).parent.parent / st.sources["pairs"] / "scored.jsonl")
         write_jsonl(st.cfg.data.train, pairs)
+
+
+def say(msg: str) -> None:
+    print(f"[pipeline] {msg}", file=sys.stderr, flush=True)
 
 
 def run_stage(st: Resolved, resume: bool) -> dict[str, Any]:
@@ -137,7 +144,7 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
     for st in plan:
         rec = state.stages.get(st.name)
         if rec and rec.get("hash") == st.hash and rec.get("status") == "done":
-            log.info("stage %s: done, skipped", st.name)
+            say(f"stage {st.name} ({st.kind}): done earlier, skipped")
             continue
         fresh = rec is None or rec.get("hash") != st.hash
         if fresh:
@@ -145,7 +152,7 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
         prepare_inputs(pipe, run_dir, st)
         state.start(st, fresh)
         t0, c0 = time.monotonic(), time.process_time()
-        log.info("stage %s (%s): %s", st.name, st.kind, "starting" if fresh else "resuming")
+        say(f"stage {st.name} ({st.kind}): {'starting' if fresh else 'resuming from its checkpoint'} in {st.dir}")
         summary = run_stage(st, resume=not fresh)
         if summary.get("interrupted"):
             state.finish(st, "interrupted", summary, time.monotonic() - t0, time.process_time() - c0)
@@ -160,7 +167,7 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
 
             write_report(run_dir)
         except Exception as e:  # the run's results are written; a plotting problem must not fail it
-            log.warning("report failed (regenerate with `posttrain report %s`): %s", run_dir, e)
+            say(f"report failed (regenerate with `posttrain report {run_dir}`): {type(e).__name__}: {e}")
     return summary
 
 
