@@ -7,7 +7,7 @@ from posttrain.cli import app
 from posttrain.data import write_jsonl
 from posttrain.tasks import make_addition_rows
 
-from fakes import make_rows
+from tests.hints.fakes import make_rows
 
 
 def test_probe_writes_the_table9_json(tmp_path):

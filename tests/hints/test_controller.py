@@ -4,7 +4,7 @@ from hints import HintController, HintsConfig
 from hints.sources import HintSourceError
 from posttrain.config import ConfigError, build_config
 
-from fakes import ScriptedGenerator, encode, exact_judge, make_rows
+from tests.hints.fakes import ScriptedGenerator, encode, exact_judge, make_rows
 
 
 def cfg(**kw):

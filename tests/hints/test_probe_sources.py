@@ -5,7 +5,7 @@ import pytest
 from hints.probe import minimal_levels, probe_table
 from hints.sources import DatasetHints, HintSourceError, TeacherHints
 
-from fakes import ScriptedGenerator, encode, exact_judge, make_rows
+from tests.hints.fakes import ScriptedGenerator, encode, exact_judge, make_rows
 from rollouts.types import SamplingSpec
 
 SCRIPT = {"p0": 0, "p1": 1, "p2": 3, "p3": 5, "p4": None}

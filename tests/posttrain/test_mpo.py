@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from phase_fixtures import SMALL_MODEL, TINY, easy_pairs
+from tests.posttrain.phase_fixtures import SMALL_MODEL, TINY, easy_pairs
 from posttrain.data import write_jsonl
 
 

@@ -87,6 +87,7 @@ def test_sigkill_mid_stage_then_resume_to_the_end(tiny_task, tmp_path):
     after = _state(run)
     assert all(r["status"] == "done" for r in after.values())
     assert {n: r["attempts"] for n, r in after.items()} == {"sft": 1, "rl1": 1, "rft": 1, "filter": 1, "rl2": 2}
+    assert after["rl2"]["wall_s"] > 0  # accumulated over both attempts (the killed one up to its last write)
     assert finals == {n: (run / n / "summary.json").stat().st_mtime_ns for n in finals}
     rl2 = json.loads((run / "rl2" / "summary.json").read_text())
     assert rl2["steps"] == 40 and not rl2["interrupted"]

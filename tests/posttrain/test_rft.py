@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from phase_fixtures import TINY, task_files
+from tests.posttrain.phase_fixtures import TINY, task_files
 from rollouts.types import Rollout
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from phase_fixtures import SMALL_MODEL, TINY, easy_pairs
+from tests.posttrain.phase_fixtures import SMALL_MODEL, TINY, easy_pairs
 from posttrain.rm import short_chosen
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from phase_fixtures import SMALL_MODEL, TINY, task_files
+from tests.posttrain.phase_fixtures import SMALL_MODEL, TINY, task_files
 from posttrain.data import DatasetError, write_jsonl
 from posttrain.sft_data import SourceRows, load_source, mix_sources, normalize_row
 
