@@ -56,8 +56,11 @@ class PipelineState:
 
     def start(self, st: Resolved, fresh: bool) -> dict[str, Any]:
         rec = {} if fresh else dict(self.stages.get(st.name, {}))
+        if rec.get("status") == "running" and rec.get("started_at"):  # killed: count up to its last write
+            last = max((p.stat().st_mtime for p in st.dir.rglob("*") if p.is_file()), default=rec["started_at"])
+            rec["wall_s"] = round(rec.get("wall_s", 0.0) + max(0.0, last - rec["started_at"]), 2)
         rec.update(kind=st.kind, hash=st.hash, status="running", attempts=rec.get("attempts", 0) + 1,
-                   dir=str(st.dir))
+                   dir=str(st.dir), started_at=round(time.time(), 3))
         rec.setdefault("wall_s", 0.0)
         self.stages[st.name] = rec
         self.save()
