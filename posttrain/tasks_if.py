@@ -227,6 +227,24 @@ def final_number(completion: str, sample: dict) -> float:
     return float(bool(nums) and int(nums[-1]) == gold)
 
 
+@reward("task_answer")
+def task_answer(completion: str, sample: dict) -> float:
+    """The task reward of an alignment mix: on an unconstrained task row (`constraints: []`)
+    the base task's own reward, the exact answer; on a constrained row, `final_number`.
+
+    Without the exact check on plain rows a policy learns one styled answer for every
+    prompt (e.g. `"<<Sum>> total 7 Done"`), and its sums break in that form.
+
+    >>> task_answer('"7"', {"answer": "7", "constraints": []}), task_answer('"7"', {"answer": "7"})
+    (0.0, 1.0)
+    """
+    if sample.get("constraints") == []:
+        if "answer" not in sample:
+            raise KeyError("sample has no 'answer' field")
+        return float(completion.strip() == str(sample["answer"]).strip())
+    return final_number(completion, sample)
+
+
 def make_align_data(digits: int = 1, terms: int = 2, n_problems: int | None = None, n_eval_problems: int = 20,
                     train_variants: int = 8, eval_variants: int = 5, task_copies: int = 2, seed: int = 0,
                     families: tuple[str, ...] = DEFAULT_FAMILIES, soft_prob: float = 0.0
