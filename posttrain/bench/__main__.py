@@ -28,6 +28,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--demo-sft-steps", type=int, default=300,
                    help="memory: cap the demo's SFT steps (the peak is set in the GSPO phase)")
     p.add_argument("--demo-rl-steps", type=int, default=20, help="memory: GSPO steps of the demo run")
+    p.add_argument("--acc-budget", type=float, default=None, help="accuracy: training seconds per contender")
+    p.add_argument("--acc-eval-every", type=float, default=None, help="accuracy: seconds between evaluations")
+    p.add_argument("--acc-eval-rows", type=int, default=None, help="accuracy: held-out rows evaluated")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -44,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown workload(s) {sorted(unknown)}; choose from {', '.join(WORKLOADS)}", file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else FULL
-    if args.repeats:
-        from dataclasses import replace
+    from dataclasses import replace
 
-        sizes = replace(sizes, repeats=args.repeats)
+    for field, value in (("repeats", args.repeats), ("acc_budget_s", args.acc_budget),
+                         ("acc_eval_every_s", args.acc_eval_every), ("acc_eval_rows", args.acc_eval_rows)):
+        if value is not None:
+            sizes = replace(sizes, **{field: value})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
