@@ -246,7 +246,7 @@ def task_answer(completion: str, sample: dict) -> float:
 
 
 def make_align_data(digits: int = 1, terms: int = 2, n_problems: int | None = None, n_eval_problems: int = 20,
-                    train_variants: int = 8, eval_variants: int = 5, task_copies: int = 2, seed: int = 0,
+                    train_variants: int = 8, eval_variants: int = 5, task_copies: int = 4, seed: int = 0,
                     families: tuple[str, ...] = DEFAULT_FAMILIES, soft_prob: float = 0.0
                     ) -> dict[str, list[dict[str, Any]]]:
     """Rows of the align demo: `base` (every problem, unconstrained: SFT and the task guard),

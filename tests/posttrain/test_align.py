@@ -28,7 +28,7 @@ JUDGE = "tests.posttrain.test_align_plugins:CannedJudge"
 def test_generated_constraints_are_verifiable_and_the_answer_still_is():
     data = make_align_data(seed=3)
     plain = [r for r in data["train"] if r["constraints"] == []]
-    assert len(plain) == 2 * 80 and all(constraints_met("anything", r) == 1.0 for r in plain)
+    assert len(plain) == 4 * 80 and all(constraints_met("anything", r) == 1.0 for r in plain)
     assert all(final_number(r["answer"], r) == 1.0 and r["prompt"].endswith("?") for r in plain)
     rows = [r for r in data["train"] if r["constraints"]] + data["eval"]
     assert len(rows) == 8 * 80 + 5 * 20
