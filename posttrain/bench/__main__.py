@@ -31,6 +31,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--acc-budget", type=float, default=None, help="accuracy: training seconds per contender")
     p.add_argument("--acc-eval-every", type=float, default=None, help="accuracy: seconds between evaluations")
     p.add_argument("--acc-eval-rows", type=int, default=None, help="accuracy: held-out rows evaluated")
+    p.add_argument("--rl-prompts", type=int, default=None, help="rl_step: prompts per step (default 8)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     from dataclasses import replace
 
-    for field, value in (("repeats", args.repeats), ("acc_budget_s", args.acc_budget),
+    for field, value in (("repeats", args.repeats), ("rl_prompts", args.rl_prompts), ("acc_budget_s", args.acc_budget),
                          ("acc_eval_every_s", args.acc_eval_every), ("acc_eval_rows", args.acc_eval_rows)):
         if value is not None:
             sizes = replace(sizes, **{field: value})
