@@ -35,12 +35,14 @@ class _EngineActor:
 
     def __init__(self, model: str, engine_kwargs: dict[str, Any]):
         self.engine = VLLMEngine(model, **engine_kwargs)
+        self.incarnation = f"{os.getpid()}-{time.time_ns()}"  # tells a restarted actor from the old one
 
     def ready(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "version": self.engine.weight_version, "startup_s": self.engine.startup_s}
+        return {"pid": os.getpid(), "version": self.engine.weight_version, "startup_s": self.engine.startup_s,
+                "incarnation": self.incarnation}
 
-    def weight_version(self) -> int:
-        return self.engine.weight_version
+    def state(self) -> tuple[str, int]:
+        return self.incarnation, self.engine.weight_version
 
     def generate(self, units: list[Unit], temperature: float, top_p: float, max_tokens: int,
                  base_seed: int, ignore_eos: bool = False) -> list[Rollout]:
@@ -110,6 +112,7 @@ class RolloutPool:
                 runtime_env={"env_vars": env},
             ).remote(model, engine_kwargs))
         self.info = ray.get([a.ready.remote() for a in self.actors], timeout=engine.start_timeout_s)
+        self.incarnations = [info["incarnation"] for info in self.info]
 
     @staticmethod
     def _cpu_binding(engine: Any) -> list[str | None]:
@@ -143,10 +146,12 @@ class RolloutPool:
         log.warning("restarting rollout actor %d: %s", i, reason)
         self.restarts += 1
         ray.kill(self.actors[i], no_restart=False)
-        self._ensure_current(i)
+        self._ensure_current(i, replaced=True)
 
-    def _ensure_current(self, i: int) -> None:
-        """Wait (bounded) for actor i to be up, then push the current weights if it lacks them."""
+    def _ensure_current(self, i: int, replaced: bool = False) -> None:
+        """Wait (bounded) for actor i to be up (with `replaced`, for a new incarnation: ray.kill
+        is asynchronous and the dying process may still answer), then push the current
+        weights if it lacks them."""
         import ray
         from ray.exceptions import ActorUnavailableError
 
@@ -154,7 +159,14 @@ class RolloutPool:
         deadline = time.monotonic() + self.cfg.start_timeout_s
         while True:
             try:
-                version = ray.get(actor.weight_version.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                incarnation, version = ray.get(actor.state.remote(), timeout=max(1.0, deadline - time.monotonic()))
+                if replaced and incarnation == self.incarnations[i]:
+                    if time.monotonic() > deadline:
+                        raise WeightSyncError(f"rollout actor {i} was not replaced within "
+                                              f"{self.cfg.start_timeout_s:.0f}s")
+                    time.sleep(0.2)
+                    continue
+                self.incarnations[i] = incarnation
                 if version != self.weight_version and self._weights_ref is not None:
                     ray.get(actor.load_weights.remote(self._weights_ref, self.weight_version),
                             timeout=self.sync_timeout_s)
@@ -164,6 +176,8 @@ class RolloutPool:
                     raise WeightSyncError(f"rollout actor {i} did not come back within "
                                           f"{self.cfg.start_timeout_s:.0f}s") from None
                 time.sleep(0.5)
+            except WeightSyncError:
+                raise
             except Exception as e:
                 raise WeightSyncError(
                     f"rollout actor {i} could not be brought to weight version {self.weight_version}: "
@@ -220,7 +234,7 @@ class RolloutPool:
                     raise RolloutTimeout(f"rollout actors keep failing: {e}") from e
                 log.warning("rollout actor %d died mid-round (%s); resubmitting %d units", i,
                             type(e).__name__, len(chunk))
-                self._ensure_current(i)
+                self._ensure_current(i, replaced=isinstance(e, RayActorError))
                 submit(i, chunk)
                 continue
             redo = [u for u, r in zip(chunk, out) if r.weight_version != self.weight_version]

@@ -19,6 +19,7 @@ class FakeEngineActor:
 
     def __init__(self, model: str, engine_kwargs: dict):
         self.dir, self.version = Path(model), 0
+        self.incarnation = f"{os.getpid()}-{time.time_ns()}"
 
     def _once(self, name: str) -> bool:
         flag, done = self.dir / name, self.dir / f"{name}.done"
@@ -28,10 +29,10 @@ class FakeEngineActor:
         return False
 
     def ready(self):
-        return {"pid": os.getpid(), "version": self.version, "startup_s": 0.0}
+        return {"pid": os.getpid(), "version": self.version, "startup_s": 0.0, "incarnation": self.incarnation}
 
-    def weight_version(self):
-        return self.version
+    def state(self):
+        return self.incarnation, self.version
 
     def pid(self):
         return os.getpid()
@@ -77,7 +78,8 @@ def pool(control):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import test modules
 
     p = RolloutPool(str(control), EngineConfig(num_actors=2, num_cpus_per_actor=0.5, start_timeout_s=60),
-                    RayConfig(num_cpus=2), unit_timeout_s=20, sync_timeout_s=3, actor_cls=FakeEngineActor)
+                    RayConfig(num_cpus=2), unit_timeout_s=20, sync_timeout_s=3, actor_cls=FakeEngineActor,
+                    max_restarts=50)  # one pool for the module: restarts add up across tests
     yield p
     p.close()
 
