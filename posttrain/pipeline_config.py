@@ -6,7 +6,7 @@ its phase YAML (`config`), the pipeline's data (and, for a stage with no `from.m
 the pipeline's `model` fields that are set), `defaults[kind]`, the stage's `values`
 and `overrides`, and last the `from:` wiring, which names earlier stages' outputs:
 
-    from: {model: rl1, start_model: sft, prompts: filter, hints: rl1, accuracy: rft, pairs: rft}
+    from: {model: rl1, start_model: sft, sft_data: sft, prompts: filter, hints: rl1, accuracy: rft, pairs: rft}
 
 Outputs are paths inside RUN_DIR/<stage> known before the stage runs, so every
 stage's resolved config (and its hash) is known up front. A stage's hash covers its
@@ -37,11 +37,11 @@ KIND_MODULES = {"sft": "posttrain.sft", "mpo": "posttrain.mpo", "rl": "posttrain
                 "align": "posttrain.align", "filter": "posttrain.filter"}
 # the `from:` slots each kind accepts
 SLOTS = {"sft": {"model"}, "mpo": {"model", "pairs"}, "rl": {"model", "prompts", "hints"},
-         "rft": {"model", "start_model", "prompts"}, "align": {"model", "prompts"},
+         "rft": {"model", "start_model", "prompts", "sft_data"}, "align": {"model", "prompts"},
          "filter": {"model", "prompts", "accuracy"}}
 # what a slot needs from its source stage: the kinds that produce it
 PRODUCERS = {"model": set(KIND_MODULES), "start_model": set(KIND_MODULES), "prompts": {"rft", "filter"},
-             "hints": {"rl"}, "accuracy": {"rft", "filter"}, "pairs": {"rft"}}
+             "hints": {"rl"}, "accuracy": {"rft", "filter"}, "pairs": {"rft"}, "sft_data": {"sft"}}
 RESERVED = {"data", "init_model", "tensorboard"}
 Kind = Literal["sft", "mpo", "rl", "rft", "align", "filter"]
 
@@ -150,6 +150,8 @@ def outputs(kind: str, d: Path, cfg: Any) -> dict[str, str | None]:
     elif kind == "rft":
         out.update(prompts=str(d / "rl_prompts.jsonl"), accuracy=str(d / "prompt_accuracy.jsonl"),
                    sampled_model=cfg.model.path, pairs=str(d / "scored.jsonl"))
+    elif kind == "sft":  # a single training file can be mixed into an RFT stage's retraining
+        out["sft_data"] = cfg.data.train if isinstance(cfg.data.train, str) else None
     elif kind == "rl":
         out["hints"] = str(d / "hints_state.json") if cfg.hints.enabled else None
     return out
@@ -192,6 +194,12 @@ def _wire(kind: str, raw: dict[str, Any], src: dict[str, Resolved], d: Path) -> 
     if "accuracy" in src:
         put("reuse.accuracy", src["accuracy"].outputs["accuracy"])
         put("reuse.model", src["accuracy"].outputs["sampled_model"])
+    if "sft_data" in src:  # RFT retrains on its kept set mixed with that SFT stage's data
+        path = src["sft_data"].outputs.get("sft_data")
+        if not path:
+            raise ConfigError(f"from.sft_data={src['sft_data'].name!r}: that SFT stage has no single data.train "
+                              "file to mix in; list the sources under values.sft.extra instead")
+        raw.setdefault("sft", {}).setdefault("extra", []).append({"path": path, "weight": 1.0})
     if "pairs" in src:
         put("data.train", str(d / "pairs.jsonl"))
 

@@ -226,3 +226,12 @@ def test_an_align_stage_after_the_last_rl_round(tmp_path):
     assert align.cfg.phase == "align" and align.cfg.model.path == str(tmp_path / "rl2" / "final")
     assert align.cfg.data.train == "runs/align-demo/data/train.jsonl"  # its own constrained prompts
     assert align.outputs["model"] == str(tmp_path / "align" / "final")
+
+
+def test_rft_can_mix_the_sft_stage_data_into_its_retraining(tmp_path):
+    plan = _plan(tmp_path, "stages.rft.from.sft_data=sft", "stages.rft.values.sft.kept_weight=2")
+    rft = plan["rft"].cfg
+    assert [(e.path, e.weight) for e in rft.sft.extra] == [(str(tmp_path / "data" / "train.jsonl"), 1.0)]
+    assert rft.sft.kept_weight == 2
+    with pytest.raises(ConfigError, match="no sft_data output"):
+        _plan(tmp_path, "stages.rft.from.sft_data=rl1")
