@@ -71,3 +71,24 @@ def accuracy_callback(run, tokenizer, rows: list[dict[str, Any]], every: int, ma
                 run.log(state.global_step, res)
 
     return _Acc()
+
+
+def stop_at_accuracy_callback(run, tokenizer, rows: list[dict[str, Any]], every: int, threshold: float,
+                              max_new_tokens: int, batch_size: int):
+    """A TrainerCallback that ends training once greedy accuracy on `rows` (a dev slice of
+    the training data, never the held-out set) reaches `threshold`, checked every `every`
+    steps; logged as `dev/accuracy`. Stops SFT at partial competence by measurement
+    rather than by a step count whose outcome varies from run to run."""
+    from transformers import TrainerCallback
+
+    class _Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step % every:
+                return
+            acc = greedy_accuracy(model, tokenizer, rows, max_new_tokens, batch_size)["eval/accuracy"]
+            stop = acc >= threshold
+            run.log(state.global_step, {"dev/accuracy": acc, "sft/stopped_at_accuracy": float(stop)})
+            if stop:
+                control.should_training_stop = True
+
+    return _Stop()

@@ -43,6 +43,11 @@ class EvalSection(Section):
     max_rows: int | None = Field(200, description="Held-out rows to evaluate (None: all).")
     max_new_tokens: int = 16
     batch_size: int = 64
+    stop_at_accuracy: float | None = Field(
+        None, ge=0.0, le=1.0, description="SFT only: stop once greedy accuracy on a dev slice of the "
+        "training rows reaches this (checked every `stop_every` steps); max_steps stays the cap.")
+    stop_every: int = Field(50, ge=1)
+    stop_rows: int = Field(200, ge=1, description="Training rows (with answers) used as the dev slice.")
 
 
 def torch_dtype(name: str):

@@ -81,6 +81,17 @@ def load_eval_rows(data: SFTData, max_rows: int | None) -> list[dict]:
     return rows[:max_rows] if max_rows else rows
 
 
+def dev_rows(cfg: "Config") -> list[dict]:
+    """The first `eval.stop_rows` rows of the first local training file (dataset contract)."""
+    from posttrain.data import load_rows
+
+    path = _first_local_path(cfg.data)
+    if path is None:
+        raise ConfigError("eval.stop_at_accuracy needs a local data.train file in the dataset contract "
+                          "(rows with 'prompt' and 'answer'); unset eval.stop_at_accuracy otherwise")
+    return load_rows(path)[: cfg.eval.stop_rows]
+
+
 def _first_local_path(data: SFTData) -> str | None:
     return next((s.path for s in data.sources() if s.path), None)
 
@@ -88,7 +99,7 @@ def _first_local_path(data: SFTData) -> str | None:
 def make_trainer(cfg: Config, run: RunDir, model_path: str, train_ds, eval_rows: list[dict]):
     from trl import SFTConfig, SFTTrainer
 
-    from posttrain.greedy_eval import accuracy_callback
+    from posttrain.greedy_eval import accuracy_callback, stop_at_accuracy_callback
     from posttrain.hf_train import (lora_config, load_causal_lm, load_tokenizer, run_dir_callback,
                                     training_kwargs)
 
@@ -101,6 +112,10 @@ def make_trainer(cfg: Config, run: RunDir, model_path: str, train_ds, eval_rows:
     if eval_rows and cfg.eval.every:
         callbacks.append(accuracy_callback(run, tokenizer, eval_rows, cfg.eval.every,
                                            cfg.eval.max_new_tokens, cfg.eval.batch_size))
+    if cfg.eval.stop_at_accuracy is not None:
+        callbacks.append(stop_at_accuracy_callback(run, tokenizer, dev_rows(cfg), cfg.eval.stop_every,
+                                                   cfg.eval.stop_at_accuracy, cfg.eval.max_new_tokens,
+                                                   cfg.eval.batch_size))
     return SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                       peft_config=lora_config(cfg.lora), callbacks=callbacks)
 
