@@ -33,6 +33,7 @@ def test_keye_stages_are_wired_by_name(tmp_path):
     assert rl1.cfg.model.path == str(tmp_path / "sft" / "final")
     assert rft.cfg.model.path == str(tmp_path / "rl1" / "final")  # the RL model samples ...
     assert rft.cfg.sft.start_model == str(tmp_path / "sft" / "final")  # ... and retrains the SFT model
+    assert [e.path for e in rft.cfg.sft.extra] == [str(tmp_path / "data" / "train.jsonl")]  # mixed with its data
     assert flt.cfg.model.path == str(tmp_path / "rft" / "final")
     assert flt.cfg.reuse.accuracy == str(tmp_path / "rft" / "prompt_accuracy.jsonl")
     assert flt.cfg.reuse.model == str(tmp_path / "rl1" / "final")  # measured on another model: not reused
@@ -229,7 +230,7 @@ def test_an_align_stage_after_the_last_rl_round(tmp_path):
 
 
 def test_rft_can_mix_the_sft_stage_data_into_its_retraining(tmp_path):
-    plan = _plan(tmp_path, "stages.rft.from.sft_data=sft", "stages.rft.values.sft.kept_weight=2")
+    plan = _plan(tmp_path, "stages.rft.values.sft.kept_weight=2")
     rft = plan["rft"].cfg
     assert [(e.path, e.weight) for e in rft.sft.extra] == [(str(tmp_path / "data" / "train.jsonl"), 1.0)]
     assert rft.sft.kept_weight == 2
