@@ -22,13 +22,16 @@ def task_files(d: Path, n: int = 240, n_eval: int = 40) -> tuple[Path, Path]:
 
 
 def easy_pairs(d: Path, n: int = 160, n_eval: int = 40) -> tuple[Path, Path]:
-    """Pairs whose rejected side is a fixed, easily learned wrong style (a repeated answer)."""
+    """Pairs whose rejected side is a fixed, easily learned wrong style ("x" before a wrong answer).
+
+    The sides differ by one token in length, so the starting margin is small (a much longer
+    rejected side starts with a margin so large that DPO's sigmoid is saturated)."""
     rng = random.Random(0)
     rows = make_addition_rows(n + n_eval, seed=4)
 
     def pair(r):
         return {"id": r["id"], "prompt": r["prompt"], "chosen": r["answer"],
-                "rejected": " ".join([str(int(r["answer"]) + rng.randint(1, 9))] * 3)}
+                "rejected": "x" + str(int(r["answer"]) + rng.randint(1, 9))}
 
     train, held = split_rows(rows, n_eval, 0)
     write_jsonl(d / "pairs_train.jsonl", [pair(r) for r in train])
