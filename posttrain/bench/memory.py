@@ -85,7 +85,7 @@ def measure_demo(run_dir: Path, sft: list[str], rl: list[str], timeout_s: float)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     info = json.loads(lines[-1]) if lines else {}
     return {"peak_rss_gib": round(sampler.peak / GIB, 3), "peak_procs": sampler.peak_procs,
-            "peak_at_s": round(sampler.peak_t, 1), "wall_s": round(time.monotonic() - t0, 1),
+            "peak_at_s": round(sampler.peak_t, 1), "demo_wall_s": round(time.monotonic() - t0, 1),
             "timeline_gib": sampler.timeline, "how": info.get("how"), "summary": info.get("summary"),
             "sft_overrides": sft, "rl_overrides": rl, "run_dir": str(run_dir)}
 

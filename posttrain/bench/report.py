@@ -152,7 +152,7 @@ def _memory(x: dict | None) -> list[str]:
     return ["## 5. Memory", "",
             f"Peak of the summed RSS over the demo's process tree (sampled every 0.25 s): "
             f"**{x['peak_rss_gib']:.2f} GiB** across {x['peak_procs']} processes, {x['peak_at_s']} s into the run "
-            f"(total {x['wall_s']} s). Ran: {x.get('how')}, SFT overrides {x.get('sft_overrides') or 'none'}, RL "
+            f"(demo run {x.get('demo_wall_s', x.get('wall_s'))} s). Ran: {x.get('how')}, SFT overrides {x.get('sft_overrides') or 'none'}, RL "
             f"overrides {x.get('rl_overrides')}{' (reused ' + x['reused_from'] + ')' if x.get('reused_from') else ''}."
             " RSS counts shared pages (libraries, Ray's object store) once per process, so the sum overstates "
             "the real footprint.", ""]
