@@ -97,7 +97,7 @@ def _rollout(x: dict | None) -> list[str]:
             f"sequences in one batch, torch 2 threads. Peak: best of a 2048² fp32 `torch.mm` before and after "
             f"each repeat; model FLOP/s = 2 × params × tokens/s.", ""] + table(
         ["repeat", "posttrain tok/s", "HF tok/s", "ratio", "peak GFLOP/s", "posttrain GFLOP/s",
-         "fraction of peak", "load 1m"], rows) + ([f"Runs: {fmt(sorted({r['run'] for r in x['repeats'] if r.get('run')}))}. "
+         "fraction of peak", "load 1m"], rows) + (["", f"Runs: {fmt(sorted({r['run'] for r in x['repeats'] if r.get('run')}))}. "
                                                    f"{x['note']}.", ""] if x.get("note") else []) + [""]
 
 
