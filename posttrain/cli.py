@@ -223,7 +223,8 @@ def demo_cmd(
     sft_overrides: Optional[list[str]] = typer.Option(None, "--sft", help="key=value override for the SFT stage."),
     rl_overrides: Optional[list[str]] = typer.Option(None, "--rl", help="key=value override for the RL stage."),
 ) -> None:
-    """The embedded default end to end: task -> tiny model -> SFT -> GSPO on Ray+vLLM."""
+    """The short demo: task -> tiny model -> SFT -> GSPO on Ray+vLLM (`make demo` runs the full
+    Keye pipeline, configs/recipes/keye.yaml, whose first two stages these are)."""
     from posttrain.demo import print_summary, run_demo
 
     print_summary(run_demo(run_dir, {"sft": sft_overrides or [], "rl": rl_overrides or []}))

@@ -1,4 +1,4 @@
-"""`posttrain demo`: the embedded default, end to end and offline.
+"""`posttrain demo`: the short demo (the first two stages of `make demo`'s pipeline), offline.
 
 addition task -> tiny model (tokenizer trained on the task) -> SFT (TRL) -> GSPO
 (vLLM engines in Ray actors) -> held-out greedy accuracy before/after RL, written
@@ -26,7 +26,7 @@ def make_demo_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Pat
     return out / "train.jsonl", out / "eval.jsonl"
 
 
-def run_demo(run_dir: str | Path, overrides: dict[str, list[str]] | None = None, n_train: int = 8000,
+def run_demo(run_dir: str | Path, overrides: dict[str, list[str]] | None = None, n_train: int = 9000,
              n_eval: int = 200, seed: int = 0) -> dict[str, Any]:
     from posttrain import rl, sft
     from posttrain.config import load_config
