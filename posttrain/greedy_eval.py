@@ -9,15 +9,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from posttrain.data import prompt_messages
+from posttrain.data import chat_prompt_ids, prompt_messages
 
 
 def render_prompts(tokenizer, rows: list[dict[str, Any]]) -> list[list[int]]:
-    out = []
-    for row in rows:
-        ids = tokenizer.apply_chat_template(prompt_messages(row), add_generation_prompt=True, tokenize=True)
-        out.append(list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids))
-    return out
+    return [chat_prompt_ids(tokenizer, prompt_messages(row)) for row in rows]
 
 
 def greedy_completions(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 16,

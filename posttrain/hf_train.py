@@ -7,7 +7,6 @@ writes the trainer's logs to the run directory, and the atomic save of `final/`.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,15 +134,11 @@ def save_final(model, tokenizer, final: Path, merge: bool = True) -> Path:
 
     A PEFT model is merged into its base (merge=True) or saved as an adapter folder.
     """
+    from posttrain.policy import save_hf
+
     if hasattr(model, "merge_and_unload") and merge:
         model = model.merge_and_unload()
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    return final
+    return save_hf(model, tokenizer, final)
 
 
 def run_dir_callback(run: RunDir, prefix: str, step_offset: int = 0):
