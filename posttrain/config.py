@@ -79,6 +79,9 @@ class EngineConfig(Section):
     chunked_prefill: bool | None = Field(
         None, description="None: off on CPU (seeded sampling cannot rewind CPU generators), on for GPU.")
     max_num_batched_tokens: int | None = Field(None, description="Engine token budget per step (default 8192 on CPU).")
+    max_num_seqs: int | None = Field(
+        None, ge=1, description="Sequences decoded together (vLLM's default is 256 on CPU); set it to the "
+        "rollout batch per engine so one step's samples decode in one wave.")
     placement: Literal["pack", "spread", "strict_spread"] = "pack"
     start_timeout_s: float = 300.0
 

@@ -28,14 +28,25 @@ def _column_steps(terms: list[int]) -> list[str]:
     return steps
 
 
+def _round_to_tens(n: int) -> int:
+    return (n + 5) // 10 * 10
+
+
 def addition_hints(terms: list[int]) -> list[str]:
+    """Five row-specific hints, each strictly more informative than the one before:
+    1 an estimate (terms rounded to tens), 2 the ones column and so the last digit,
+    3 the carry and the number of digits, 4 every column, 5 the answer."""
     expr = " + ".join(str(t) for t in terms)
     total = sum(terms)
     steps = _column_steps(terms)
+    rounded = [_round_to_tens(t) for t in terms]
+    ones = [t % 10 for t in terms]
+    ones_sum = sum(ones)
     return [
-        "Hint: addition combines the numbers column by column, starting at the ones.",
-        "Hint: add the ones digits, write the last digit, carry the tens to the next column.",
-        f"Hint: the result has {len(str(total))} digits and ends in {total % 10}.",
+        f"Hint: round to tens: {' + '.join(map(str, rounded))} = {sum(rounded)}, so the sum is near {sum(rounded)}.",
+        f"Hint: start with the ones: {'+'.join(map(str, ones))}={ones_sum}, so the sum ends in {total % 10}.",
+        f"Hint: the ones give {ones_sum}: write {ones_sum % 10}, carry {ones_sum // 10}; "
+        f"the sum has {len(str(total))} digits.",
         "Hint: " + "; ".join(steps) + ".",
         f"Hint: {expr} = {total}. The answer is {total}.",
     ]

@@ -96,7 +96,8 @@ class RolloutPool:
                              tensor_parallel_size=engine.tensor_parallel_size,
                              gpu_memory_utilization=engine.gpu_memory_utilization, seed=seed,
                              trust_remote_code=trust_remote_code, chunked_prefill=engine.chunked_prefill,
-                             max_num_batched_tokens=engine.max_num_batched_tokens)
+                             max_num_batched_tokens=engine.max_num_batched_tokens,
+                             max_num_seqs=engine.max_num_seqs)
         cpus = self._cpu_binding(engine)
         remote_cls = ray.remote(actor_cls or _EngineActor)  # tests inject faulty actors
         self.actors = []

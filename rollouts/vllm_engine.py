@@ -39,7 +39,8 @@ class VLLMEngine:
     def __init__(self, model: str, dtype: str = "float32", enforce_eager: bool = True,
                  max_model_len: int = 512, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.5, seed: int = 0, trust_remote_code: bool = False,
-                 chunked_prefill: bool | None = None, max_num_batched_tokens: int | None = None):
+                 chunked_prefill: bool | None = None, max_num_batched_tokens: int | None = None,
+                 max_num_seqs: int | None = None):
         from vllm import LLM
 
         t0 = time.monotonic()
@@ -55,9 +56,11 @@ class VLLMEngine:
         # does not use offset"), so per-unit seeds need whole prefills on CPU.
         if chunked_prefill is None:
             chunked_prefill = not on_cpu
+        if max_num_seqs:
+            kwargs["max_num_seqs"] = max_num_seqs
         if not chunked_prefill:
             kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max(max_model_len, max_num_batched_tokens or 8192)
+            kwargs["max_num_batched_tokens"] = max(max_model_len, max_num_seqs or 0, max_num_batched_tokens or 8192)
         elif max_num_batched_tokens:
             kwargs["max_num_batched_tokens"] = max_num_batched_tokens
         self.llm = LLM(**kwargs)

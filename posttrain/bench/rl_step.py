@@ -4,7 +4,9 @@ completion length (exactly N tokens: ignore_eos / min_new_tokens), lr, clip rang
 4 optimizer steps per rollout batch. The reward is `digit_share` so every group has a
 gradient in both trainers. The two alternate step by step in one process: a TRL
 callback runs one posttrain step after each TRL generation cycle (4 optimizer steps),
-outside TRL's clock. The first step of each is warm-up.
+outside TRL's clock. The first step of each is warm-up. posttrain runs its compiled
+engine with `max_num_seqs` = the step's batch and, by default here, `algo.old_logprobs:
+engine` (the sampler's log-probs as the old policy's; `--rl-old-logprobs trainer` recomputes).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ LR = 1e-5
 MINIBATCHES = 4
 
 
-def run(model_dir: Path, params: int, out: Path, sizes: Sizes) -> tuple[dict, dict]:
+def run(model_dir: Path, params: int, out: Path, sizes: Sizes, old_logprobs: str = "engine") -> tuple[dict, dict]:
     import torch
     from transformers import TrainerCallback
 
@@ -36,7 +38,9 @@ def run(model_dir: Path, params: int, out: Path, sizes: Sizes) -> tuple[dict, di
     write_jsonl(out / "train.jsonl", rows)
     P, G, T, cycles = sizes.rl_prompts, sizes.rl_group, sizes.rl_tokens, sizes.rl_cycles
     cfg = pt_side.gspo_config(str(model_dir), str(out / "train.jsonl"), P, G, T, LR, REWARD,
-                              skip_uniform_groups=False, extra=[f"engine.max_model_len={T + 64}"])
+                              skip_uniform_groups=False, enforce_eager=False,
+                              extra=[f"engine.max_model_len={T + 64}", f"engine.max_num_seqs={P * G}",
+                                     f"algo.old_logprobs={old_logprobs}"])
     pt = pt_side.make_trainer(cfg, out / "posttrain")
     pt_rec: list[dict[str, Any]] = []
     trl_rec: list[dict[str, Any]] = []
@@ -94,7 +98,8 @@ def run(model_dir: Path, params: int, out: Path, sizes: Sizes) -> tuple[dict, di
     pt_meas, trl_meas = pt_rec[1:], trl_rec[1:]
     ratios = [a["tok_s"] / b["tok_s"] for a, b in zip(pt_meas, trl_meas)]
     headline = ratio_stats("rl_step_vs_trl", ratios)
-    details = {"parameters": params, "prompts_per_step": P, "group_size": G, "new_tokens": T, "lr": LR,
+    details = {"parameters": params, "old_logprobs": old_logprobs, "prompts_per_step": P, "group_size": G,
+               "new_tokens": T, "lr": LR,
                "minibatches_per_step": MINIBATCHES, "reward": REWARD, "posttrain_steps": pt_rec,
                "trl_cycles": trl_rec, "ratios": [round(r, 3) for r in ratios],
                "posttrain_tok_s_median": _med([r["tok_s"] for r in pt_meas]),

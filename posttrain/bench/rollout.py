@@ -57,7 +57,8 @@ def run(model_dir: Path, params: int, sizes: Sizes, enforce_eager: bool = False)
     n, T = sizes.rollout_samples, sizes.rollout_tokens
     t0 = time.perf_counter()
     # a loaded machine can take far longer than the pool's default 600 s deadline for one round
-    pool = RolloutPool(str(model_dir), engine_config(enforce_eager), RayConfig(num_cpus=2), unit_timeout_s=7200)
+    engine = engine_config(enforce_eager, max_num_seqs=len(prompts) * n)
+    pool = RolloutPool(str(model_dir), engine, RayConfig(num_cpus=2), unit_timeout_s=7200)
     start_s = time.perf_counter() - t0
     log(f"rollout: engine up in {start_s:.1f}s (enforce_eager={enforce_eager}), actor pid {pool.info[0]['pid']}, "
         f"driver pid {os.getpid()}")

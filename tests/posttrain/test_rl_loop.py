@@ -135,7 +135,40 @@ def test_nan_guard_leaves_parameters_unchanged(tiny_model):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     nan_adv = torch.tensor([float("nan"), 1.0])
     res = gspo_update(model, opt, sched, POLICY_LOSSES.get("gspo"), ro, nan_adv, 0, 1, 1.0, {})
-    assert res.applied == 0 and res.skipped == 1 and res.bad_sample_ids == ["p#0", "p#1"]
+    assert res.applied == 0 and res.skipped == 1 and sorted(res.bad_sample_ids) == ["p#0", "p#1"]
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     ok = gspo_update(model, opt, sched, POLICY_LOSSES.get("gspo"), ro, torch.tensor([1.0, -1.0]), 0, 1, 1.0, {})
     assert ok.applied == 1
+
+
+def test_engine_old_logprobs_give_the_same_update_as_recomputing(tiny_model):
+    """`algo.old_logprobs: engine` uses the sampler's log-probs instead of a forward pass;
+    when they equal the trainer's, the update must be identical; when they differ, so must it."""
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.gspo import gspo_update
+    from posttrain.logprobs import collate, response_logprobs
+    from posttrain.losses import POLICY_LOSSES
+    from rollouts.types import Rollout
+
+    prompts, responses = [[1, 2, 3], [4, 5], [6, 7, 8, 9]], [[4, 5], [6, 7, 8], [9]]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    with torch.no_grad():
+        lp = response_logprobs(model.eval(), collate(prompts, responses, 0))
+    adv = torch.tensor([1.0, -0.5, -0.5])
+
+    def update(logprobs: list[list[float]], mode: str) -> dict[str, torch.Tensor]:
+        m = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        ro = [Rollout("p", i, p, r, lps, "x") for i, (p, r, lps) in enumerate(zip(prompts, responses, logprobs))]
+        res = gspo_update(m, opt, sched, POLICY_LOSSES.get("gspo"), ro, adv, 0, 1, 1.0,
+                          {"eps_low": 0.2, "eps_high": 0.2}, old_logprobs=mode)
+        assert res.applied == 1
+        return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+    exact = [lp[i, :len(r)].tolist() for i, r in enumerate(responses)]
+    recomputed, from_engine = update(exact, "trainer"), update(exact, "engine")
+    assert all(torch.allclose(recomputed[k], from_engine[k], atol=1e-6) for k in recomputed)
+    shifted = update([[x - 0.5 for x in row] for row in exact], "engine")  # ratios now off 1: clipped
+    assert any(not torch.allclose(recomputed[k], shifted[k], atol=1e-6) for k in recomputed)
