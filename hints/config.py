@@ -35,6 +35,9 @@ class HintsConfig(Section):
         "none", description="Probe a newly hard prompt for its minimal level before training on it.")
     search_samples: int = Field(4, ge=1, description="Responses per level in the minimal-level search.")
     max_history: int = Field(64, ge=1, description="Attempts kept per prompt in the state.")
+    eval_hard_rows: int = Field(
+        256, ge=0, description="Each eval also scores up to this many hard training prompts greedily without "
+        "hints (hints/hard_pass_rate_no_hint); 0 turns it off.")
     init_state: str | None = Field(None, description="hints_state.json of an earlier round to start from.")
 
     @field_validator("template")

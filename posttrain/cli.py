@@ -146,8 +146,12 @@ def pairs_cmd(
     input: Path = typer.Option(..., "--input", help="Scored rollouts JSONL (prompt_id, prompt, completion, reward)."),
     output: Path = typer.Option(..., "--output", help="Output pairs JSONL (id, prompt, chosen, rejected)."),
     eval_out: Optional[Path] = typer.Option(None, "--eval-out", help="Also hold out pairs (by prompt) here."),
-    n_eval: int = typer.Option(100, "--n-eval", help="Held-out pairs (with --eval-out)."),
+    n_eval: int = typer.Option(100, "--n-eval", help="Held-out prompts, with all their pairs (with --eval-out)."),
     seed: int = typer.Option(0, help="Seed of the held-out split."),
+    per_prompt: int = typer.Option(1, "--per-prompt", min=1,
+                                   help="Pairs per prompt: distinct top-reward x bottom-reward texts."),
+    reference: bool = typer.Option(False, "--reference", help="Prompts whose samples are all below the file's "
+                                   "best reward pair their reference `answer` (chosen) with them."),
 ) -> None:
     """Turn scored rollouts into preference pairs: a top-reward vs a bottom-reward sample per prompt."""
     from posttrain.data import DatasetError, write_jsonl
@@ -155,18 +159,23 @@ def pairs_cmd(
     from posttrain.tasks import split_rows
 
     try:
-        pairs, counts = build_pairs(input)
+        pairs, counts = build_pairs(input, per_prompt, reference)
     except DatasetError as e:
         _fail(str(e))
     if not pairs:
         _fail(f"{input}: every prompt's samples tie (or have < 2 scored samples); no pairs to write")
-    if eval_out:
-        if n_eval >= len(pairs):
-            _fail(f"--n-eval {n_eval} leaves no training pairs out of {len(pairs)}; lower --n-eval")
-        pairs, held = split_rows(pairs, n_eval, seed)
+    if eval_out:  # held out by prompt: all pairs of a prompt go to one side
+        prompt_of = {p["id"]: p.get("prompt_id", p["id"]) for p in pairs}
+        prompts = sorted(set(prompt_of.values()))
+        if n_eval >= len(prompts):
+            _fail(f"--n-eval {n_eval} leaves no training prompts out of {len(prompts)}; lower --n-eval")
+        _, held_prompts = split_rows([{"id": q} for q in prompts], n_eval, seed)
+        held_ids = {h["id"] for h in held_prompts}
+        held = [p for p in pairs if prompt_of[p["id"]] in held_ids]
+        pairs = [p for p in pairs if prompt_of[p["id"]] not in held_ids]
         write_jsonl(eval_out, held)
     write_jsonl(output, pairs)
-    typer.echo(f"wrote {len(pairs)} pairs to {output}" + (f" and {n_eval} to {eval_out}" if eval_out else "")
+    typer.echo(f"wrote {len(pairs)} pairs to {output}" + (f" and {len(held)} to {eval_out}" if eval_out else "")
                + f" ({counts['prompts']} prompts, {counts['skipped_ties']} skipped as ties)")
 
 

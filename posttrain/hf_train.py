@@ -25,6 +25,9 @@ class TrainLoop(Section):
     save_steps: int = Field(500, ge=1, description="Checkpoint every N steps (for --resume).")
     save_total_limit: int = 2
     seed: int = 0
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory (TRL's default is on; "
+        "worth it for large models, pure extra compute for small ones).")
 
 
 class LoraSection(Section):
@@ -108,7 +111,7 @@ def training_kwargs(train: TrainLoop, optim: OptimConfig, model: ModelConfig, ou
         logging_steps=train.logging_steps, save_steps=train.save_steps, save_total_limit=train.save_total_limit,
         seed=train.seed, data_seed=train.seed, report_to=[], disable_tqdm=True, use_cpu=on_cpu,
         bf16=(model.dtype == "bfloat16" and not on_cpu), fp16=(model.dtype == "float16" and not on_cpu),
-        dataloader_num_workers=0, remove_unused_columns=False,
+        dataloader_num_workers=0, remove_unused_columns=False, gradient_checkpointing=train.gradient_checkpointing,
     )
 
 

@@ -79,11 +79,58 @@ def pair_from_group(pid: str, samples: list[tuple[int, float | None, dict[str, A
     return out
 
 
-def build_pairs(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """(pairs, counts) from a scored-rollouts JSONL."""
+def more_pairs(pid: str, samples: list[tuple[int, float | None, dict[str, Any]]], per_prompt: int,
+               reference: bool, top_reward: float) -> list[dict[str, Any]]:
+    """Up to `per_prompt` pairs of distinct (top-reward text, bottom-reward text) of one prompt.
+
+    With `reference`, the row's reference `answer` joins the top texts when the group's best
+    reward is below `top_reward` (the best reward in the file), so prompts whose samples are
+    all wrong give pairs too (the reference beats a wrong sample, as in Keye's RM data).
+
+    >>> s = [(1, 0.0, {"prompt": "p", "completion": "a", "answer": "c"}),
+    ...      (2, 0.0, {"prompt": "p", "completion": "b", "answer": "c"})]
+    >>> [(x["chosen"], x["rejected"]) for x in more_pairs("x", s, 3, True, 1.0)]
+    [('c', 'a'), ('c', 'b')]
+    >>> more_pairs("x", s, 3, False, 1.0)
+    []
+    """
+    scored = [(r, row) for _, r, row in samples if r is not None]
+    if not scored:
+        return []
+    best, worst = max(r for r, _ in scored), min(r for r, _ in scored)
+    first = scored[0][1]
+    tops = [] if best == worst else [row["completion"] for r, row in scored if r == best]
+    chosen_reward = best
+    if reference and best < top_reward and isinstance(first.get("answer"), str) and first["answer"].strip():
+        tops, chosen_reward = [first["answer"], *tops], top_reward
+    bottoms = [row["completion"] for r, row in scored if r == worst and row["completion"].strip()]
+    pairs, seen = [], set()
+    for c in dict.fromkeys(tops):
+        for rj in dict.fromkeys(bottoms):
+            if len(pairs) >= per_prompt or c.strip() == rj.strip() or (c, rj) in seen:
+                continue
+            seen.add((c, rj))
+            out = {"id": f"{pid}" if not pairs else f"{pid}#{len(pairs)}", "prompt_id": pid, "prompt": first["prompt"],
+                   "chosen": c, "rejected": rj, "chosen_reward": chosen_reward, "rejected_reward": worst}
+            out.update({k: first[k] for k in PASS_THROUGH if k in first})
+            pairs.append(out)
+    return pairs
+
+
+def build_pairs(path: str | Path, per_prompt: int = 1, reference: bool = False
+                ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(pairs, counts) from a scored-rollouts JSONL: one top-vs-bottom pair per prompt by
+    default; `per_prompt` > 1 or `reference` use `more_pairs` (ids `pid`, `pid#1`, ... and a
+    `prompt_id` field, so held-out splits can go by prompt)."""
     groups = group_scored(path)
-    pairs = [p for pid, s in groups.items() if (p := pair_from_group(pid, s)) is not None]
-    return pairs, {"prompts": len(groups), "pairs": len(pairs), "skipped_ties": len(groups) - len(pairs)}
+    if per_prompt == 1 and not reference:
+        by_prompt = {pid: [p] if (p := pair_from_group(pid, s)) is not None else [] for pid, s in groups.items()}
+    else:
+        top = max((r for s in groups.values() for _, r, _ in s if r is not None), default=0.0)
+        by_prompt = {pid: more_pairs(pid, s, per_prompt, reference, top) for pid, s in groups.items()}
+    pairs = [p for ps in by_prompt.values() for p in ps]
+    skipped = sum(not ps for ps in by_prompt.values())
+    return pairs, {"prompts": len(groups), "pairs": len(pairs), "skipped_ties": skipped}
 
 
 # ------------------------------------------------------------------------------ reading pairs

@@ -177,7 +177,8 @@ class GSPOTrainer:
     # ------------------------------------------------------------------ loop
 
     def evaluate(self) -> dict[str, float]:
-        if not self.eval_rows and not self.extra_evals:
+        hard = self._hard_eval_rows()
+        if not self.eval_rows and not self.extra_evals and not hard:
             return {}
         max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
         metrics = {}
@@ -187,10 +188,22 @@ class GSPOTrainer:
             m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step)
             metrics[f"eval/{name}"] = m.pop("eval/accuracy")
             metrics.update({f"eval/{name}/{k.removeprefix('eval/')}": v for k, v in m.items()})
+        if hard:  # the training prompts that needed hints, asked without them
+            correct: dict[str, float] = {}
+            greedy_eval(self.generator, self.tok, hard, self.scorer, max_new, self.step, per_row=correct)
+            threshold = self.cfg.hints.correct_threshold
+            metrics.update(self.hints.eval_metrics({i: float(v >= threshold) for i, v in correct.items()}))
         for hook in self.eval_hooks:
             metrics.update(hook(self.step, metrics) or {})
         self.run.log(self.step, metrics)
         return metrics
+
+    def _hard_eval_rows(self) -> list[dict[str, Any]]:
+        if not self.cfg.hints.enabled or not self.cfg.hints.eval_hard_rows:
+            return []
+        by_id = {str(r["id"]): r for r in self.rows}
+        ids = [i for i in self.hints.hard_ids() if i in by_id]
+        return [by_id[i] for i in ids[: self.cfg.hints.eval_hard_rows]]
 
     def fit(self) -> dict[str, Any]:
         from posttrain.progress import StepProgress

@@ -25,6 +25,36 @@ def test_top_vs_bottom_and_ties_skipped(tmp_path):
     assert p1["answer"] == "1" and p1["chosen_reward"] == 1.0
 
 
+def test_several_pairs_per_prompt_and_reference_pairs(tmp_path):
+    rows = (_scored("p1", [0.0, 1.0, 0.0, 1.0])  # 2 distinct right x 2 distinct wrong texts
+            + _scored("p2", [0.0, 0.0, None])  # all wrong: only the reference can be chosen
+            + [dict(r, completion="1") for r in _scored("p3", [1.0, 1.0])])  # all right: no pair
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    pairs, counts = build_pairs(tmp_path / "s.jsonl", per_prompt=3, reference=True)
+    got = [(p["prompt_id"], p["chosen"], p["rejected"]) for p in pairs]
+    assert got == [("p1", "a1", "a0"), ("p1", "a1", "a2"), ("p1", "a3", "a0"),  # capped at 3
+                   ("p2", "1", "a0"), ("p2", "1", "a1")]
+    assert counts == {"prompts": 3, "pairs": 5, "skipped_ties": 1}
+    assert len({p["id"] for p in pairs}) == 5
+    no_ref, _ = build_pairs(tmp_path / "s.jsonl", per_prompt=3)
+    assert {p["prompt_id"] for p in no_ref} == {"p1"}
+
+
+def test_cli_holds_out_whole_prompts(tmp_path):
+    from posttrain.cli import app
+
+    rows = [r for i in range(6) for r in _scored(f"p{i}", [0.0, 1.0, 0.0, 1.0])]
+    write_jsonl(tmp_path / "s.jsonl", rows)
+    res = CliRunner().invoke(app, ["data", "pairs", "--input", str(tmp_path / "s.jsonl"), "--output",
+                                   str(tmp_path / "t.jsonl"), "--eval-out", str(tmp_path / "e.jsonl"),
+                                   "--n-eval", "2", "--per-prompt", "4"])
+    assert res.exit_code == 0, res.output
+    train = [json.loads(l) for l in (tmp_path / "t.jsonl").read_text().splitlines()]
+    held = [json.loads(l) for l in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert len(train) == 16 and len(held) == 8
+    assert not {p["prompt_id"] for p in train} & {p["prompt_id"] for p in held}
+
+
 def test_single_scored_sample_gives_no_pair():
     assert pair_from_group("x", [(1, None, {}), (2, 1.0, {"prompt": "p", "completion": "a"})]) is None
 

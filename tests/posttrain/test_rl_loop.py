@@ -172,3 +172,27 @@ def test_engine_old_logprobs_give_the_same_update_as_recomputing(tiny_model):
     assert all(torch.allclose(recomputed[k], from_engine[k], atol=1e-6) for k in recomputed)
     shifted = update([[x - 0.5 for x in row] for row in exact], "engine")  # ratios now off 1: clipped
     assert any(not torch.allclose(recomputed[k], shifted[k], atol=1e-6) for k in recomputed)
+
+
+def test_hints_raise_levels_on_hard_prompts_and_eval_them_without_hints(tiny_model, tiny_task, tmp_path):
+    """The untrained tiny model fails every prompt: after one all-wrong group each prompt is
+    hard, its next visit carries a level-1 hint, the one after level 2 (progressive, raise
+    after 1); each eval scores the hard prompts without hints; the state is saved."""
+    from posttrain.data import load_rows, write_jsonl
+
+    train = tmp_path / "four.jsonl"
+    write_jsonl(train, load_rows(tiny_task[0])[:4])
+    ov = _overrides(tiny_model, (train, tiny_task[1]), steps=4, **{
+        "reward.components": "[{name: exact}]", "hints.enabled": "true", "hints.k": 1,
+        "hints.raise_after": 1, "eval.every": 2})
+    summary = rl.run(load_config(rl.Config, None, ov), tmp_path / "run")
+    recs = _metrics(tmp_path / "run")
+    steps = {r["step"]: r for r in recs if "hints/level_0" in r}
+    assert [steps[s]["hints/level_0"] for s in (1, 2, 3, 4)] == [4.0, 0.0, 0.0, 0.0]
+    assert steps[2]["hints/level_1"] == 4.0 and steps[3]["hints/level_2"] == 4.0
+    hard_evals = [r for r in recs if "hints/hard_pass_rate_no_hint" in r]
+    assert hard_evals and all(r["hints/hard_prompts"] == 4.0 for r in hard_evals)
+    assert all(r["hints/hard_pass_rate_no_hint"] == 0.0 for r in hard_evals)
+    assert summary["hints_hard_ids"] == 4
+    state = json.loads((tmp_path / "run" / "hints_state.json").read_text())
+    assert state  # the scheduler's per-prompt levels, for the next round's hints.init_state

@@ -29,3 +29,30 @@ def test_rl_on_ray_vllm_syncs_versions_and_cleans_up(tiny_model, tiny_task, tmp_
     assert any(l["rl/steps_applied"] > 0 for l in steps)
     assert summary["accuracy_before_rl"] is not None and summary["steps"] == 3
     assert not ray.is_initialized()  # the command's own local cluster is shut down
+
+
+def test_rft_samples_through_the_ray_vllm_pool(tiny_model, tiny_task, tmp_path):
+    """`posttrain rft` with `generator: vllm`: k samples per prompt from the engine pool,
+    the verifier's verdicts recorded per sample, the kept set trained on, final/ loads."""
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from posttrain import rft
+    from posttrain.data import load_rows, write_jsonl
+    from tests.posttrain.phase_fixtures import TINY
+
+    prompts = tmp_path / "prompts.jsonl"
+    write_jsonl(prompts, load_rows(tiny_task[0])[:6])
+    cfg = load_config(rft.Config, TINY / "rft.yaml", [
+        f"model.path={tiny_model}", f"data.prompts={prompts}", f"data.eval={tiny_task[1]}", "generator=vllm",
+        "engine.max_model_len=256", "ray.num_cpus=2", "sampling.k=4", "sampling.max_tokens=4",
+        "filter.threshold=0.0", "filter.dedup=false", "filter.max_per_prompt=4", "eval.max_rows=8",
+        "sft.train.max_steps=2", "sft.train.batch_size=4"])
+    s = rft.run(cfg, tmp_path / "run")
+    scored = [json.loads(l) for l in (tmp_path / "run" / "scored.jsonl").read_text().splitlines()]
+    assert len(scored) == 6 * 4 and {r["prompt_id"] for r in scored} == {r["id"] for r in load_rows(prompts)}
+    assert all(r["reward"] is not None for r in scored)  # every sample scored by the verifier
+    nonempty = sum(bool(r["completion"].strip()) for r in scored)  # empty samples are never kept
+    assert s["rft/prompts"] == 6 and s["rft/kept"] == nonempty > 0  # threshold 0 keeps the rest: no dedup, cap 4
+    AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    assert not ray.is_initialized()
