@@ -33,23 +33,22 @@ def _round_to_tens(n: int) -> int:
 
 
 def addition_hints(terms: list[int]) -> list[str]:
-    """Five row-specific hints, each strictly more informative than the one before:
-    1 an estimate (terms rounded to tens), 2 the ones column and so the last digit,
-    3 the carry and the number of digits, 4 every column, 5 the answer."""
-    expr = " + ".join(str(t) for t in terms)
+    """Five row-specific, cumulative hints: level k repeats level k-1 and adds one piece
+    (1 an estimate from the terms rounded to tens, 2 the ones column and so the last digit,
+    3 the carry and the number of digits, 4 the other columns, 5 the answer), so a higher
+    level never tells the model less than a lower one."""
     total = sum(terms)
     steps = _column_steps(terms)
-    rounded = [_round_to_tens(t) for t in terms]
+    est = sum(_round_to_tens(t) for t in terms)
     ones = [t % 10 for t in terms]
-    ones_sum = sum(ones)
-    return [
-        f"Hint: round to tens: {' + '.join(map(str, rounded))} = {sum(rounded)}, so the sum is near {sum(rounded)}.",
-        f"Hint: start with the ones: {'+'.join(map(str, ones))}={ones_sum}, so the sum ends in {total % 10}.",
-        f"Hint: the ones give {ones_sum}: write {ones_sum % 10}, carry {ones_sum // 10}; "
-        f"the sum has {len(str(total))} digits.",
-        "Hint: " + "; ".join(steps) + ".",
-        f"Hint: {expr} = {total}. The answer is {total}.",
+    pieces = [
+        f"the sum is near {est}",
+        f"ones {'+'.join(map(str, ones))}={sum(ones)}, so it ends in {total % 10}",
+        f"carry {sum(ones) // 10}, the sum has {len(str(total))} digits",
+        "; ".join(s.split(" write ")[0] for s in steps[1:]) or "no other columns",
+        f"{' + '.join(map(str, terms))} = {total}. The answer is {total}",
     ]
+    return ["Hint: " + "; ".join(pieces[:k]) + "." for k in range(1, 6)]
 
 
 def make_addition_rows(
