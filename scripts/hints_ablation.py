@@ -284,7 +284,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--samples", type=int, default=8, help="G: responses per prompt.")
-    p.add_argument("--probe-rows", type=int, default=128)
+    p.add_argument("--probe-rows", type=int, default=512)
     p.add_argument("--rl-steps", type=int, default=96)
     p.add_argument("--rl-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1, 2],
                    help="Comma-separated seeds; both arms run once per seed (sampling and data order).")
