@@ -147,6 +147,10 @@ class HintController:
         return sorted(pid for pid, s in self.scheduler.prompts.items()
                       if s.level != NO_HINT or any(a.level != NO_HINT for a in s.history))
 
+    def hard_rows(self, limit: int) -> list[dict[str, Any]]:
+        """The training rows of `hard_ids()` (at most `limit`), for an evaluation without hints."""
+        return [self.rows[i] for i in self.hard_ids() if i in self.rows][:limit]
+
     def eval_metrics(self, correct_by_id: dict[str, float]) -> dict[str, float]:
         """`hints/hard_pass_rate_no_hint` from an unhinted evaluation of (some of) the training
         prompts: {prompt id: fraction correct}; prompts never hard are left out."""

@@ -104,12 +104,11 @@ def more_pairs(pid: str, samples: list[tuple[int, float | None, dict[str, Any]]]
     if reference and best < top_reward and isinstance(first.get("answer"), str) and first["answer"].strip():
         tops, chosen_reward = [first["answer"], *tops], top_reward
     bottoms = [row["completion"] for r, row in scored if r == worst and row["completion"].strip()]
-    pairs, seen = [], set()
-    for c in dict.fromkeys(tops):
+    pairs = []
+    for c in dict.fromkeys(tops):  # distinct texts, so every (c, rj) combination is new
         for rj in dict.fromkeys(bottoms):
-            if len(pairs) >= per_prompt or c.strip() == rj.strip() or (c, rj) in seen:
+            if len(pairs) >= per_prompt or c.strip() == rj.strip():
                 continue
-            seen.add((c, rj))
             out = {"id": f"{pid}" if not pairs else f"{pid}#{len(pairs)}", "prompt_id": pid, "prompt": first["prompt"],
                    "chosen": c, "rejected": rj, "chosen_reward": chosen_reward, "rejected_reward": worst}
             out.update({k: first[k] for k in PASS_THROUGH if k in first})

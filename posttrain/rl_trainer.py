@@ -177,7 +177,7 @@ class GSPOTrainer:
     # ------------------------------------------------------------------ loop
 
     def evaluate(self) -> dict[str, float]:
-        hard = self._hard_eval_rows()
+        hard = self.hints.hard_rows(self.cfg.hints.eval_hard_rows) if self.cfg.hints.enabled else []
         if not self.eval_rows and not self.extra_evals and not hard:
             return {}
         max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
@@ -197,13 +197,6 @@ class GSPOTrainer:
             metrics.update(hook(self.step, metrics) or {})
         self.run.log(self.step, metrics)
         return metrics
-
-    def _hard_eval_rows(self) -> list[dict[str, Any]]:
-        if not self.cfg.hints.enabled or not self.cfg.hints.eval_hard_rows:
-            return []
-        by_id = {str(r["id"]): r for r in self.rows}
-        ids = [i for i in self.hints.hard_ids() if i in by_id]
-        return [by_id[i] for i in ids[: self.cfg.hints.eval_hard_rows]]
 
     def fit(self) -> dict[str, Any]:
         from posttrain.progress import StepProgress
