@@ -22,11 +22,17 @@ class FakeEngineActor:
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"
 
     def _once(self, name: str) -> bool:
-        flag, done = self.dir / name, self.dir / f"{name}.done"
-        if flag.exists() and not done.exists():
-            done.write_text(str(os.getpid()))
-            return True
-        return False
+        """True for exactly one call across all actors while the flag file exists: the
+        `.done` marker is claimed with O_EXCL, so two actors cannot both see it missing."""
+        if not (self.dir / name).exists():
+            return False
+        try:
+            fd = os.open(self.dir / f"{name}.done", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
 
     def ready(self):
         return {"pid": os.getpid(), "version": self.version, "startup_s": 0.0, "incarnation": self.incarnation}
