@@ -21,6 +21,10 @@ class HintsConfig(Section):
     teacher: str | None = Field(None, description="Teacher model folder (source=teacher); part of the cache key.")
     cache_path: str | None = Field(None, description="Teacher hint cache (JSONL); default RUN_DIR/hint_cache.jsonl.")
     template: str = Field(DEFAULT_TEMPLATE, description="How the hint is appended: uses {question} and {hint}.")
+    train_prompt: Literal["hinted", "plain"] = Field(
+        "hinted", description="The prompt a hinted rollout is trained on: 'hinted' (Keye: the prompt it was "
+        "sampled from) or 'plain' (the question without the hint, so what is learned is what an unhinted "
+        "prompt can use; off-policy, needs algo.old_logprobs=trainer).")
     correct_threshold: float = Field(1.0, description="A response is correct when its reward >= this.")
     hard_rule: str = Field("zero_pass", description="Registered hard-case rule: zero_pass, pass_rate_at_most.")
     k: int = Field(1, ge=1, description="Unhinted attempts (scored groups) the hard rule looks at.")

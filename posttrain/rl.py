@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hints.config import HintsConfig
 from posttrain.config import (PHASE_CONFIGS, DataConfig, EngineConfig, ModelConfig, OptimConfig, RayConfig,
@@ -104,6 +104,14 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     hints: HintsConfig = Field(default_factory=HintsConfig)
+
+    @model_validator(mode="after")
+    def _plain_hints_need_trainer_logprobs(self) -> "Config":
+        if self.hints.enabled and self.hints.train_prompt == "plain" and self.algo.old_logprobs == "engine":
+            raise ValueError("hints.train_prompt=plain trains hinted responses on the prompt without the hint, "
+                             "but algo.old_logprobs=engine holds log-probs computed with it: set "
+                             "algo.old_logprobs=trainer")
+        return self
 
 
 PHASE_CONFIGS.add("rl", Config)

@@ -118,6 +118,12 @@ class GSPOTrainer:
         rollouts = self.generator.generate(encode_rows(self.tok, [row for row, _ in prepared]), spec, step)
         for ro, (row, level) in zip(rollouts, [p for p in prepared for _ in range(r.group_size)]):
             ro.meta["hint_level"] = level
+        if self.cfg.hints.train_prompt == "plain":  # train hinted responses as answers to the bare question
+            hinted = [row for row, (_, level) in zip(rows, prepared) if level > 0]
+            bare = {p.prompt_id: p.token_ids for p in encode_rows(self.tok, hinted)}
+            for ro in rollouts:
+                if ro.meta["hint_level"] > 0:
+                    ro.prompt_token_ids = bare[ro.prompt_id]
         return prepared, rollouts
 
     def score(self, prepared: list[tuple[dict, int]], rollouts: list[Rollout], step: int):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from posttrain.config import PHASE_CONFIGS, ConfigError, ModelConfig, OptimConfig, Section
 from posttrain.hf_train import EvalSection, LoraSection, TrainLoop
@@ -34,6 +34,19 @@ class SFTData(Section):
     eval: str | None = Field(None, description="Held-out rows (id, prompt, answer) for greedy accuracy.")
     mix_rows: int | None = Field(None, description="Rows in the weighted mix (default: sum of source sizes).")
     seed: int = 0
+    hinted_copies: int = Field(
+        0, ge=0, le=5, description="Per row with 'hints', this many more examples whose prompt carries the hint "
+        "of a distinct random level: a model trained from scratch reads hints in RL only if SFT showed it "
+        "hinted prompts (a large pretrained model already does).")
+    hint_template: str | None = Field(None, description="How the hint is appended (default: hints' template); "
+                                                        "use the RL stage's hints.template.")
+
+    @field_validator("hint_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        from hints.inject import check_template
+
+        return v if v is None else check_template(v)
 
     def sources(self) -> list[DataSource]:
         if self.train is None:
@@ -66,7 +79,8 @@ def build_train_dataset(data: SFTData):
     srcs = data.sources()
     if not srcs:
         raise ConfigError("field 'data.train' is an empty list; give at least one source")
-    loaded = [load_source(s.path, s.name, s.subset, s.split) for s in srcs]
+    loaded = [load_source(s.path, s.name, s.subset, s.split, data.hinted_copies, data.seed, data.hint_template)
+              for s in srcs]
     if len(loaded) == 1 and data.mix_rows is None:
         return to_dataset(loaded[0])
     return to_dataset(mix_sources(loaded, [s.weight for s in srcs], data.mix_rows, data.seed))

@@ -9,7 +9,9 @@ Accepted rows (one format per source; checked row by row, errors name file:row):
 - our dataset contract `{"id", "prompt", "answer"}`: prompt becomes the user turn and
   the answer the assistant turn (the tokenizer's chat template renders both).
 Several sources are mixed by weight (`mix_sources`), sampling with replacement when a
-source must contribute more rows than it has.
+source must contribute more rows than it has. `add_hinted_copies` adds, for rows of our
+contract with `hints`, copies whose prompt carries a hint (so a model learns to read hints
+before RL hints its hard prompts).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from posttrain.data import DatasetError, prompt_messages, read_jsonl
+from posttrain.data import N_HINT_LEVELS, DatasetError, prompt_messages, read_jsonl
 
 FORMATS = ("prompt_completion", "conversational", "text")
 
@@ -120,11 +122,37 @@ def _raw_rows(path: str | None, name: str | None, subset: str | None, split: str
     return f"{name}[{split}]", [(i + 1, r) for i, r in enumerate(ds)]
 
 
+def add_hinted_copies(objs: list[tuple[int, Any]], where: str, copies: int, seed: int = 0,
+                      template: str | None = None) -> list[tuple[int, Any]]:
+    """The rows, and after each row that has `hints` (levels 1-5) `copies` more whose prompt
+    carries the hint of a distinct level drawn with a seeded RNG; copies keep the row number."""
+    from hints.inject import DEFAULT_TEMPLATE, with_hint
+
+    if not 0 <= copies <= N_HINT_LEVELS:
+        raise ValueError(f"hinted copies must be 0-{N_HINT_LEVELS} (one per level at most), got {copies}")
+    rng = random.Random(seed)
+    out: list[tuple[int, Any]] = []
+    for n, obj in objs:
+        out.append((n, obj))
+        hints = obj.get("hints") if isinstance(obj, dict) and "answer" in obj else None
+        if not copies or hints is None:
+            continue
+        if not (isinstance(hints, list) and len(hints) == N_HINT_LEVELS and all(isinstance(h, str) for h in hints)):
+            raise _err(where, n, f"field 'hints' must be a list of {N_HINT_LEVELS} strings (levels 1-5)")
+        for level in sorted(rng.sample(range(1, N_HINT_LEVELS + 1), copies)):
+            hinted = with_hint(obj, level, hints[level - 1], template or DEFAULT_TEMPLATE)
+            out.append((n, {k: v for k, v in hinted.items() if k != "hints"}))
+    return out
+
+
 def load_source(path: str | None = None, name: str | None = None, subset: str | None = None,
-                split: str = "train") -> SourceRows:
+                split: str = "train", hinted_copies: int = 0, hint_seed: int = 0,
+                hint_template: str | None = None) -> SourceRows:
     if not path and not name:
         raise DatasetError("a data source needs 'path' (local JSONL/Parquet) or 'name' (a datasets name)")
     where, objs = _raw_rows(path, name, subset, split)
+    if hinted_copies:
+        objs = add_hinted_copies(objs, where, hinted_copies, hint_seed, hint_template)
     return normalize_rows(objs, where)
 
 

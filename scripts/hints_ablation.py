@@ -12,8 +12,10 @@ Stages (each writes under OUT and is skipped when its output exists, so a re-run
    none of G is correct and its greedy answer is wrong too. Held-out hard prompts are
    the hard prompts' held-out twins (same task family, never trained on).
 4. probe: the Table-9 probe of the SFT checkpoint on the RL training set.
-5. rl: two GSPO runs from the SFT checkpoint, same seed and budget, hints on / off.
-6. eval: greedy accuracy without hints on the held-out hard prompts, for both arms.
+5. rl: GSPO runs from the SFT checkpoint, same seed and budget, one per arm: no hints;
+   hints trained on the hinted prompt (Keye's choice, the contract's "with hints"); hints
+   trained on the bare question (`hints.train_prompt=plain`).
+6. eval: greedy accuracy without hints on the held-out hard prompts, for every arm.
 Writes OUT/summary.json (see docs/hints.md for the fields).
 """
 
@@ -52,7 +54,6 @@ def write_json(path: Path, obj: Any) -> None:
 # ---------------------------------------------------------------------------- 1. data
 
 def make_data(out: Path, args) -> dict[str, Path]:
-    from hints.inject import with_hint
     from posttrain.data import load_rows, write_jsonl
     from posttrain.tasks import make_addition_rows
 
@@ -61,19 +62,9 @@ def make_data(out: Path, args) -> dict[str, Path]:
         return paths
     n_sft, n_rl, n_held = args.sft_rows, args.rl_rows, args.heldout_rows
     rows = make_addition_rows(n_sft + n_rl + n_held, digits=2, terms=2, seed=args.data_seed)
-    sft, rl, held = rows[:n_sft], rows[n_sft:n_sft + n_rl], rows[n_sft + n_rl:]
-    rng = random.Random(args.data_seed)
-    sft_rows = []
-    for r in sft:
-        sft_rows.append({k: r[k] for k in ("id", "prompt", "answer")})
-        for level in rng.sample(range(1, 6), args.sft_hinted_copies):
-            hinted = with_hint(r, level, r["hints"][level - 1])
-            sft_rows.append({"id": f"{r['id']}-L{level}", "prompt": hinted["prompt"], "answer": r["answer"]})
-    rng.shuffle(sft_rows)
-    # Every hint text must be in the SFT file: the tiny tokenizer is trained on it.
-    write_jsonl(paths["sft"], sft_rows)
-    write_jsonl(paths["rl_train"], [dict(r, id=f"rl-{r['id']}") for r in rl])
-    write_jsonl(paths["heldout"], [dict(r, id=f"ho-{r['id']}") for r in held])
+    write_jsonl(paths["sft"], rows[:n_sft])  # with hints: SFT adds the hinted copies (data.hinted_copies)
+    write_jsonl(paths["rl_train"], [dict(r, id=f"rl-{r['id']}") for r in rows[n_sft:n_sft + n_rl]])
+    write_jsonl(paths["heldout"], [dict(r, id=f"ho-{r['id']}") for r in rows[n_sft + n_rl:]])
     load_rows(paths["rl_train"]), load_rows(paths["heldout"])  # validate the contract
     return paths
 
@@ -81,20 +72,17 @@ def make_data(out: Path, args) -> dict[str, Path]:
 # ---------------------------------------------------------------------------- 2. sft
 
 def run_sft(out: Path, paths: dict[str, Path], args) -> Path:
-    from posttrain.config import build_config
+    from posttrain.config import load_config
     from posttrain.sft import Config, run
 
     final = out / "sft" / "final"
     if (final / "config.json").is_file():
         return final
-    cfg = build_config(Config, {
-        "model": {"init": "tiny", "tiny_hidden": args.hidden, "tiny_layers": args.layers},
-        "data": {"train": str(paths["sft"]), "eval": str(paths["heldout"])},
-        "optim": {"lr": args.sft_lr, "scheduler": "cosine", "warmup_steps": 50},
-        "train": {"max_steps": args.sft_steps, "batch_size": 64, "seed": args.seed, "logging_steps": 100,
-                  "save_steps": 100000, "max_length": 128},
-        "eval": {"max_rows": 256, "max_new_tokens": 8},
-    }, "hints ablation sft")
+    cfg = load_config(Config, args.sft_config, [
+        f"data.train={paths['sft']}", f"data.eval={paths['heldout']}", f"data.seed={args.data_seed}",
+        f"data.hinted_copies={args.sft_hinted_copies}", f"train.seed={args.seed}",
+        "train.max_length=160",  # a level-5 hint makes the prompt ~4x longer; truncation would drop its answer
+        "eval.max_rows=256", *args.sft_set])
     summary = run(cfg, out / "sft")
     log(f"sft: {json.dumps(summary)}")
     return final
@@ -167,24 +155,28 @@ def run_probe_stage(out: Path, sft: Path, paths: dict[str, Path], args) -> list[
 
 # ---------------------------------------------------------------------------- 5. rl
 
-def rl_config(sft: Path, train: Path, heldout_hard: Path, hinted: bool, seed: int, args) -> Any:
-    from posttrain.config import build_config
+# arm name -> hints section; the contract's "with hints" is Keye's choice, `hints`.
+ARMS = {"no_hints": {"enabled": False},
+        "hints": {"enabled": True, "train_prompt": "hinted"},
+        "hints_plain": {"enabled": True, "train_prompt": "plain"}}
+
+
+def rl_config(sft: Path, train: Path, heldout_hard: Path, arm: str, seed: int, args) -> Any:
+    from posttrain.config import build_config, read_yaml
     from posttrain.rl import Config
 
-    return build_config(Config, {
-        "model": {"path": str(sft)},
-        "data": {"train": str(train), "eval": str(heldout_hard), "seed": seed,
-                 "max_eval_rows": args.eval_rows},
-        "rollout": {"backend": "hf", "prompts_per_step": args.prompts_per_step, "group_size": args.samples,
-                    "max_new_tokens": 8},
-        "algo": {"loss": "gspo", "num_minibatches": 1},
-        "optim": {"lr": args.rl_lr},
-        "train": {"steps": args.rl_steps, "seed": seed},
-        "eval": {"every": 0},
-        # Same seed, prompts and steps in both arms; only the hints differ. The hinted arm
-        # probes newly hard prompts for their minimal level (extra generation, no extra updates).
-        "hints": {"enabled": hinted, "search": "linear", "search_samples": args.samples},
-    }, f"hints ablation rl ({'hints' if hinted else 'no hints'})")
+    raw = read_yaml(args.rl_config)
+    raw.update(
+        model={**raw.get("model", {}), "path": str(sft)},
+        data={"train": str(train), "eval": str(heldout_hard), "seed": seed, "max_eval_rows": args.eval_rows},
+        # In-process generation: 9 short runs would spend more on starting engines than on rollouts.
+        rollout={**raw.get("rollout", {}), "backend": "hf", "prompts_per_step": args.prompts_per_step},
+        train={"steps": args.rl_steps, "seed": seed},
+        eval={**raw.get("eval", {}), "every": 0},
+        # Same seed, prompts and steps in every arm; only the hints differ. Hinted arms probe
+        # newly hard prompts for their minimal level (extra generation, no extra updates).
+        hints={**ARMS[arm], "search": "linear", "search_samples": args.samples})
+    return build_config(Config, raw, f"hints ablation rl ({arm})")
 
 
 def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) -> dict[tuple[str, int], Path]:
@@ -199,13 +191,13 @@ def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) 
     write_jsonl(held_hard, [r for r in load_rows(paths["heldout"]) if r["id"] in hard_ids])
     arms = {}
     for seed in args.rl_seeds:
-        for name, hinted in (("no_hints", False), ("hints", True)):
+        for name in args.arms:
             run_dir = out / f"rl_{name}_s{seed}"
             arms[(name, seed)] = run_dir / "final"
             if (run_dir / "summary.json").exists() and (run_dir / "final" / "config.json").exists():
                 continue
             t0 = time.time()
-            summary = run(rl_config(sft, train, held_hard, hinted, seed, args), run_dir)
+            summary = run(rl_config(sft, train, held_hard, name, seed, args), run_dir)
             log(f"rl[{name}, seed {seed}] {time.time() - t0:.0f}s: {json.dumps(summary)}")
     return arms
 
@@ -259,13 +251,13 @@ def evaluate_arms(out: Path, sft: Path, arms: dict, paths: dict[str, Path], hard
         results[f"{name}_s{seed}"] = eval_arm(model, sets, args)
         diagnostics[f"{name}_s{seed}"] = arm_diagnostics(out / f"rl_{name}_s{seed}")
     per_seed = {name: [results[f"{name}_s{s}"]["heldout_hard/greedy_accuracy"] for s in args.rl_seeds]
-                for name in ("hints", "no_hints")}
+                for name in args.arms}
     mean = {name: sum(v) / len(v) for name, v in per_seed.items()}
-    log(f"hard held-out accuracy (mean of seeds {args.rl_seeds}): hints {mean['hints']:.4f}, "
-        f"no hints {mean['no_hints']:.4f}; per seed {per_seed}")
-    return {"hard_accuracy_with_hints": mean["hints"], "hard_accuracy_without_hints": mean["no_hints"],
-            "hard_accuracy_with_hints_per_seed": per_seed["hints"],
-            "hard_accuracy_without_hints_per_seed": per_seed["no_hints"], "rl_seeds": args.rl_seeds,
+    log(f"hard held-out accuracy (mean of seeds {args.rl_seeds}): "
+        + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + f"; per seed {per_seed}")
+    key = {"hints": "with_hints", "no_hints": "without_hints", "hints_plain": "with_hints_plain"}
+    return {**{f"hard_accuracy_{key[k]}": v for k, v in mean.items()},
+            **{f"hard_accuracy_{key[k]}_per_seed": v for k, v in per_seed.items()}, "rl_seeds": args.rl_seeds,
             "heldout_hard_prompts": len(sets["heldout_hard"]), "train_hard_prompts": len(sets["train_hard"]),
             "eval": results, "diagnostics": diagnostics}
 
@@ -275,25 +267,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/hints-ablation"))
     p.add_argument("--seed", type=int, default=0, help="Seed of SFT, sampling and both RL arms.")
     p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--sft-rows", type=int, default=3000)
-    p.add_argument("--rl-rows", type=int, default=512)
-    p.add_argument("--heldout-rows", type=int, default=512)
-    p.add_argument("--sft-steps", type=int, default=2400)
-    p.add_argument("--sft-hinted-copies", type=int, default=2, help="Hinted copies of each SFT problem (1-5).")
-    p.add_argument("--sft-lr", type=float, default=3e-3)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--sft-rows", type=int, default=7000)
+    p.add_argument("--rl-rows", type=int, default=1000)
+    p.add_argument("--heldout-rows", type=int, default=1000)
+    p.add_argument("--sft-config", type=Path, default=ROOT / "configs" / "demo" / "sft.yaml",
+                   help="SFT phase YAML (model.init: tiny builds the model); data paths are set here.")
+    p.add_argument("--sft-set", action="append", default=[], metavar="KEY=VALUE", help="Override in the SFT config.")
+    p.add_argument("--sft-hinted-copies", type=int, default=1, help="Hinted copies of each SFT problem (0-5).")
+    p.add_argument("--rl-config", type=Path, default=ROOT / "configs" / "demo" / "rl.yaml",
+                   help="GSPO phase YAML; model, data, rollout backend, steps, eval and hints are set here.")
     p.add_argument("--samples", type=int, default=8, help="G: responses per prompt.")
     p.add_argument("--probe-rows", type=int, default=512)
-    p.add_argument("--rl-steps", type=int, default=96)
+    p.add_argument("--rl-steps", type=int, default=60)
     p.add_argument("--rl-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[0, 1, 2],
                    help="Comma-separated seeds; both arms run once per seed (sampling and data order).")
-    p.add_argument("--rl-used-rows", type=int, default=256, help="RL training prompts (first N of rl_train).")
-    p.add_argument("--prompts-per-step", type=int, default=16)
-    p.add_argument("--rl-lr", type=float, default=2e-4)
+    p.add_argument("--arms", type=lambda v: v.split(","), default=list(ARMS),
+                   help=f"Comma-separated arms of {', '.join(ARMS)}; the contract needs hints and no_hints.")
+    p.add_argument("--rl-used-rows", type=int, default=512, help="RL training prompts (first N of rl_train).")
+    p.add_argument("--prompts-per-step", type=int, default=32)
     p.add_argument("--eval-rows", type=int, default=None, help="Cap on held-out hard rows in the trainer's eval.")
     p.add_argument("--stages", default="data,sft,hard,probe,rl,eval")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        p.error(f"--arms: unknown {unknown}; choose from {', '.join(ARMS)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -196,3 +196,47 @@ def test_hints_raise_levels_on_hard_prompts_and_eval_them_without_hints(tiny_mod
     assert summary["hints_hard_ids"] == 4
     state = json.loads((tmp_path / "run" / "hints_state.json").read_text())
     assert state  # the scheduler's per-prompt levels, for the next round's hints.init_state
+
+
+@pytest.mark.parametrize("train_prompt", ["hinted", "plain"])
+def test_hinted_rollouts_are_trained_on_the_prompt_that_train_prompt_names(tiny_model, tiny_task, tmp_path,
+                                                                           monkeypatch, train_prompt):
+    """Generation always sees the hint; the update sees it (hinted, Keye) or the bare question (plain)."""
+    from posttrain import rl_trainer
+    from posttrain.data import load_rows, write_jsonl
+    from posttrain.evaluate import encode_rows
+
+    rows = load_rows(tiny_task[0])[:4]
+    train = tmp_path / "four.jsonl"
+    write_jsonl(train, rows)
+    seen: list[list] = []
+    real = rl_trainer.gspo_update
+
+    def spy(model, optimizer, scheduler, loss_fn, rollouts, *args, **kw):
+        seen.append([(r.prompt_id, list(r.prompt_token_ids), r.meta["hint_level"]) for r in rollouts])
+        return real(model, optimizer, scheduler, loss_fn, rollouts, *args, **kw)
+
+    monkeypatch.setattr(rl_trainer, "gspo_update", spy)
+    ov = _overrides(tiny_model, (train, tiny_task[1]), steps=2, **{
+        "reward.components": "[{name: exact}]", "hints.enabled": "true", "hints.train_prompt": train_prompt,
+        "algo.skip_uniform_groups": "false", "eval.every": 0, "data.max_eval_rows": 2})
+    trainer = rl_trainer.GSPOTrainer(load_config(rl.Config, None, ov), tmp_path / "run")
+    try:
+        trainer.fit()
+        bare = {p.prompt_id: p.token_ids for p in encode_rows(trainer.tok, rows)}
+        hint_text = {r["id"]: r["hints"][0] for r in rows}
+        assert [lvl for _, _, lvl in seen[0]] == [0] * 16 and [lvl for _, _, lvl in seen[1]] == [1] * 16
+        assert all(ids == bare[pid] for pid, ids, _ in seen[0])
+        for pid, ids, _ in seen[1]:
+            has_hint = hint_text[pid] in trainer.tok.decode(ids)
+            assert has_hint == (train_prompt == "hinted")
+            assert (ids == bare[pid]) == (train_prompt == "plain")
+    finally:
+        trainer.close()
+
+
+def test_plain_hint_training_refuses_engine_logprobs():
+    with pytest.raises(ValueError, match="algo.old_logprobs=trainer"):
+        rl.Config.model_validate({"hints": {"enabled": True, "train_prompt": "plain"},
+                                  "algo": {"old_logprobs": "engine"}})
+    rl.Config.model_validate({"hints": {"enabled": True, "train_prompt": "plain"}})

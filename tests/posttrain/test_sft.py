@@ -50,6 +50,39 @@ def test_parquet_source(tmp_path):
         load_source(str(tmp_path / "d.parquet"))
 
 
+
+def test_hinted_copies_carry_the_rows_hints_at_distinct_levels(tmp_path):
+    from posttrain.tasks import make_addition_rows
+
+    rows = make_addition_rows(30, seed=1)
+    write_jsonl(tmp_path / "t.jsonl", rows + [{"id": "plain", "prompt": "What is 1 + 1?", "answer": "2"}])
+    src = load_source(str(tmp_path / "t.jsonl"), hinted_copies=2, hint_seed=3)
+    assert len(src.rows) == 30 * 3 + 1  # a row without hints is kept once
+    levels_used = set()
+    for i, row in enumerate(rows):
+        plain, *copies = src.rows[3 * i:3 * i + 3]
+        assert plain["prompt"][0]["content"] == row["prompt"]
+        levels = [row["hints"].index(c["prompt"][0]["content"].split("\n", 1)[1]) + 1 for c in copies]
+        assert len(set(levels)) == 2 and all(c["prompt"][0]["content"].startswith(row["prompt"] + "\n") for c in copies)
+        assert all(c["completion"] == plain["completion"] for c in copies)
+        levels_used.update(levels)
+    assert levels_used == {1, 2, 3, 4, 5}
+    assert load_source(str(tmp_path / "t.jsonl"), hinted_copies=2, hint_seed=3).rows == src.rows
+    assert load_source(str(tmp_path / "t.jsonl"), hinted_copies=2, hint_seed=4).rows != src.rows
+    assert len(load_source(str(tmp_path / "t.jsonl")).rows) == 31
+
+
+def test_hinted_copies_name_the_row_with_bad_hints(tmp_path):
+    write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "prompt": "q", "answer": "1", "hints": ["h"] * 5},
+                                       {"id": "b", "prompt": "q", "answer": "1", "hints": ["h"]}])
+    with pytest.raises(DatasetError, match=r"t\.jsonl:2: field 'hints' must be a list of 5 strings"):
+        load_source(str(tmp_path / "t.jsonl"), hinted_copies=1)
+    from posttrain.config import ConfigError, load_config
+    from posttrain.sft import Config
+
+    with pytest.raises(ConfigError, match="data.hint_template"):
+        load_config(Config, None, ["data.train=x.jsonl", "data.hint_template={question}"])
+
 def test_mix_by_weight():
     a = SourceRows("a", "text", [{"text": f"a{i}"} for i in range(10)])
     b = SourceRows("b", "text", [{"text": f"b{i}"} for i in range(3)])
