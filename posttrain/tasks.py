@@ -28,24 +28,20 @@ def _column_steps(terms: list[int]) -> list[str]:
     return steps
 
 
-def _round_to_tens(n: int) -> int:
-    return (n + 5) // 10 * 10
-
-
 def addition_hints(terms: list[int]) -> list[str]:
     """Five row-specific, cumulative hints: level k repeats level k-1 and adds one piece
-    (1 an estimate from the terms rounded to tens, 2 the ones column and so the last digit,
-    3 the carry and the number of digits, 4 the other columns, 5 the answer), so a higher
-    level never tells the model less than a lower one."""
+    (1 whether the ones column carries, in words; 2 the ones column and so the last digit;
+    3 the other columns; 4 the number of digits; 5 the answer), so a higher level never
+    tells the model less, and every number in a hint is true (an estimate such as "near 90"
+    for 85 put wrong digits in front of a model that copies what it sees: docs/hints.md)."""
     total = sum(terms)
     steps = _column_steps(terms)
-    est = sum(_round_to_tens(t) for t in terms)
     ones = [t % 10 for t in terms]
     pieces = [
-        f"the sum is near {est}",
+        "the ones column carries" if sum(ones) >= 10 else "the ones column does not carry",
         f"ones {'+'.join(map(str, ones))}={sum(ones)}, so it ends in {total % 10}",
-        f"carry {sum(ones) // 10}, the sum has {len(str(total))} digits",
         "; ".join(s.split(" write ")[0] for s in steps[1:]) or "no other columns",
+        f"the sum has {len(str(total))} digits",
         f"{' + '.join(map(str, terms))} = {total}. The answer is {total}",
     ]
     return ["Hint: " + "; ".join(pieces[:k]) + "." for k in range(1, 6)]
