@@ -58,6 +58,8 @@ class RFTSFT(Section):
     extra: list[DataSource] = Field(default_factory=list, description="Other SFT sources mixed in (e.g. the "
                                                                       "original SFT data), weighted.")
     mix_rows: int | None = Field(None, description="Rows of the mix (default: sum of the sources).")
+    hinted_copies: int = Field(0, ge=0, le=5, description="Hinted copies of the rows with 'hints' (SFT's "
+                                                          "data.hinted_copies), so retraining keeps hint reading.")
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5))
     train: TrainLoop = Field(default_factory=TrainLoop)
     lora: LoraSection = Field(default_factory=LoraSection)
@@ -177,7 +179,8 @@ def sft_config(cfg: Config, kept_path: Path, start: str):
     train = [DataSource(path=str(kept_path), weight=cfg.sft.kept_weight), *cfg.sft.extra]
     return sft.Config(
         model=cfg.model.model_copy(update={"path": start, "init": "path"}),
-        data=sft.SFTData(train=train, eval=cfg.data.eval, mix_rows=cfg.sft.mix_rows),
+        data=sft.SFTData(train=train, eval=cfg.data.eval, mix_rows=cfg.sft.mix_rows,
+                         hinted_copies=cfg.sft.hinted_copies),
         optim=cfg.sft.optim, train=cfg.sft.train, lora=cfg.sft.lora, eval=cfg.eval)
 
 

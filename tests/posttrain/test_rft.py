@@ -116,3 +116,29 @@ def test_reward_model_filter_compares_with_the_reference(setup, monkeypatch):
     assert [a["accuracy"] for a in acc[:3]] == [0.25, 0.0, 0.25]
     scored = [json.loads(x) for x in (tmp_path / "run" / "scored.jsonl").read_text().splitlines()]
     assert all(isinstance(s["reward"], float) for s in scored)
+
+
+def test_retraining_can_keep_hinted_copies_of_the_sft_data(setup):
+    """`sft.hinted_copies` reaches the retraining's SFT data: the kept set (no hints) is
+    unchanged, the mixed-in task file (rows with hints) gains hinted prompts."""
+    from posttrain import rft
+    from posttrain.config import build_config
+    from posttrain.data import write_jsonl
+    from posttrain.sft import build_train_dataset
+
+    tmp, train, held, model, _ = setup
+    kept = tmp / "kept.jsonl"
+    write_jsonl(kept, [{"id": "k", "prompt": [{"role": "user", "content": "What is 1 + 1?"}],
+                        "completion": [{"role": "assistant", "content": "2"}]}])
+    cfg = build_config(rft.Config, {"model": {"path": str(model)}, "data": {"prompts": str(train), "eval": str(held)},
+                                    "sft": {"hinted_copies": 2}})
+    assert rft.RFTSFT().hinted_copies == 0
+    cfg.sft.extra = [rft.DataSource(path=str(train), weight=1.0)]
+    data = rft.sft_config(cfg, kept, str(model)).data
+    assert data.hinted_copies == 2
+    plain = type(data).model_validate({**data.model_dump(), "hinted_copies": 0})
+
+    def hinted(d):  # rows of the retraining set whose question carries a hint
+        return sum("\nHint: " in r["prompt"][-1]["content"] for r in build_train_dataset(d))
+
+    assert hinted(plain) == 0 and hinted(data) > 0
