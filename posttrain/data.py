@@ -43,12 +43,16 @@ def validate_row(row: Any, path: Path, line: int, require_answer: bool = True) -
         raise _row_error(path, line, "field 'prompt' must be a non-empty string or a list of chat messages")
     if require_answer and not isinstance(row.get("answer"), str):
         raise _row_error(path, line, "field 'answer' must be a string")
-    hints = row.get("hints")
-    if hints is not None and not (
-        isinstance(hints, list) and len(hints) == N_HINT_LEVELS and all(isinstance(h, str) for h in hints)
-    ):
-        raise _row_error(path, line, f"field 'hints' must be a list of {N_HINT_LEVELS} strings (levels 1-5)")
+    if row.get("hints") is not None:
+        check_hints(row["hints"], str(path), line)
     return row
+
+
+def check_hints(hints: Any, where: str, line: int) -> list[str]:
+    """A row's `hints`: one string per level 1-5, or a DatasetError naming where:line."""
+    if not (isinstance(hints, list) and len(hints) == N_HINT_LEVELS and all(isinstance(h, str) for h in hints)):
+        raise DatasetError(f"{where}:{line}: field 'hints' must be a list of {N_HINT_LEVELS} strings (levels 1-5)")
+    return hints
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:

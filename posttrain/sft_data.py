@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from posttrain.data import N_HINT_LEVELS, DatasetError, prompt_messages, read_jsonl
+from posttrain.data import N_HINT_LEVELS, DatasetError, check_hints, prompt_messages, read_jsonl
 
 FORMATS = ("prompt_completion", "conversational", "text")
 
@@ -137,8 +137,7 @@ def add_hinted_copies(objs: list[tuple[int, Any]], where: str, copies: int, seed
         hints = obj.get("hints") if isinstance(obj, dict) and "answer" in obj else None
         if not copies or hints is None:
             continue
-        if not (isinstance(hints, list) and len(hints) == N_HINT_LEVELS and all(isinstance(h, str) for h in hints)):
-            raise _err(where, n, f"field 'hints' must be a list of {N_HINT_LEVELS} strings (levels 1-5)")
+        check_hints(hints, where, n)
         for level in sorted(rng.sample(range(1, N_HINT_LEVELS + 1), copies)):
             hinted = with_hint(obj, level, hints[level - 1], template or DEFAULT_TEMPLATE)
             out.append((n, {k: v for k, v in hinted.items() if k != "hints"}))
