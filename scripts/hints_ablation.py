@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -157,7 +156,7 @@ def run_probe_stage(out: Path, sft: Path, paths: dict[str, Path], hard: dict, ar
     from posttrain.data import load_rows
 
     path = out / "probe.json"
-    if path.exists() and isinstance(read_json(path), dict):
+    if path.exists():
         return read_json(path)
     rows = load_rows(paths["rl_train"])
     hard_ids = set(hard["rl_train"]["hard"])
