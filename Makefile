@@ -42,7 +42,7 @@ test-all: setup
 BENCH_ARGS ?=
 bench:
 	test -x $(BIN)/python || $(MAKE) setup
-	$(BIN)/python -m posttrain.bench --out runs/bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks --out runs/bench $(BENCH_ARGS)
 
 clean:
 	rm -rf runs .pytest_cache
@@ -53,4 +53,4 @@ hints-ablation: setup
 
 # Alignment RL: SFT on unconstrained 1-digit addition, then `posttrain align` (docs/align.md).
 align-demo: setup
-	$(BIN)/python -m posttrain.align_demo --run-dir runs/align-demo
+	$(BIN)/python -m posttrain.pipeline.align_demo --run-dir runs/align-demo

@@ -1,4 +1,6 @@
-"""`posttrain hints ...`: probe a model with hints, show a run's scheduler state."""
+"""`posttrain hints ...`: probe a model with hints, show a run's scheduler state.
+
+Commands import what they use when they run, so `posttrain --help` stays fast."""
 
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ def _fail(msg: str) -> None:
 
 def make_probe_generator(model: Path, engine: str):
     """(generator, encode) for the probe: `rollouts.factory.make_generator` (hf or vllm)."""
-    from posttrain.config import EngineConfig, RayConfig
     from hints.probe import prompt_encoder
-    from posttrain.hf_train import load_tokenizer
+    from posttrain.core.config import EngineConfig, RayConfig
+    from posttrain.core.models import load_tokenizer
     from rollouts.factory import make_generator
 
     if not (Path(model) / "config.json").is_file():
@@ -38,14 +40,14 @@ def run_probe(model: Path, rows: list[dict[str, Any]], samples: int = 8, max_tok
     from hints.inject import DEFAULT_TEMPLATE, check_template
     from hints.probe import probe_table, reward_judge
     from hints.sources import DatasetHints
-    from posttrain.config import RewardSpec
+    from rewards.config import default_reward
     from rewards.scorer import Scorer
     from rollouts.types import SamplingSpec
 
     own = generator is None
     if own:
         generator, encode = make_probe_generator(model, engine)
-    judge = reward_judge(Scorer([RewardSpec(name=reward)]), threshold)
+    judge = reward_judge(Scorer.from_config(default_reward(reward)), threshold)
     sampling = SamplingSpec(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
     try:
         table = probe_table(generator, encode, rows, DatasetHints(), sampling, judge,
@@ -88,7 +90,7 @@ def probe_cmd(
 ) -> None:
     """Table 9 of Keye-VL 1.5 for MODEL on DATA: all-wrong fraction and mean correct at none, L1..L5."""
     from hints.sources import HintSourceError
-    from posttrain.data import DatasetError, load_rows
+    from posttrain.core.data import DatasetError, load_rows
 
     try:
         rows = load_rows(data)
@@ -105,7 +107,7 @@ def probe_cmd(
 
 
 def find_state(run_dir: Path) -> Path:
-    from hints.controller import STATE_FILE
+    from posttrain.core.run_dir import HINTS_STATE_FILE as STATE_FILE
 
     if run_dir.is_file():
         return run_dir

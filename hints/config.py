@@ -1,4 +1,6 @@
-"""`HintsConfig`: the `hints:` section of a GSPO config (values only; see docs/hints.md)."""
+"""`HintsConfig`: the `hints:` section of a GSPO config (values only; see docs/hints.md).
+
+A response is correct when its reward reaches the run's `reward.threshold`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from hints.hard import HARD_RULES
 from hints.inject import DEFAULT_TEMPLATE, check_template
 from hints.levels import MAX_LEVEL
 from hints.scheduler import HINT_POLICIES, PolicyParams
-from posttrain.config import Section
+from posttrain.core.config import Section
 
 
 class HintsConfig(Section):
@@ -25,7 +27,6 @@ class HintsConfig(Section):
         "hinted", description="The prompt a hinted rollout is trained on: 'hinted' (Keye: the prompt it was "
         "sampled from) or 'plain' (the question without the hint, so what is learned is what an unhinted "
         "prompt can use; off-policy, needs algo.old_logprobs=trainer).")
-    correct_threshold: float = Field(1.0, description="A response is correct when its reward >= this.")
     hard_rule: str = Field("zero_pass", description="Registered hard-case rule: zero_pass, pass_rate_at_most.")
     k: int = Field(1, ge=1, description="Unhinted attempts (scored groups) the hard rule looks at.")
     max_pass_rate: float = Field(0.0, ge=0.0, le=1.0, description="For hard_rule=pass_rate_at_most.")
@@ -35,14 +36,22 @@ class HintsConfig(Section):
     lower_threshold: float = Field(0.5, gt=0.0, le=1.0, description="Pass rate at a level that moves it down.")
     lower_window: int = Field(1, ge=1, description="Groups at a level whose pass rate is compared.")
     fixed_level: int = Field(0, ge=0, le=MAX_LEVEL, description="Level of every prompt with policy=fixed.")
-    search: Literal["none", "linear", "bisect"] = Field(
-        "none", description="Probe a newly hard prompt for its minimal level before training on it.")
-    search_samples: int = Field(4, ge=1, description="Responses per level in the minimal-level search.")
+    search: Literal["none", "linear"] = Field(
+        "none", description="linear: at its next visit, a newly hard prompt is sampled at every level 1..max_level "
+        "in the same step; its minimal level is the lowest with a correct response (the probes train too).")
     max_history: int = Field(64, ge=1, description="Attempts kept per prompt in the state.")
     eval_hard_rows: int = Field(
         256, ge=0, description="Each eval also scores up to this many hard training prompts greedily without "
         "hints (hints/hard_pass_rate_no_hint); 0 turns it off.")
     init_state: str | None = Field(None, description="hints_state.json of an earlier round to start from.")
+
+    @field_validator("search", mode="before")
+    @classmethod
+    def _search(cls, v: str) -> str:
+        if v == "bisect":
+            raise ValueError("hints.search=bisect needs rounds of sampling one after another; the search now runs "
+                             "inside one RL step at every level at once: use hints.search=linear")
+        return v
 
     @field_validator("template")
     @classmethod

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from posttrain.registry import Registry
+from posttrain.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from hints.hard import HARD_RULES, Attempt, is_hard, pass_rate, trailing_run
 from hints.levels import MAX_LEVEL, NO_HINT, check_level
-from posttrain.registry import Registry
+from posttrain.core.registry import Registry
 
 STATE_VERSION = 1
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from hints.inject import question_text
 from hints.levels import HINT_LEVELS, check_level
+from rollouts.types import PromptInput, SamplingSpec
 
 DEFAULT_TEACHER_TEMPLATES: dict[int, str] = {
     1: "State the key concept or observation needed for this problem in one sentence. "
@@ -116,8 +117,6 @@ class TeacherHints:
         return self.templates[level].format(question=question, answer=row.get("answer", ""))
 
     def _generate(self, rows: list[dict[str, Any]], level: int) -> list[str]:
-        from rollouts.types import PromptInput, SamplingSpec
-
         prompts = [PromptInput(r["id"], self.encode(self._teacher_prompt(r, level))) for r in rows]
         sampling = SamplingSpec(n=1, temperature=self.temperature, max_tokens=self.max_tokens)
         self.generate_calls += 1

@@ -1,18 +1,22 @@
-"""The `posttrain` command line: one verb per phase, plus tools.
+"""The `posttrain` command line: one verb per phase (read from the phase table,
+posttrain/phases/__init__.py), plus tools.
 
 Phase verbs share one shape: `posttrain PHASE --config PATH [key=value ...]
-[--run-dir DIR] [--resume RUN_DIR]`. Heavy modules are imported inside commands so
-`--help` stays fast.
+[--run-dir DIR] [--resume RUN_DIR]`. Commands import what they run when they run, so
+`posttrain --help` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
+
+from hints.cli import hints_app
+from posttrain.phases import PHASES
+from rewards.cli import rewards_app
 
 app = typer.Typer(
     help="posttrain: RL post-training (SFT, MPO, GSPO with hints, RFT, alignment) on Ray + vLLM.",
@@ -20,21 +24,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Make and convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-from hints.cli import hints_app  # noqa: E402  (typer only; heavy imports stay inside commands)
-
 app.add_typer(hints_app, name="hints")
-from rewards.cli import rewards_app  # noqa: E402  (typer only; heavy imports stay inside commands)
-
 app.add_typer(rewards_app, name="rewards")
-
-# phase name -> (module exposing `Config` and `run(cfg, run_dir, resume)`, help)
-PHASES: dict[str, tuple[str, str]] = {
-    "rl": ("posttrain.rl", "GSPO reinforcement learning with Ray+vLLM rollouts."),
-    "sft": ("posttrain.sft", "Supervised fine-tuning (TRL SFTTrainer; LoRA, weighted dataset mixes)."),
-    "mpo": ("posttrain.mpo", "Mixed Preference Optimization: DPO + BCO pair (with delta) + NLL on preference pairs."),
-    "rft": ("posttrain.rft", "Rejection-sampling fine-tuning: sample k, keep verified, SFT on the kept set."),
-    "rm": ("posttrain.rm", "Bradley-Terry reward model (TRL RewardTrainer), optional length-debias stage."),
-}
 
 
 def _fail(msg: str) -> None:
@@ -45,11 +36,11 @@ def _fail(msg: str) -> None:
 def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir: Optional[Path],
               resume: Optional[Path]) -> dict:
     """Load the phase's config (or a run's saved one on resume), run it, return its summary."""
-    from posttrain.config import ConfigError, load_config
-    from posttrain.data import DatasetError
-    from posttrain.run_dir import default_run_dir
+    from posttrain.core.config import ConfigError, load_config
+    from posttrain.core.data import DatasetError
+    from posttrain.core.run_dir import default_run_dir
 
-    module = importlib.import_module(PHASES[phase][0])
+    module = PHASES[phase].load()
     try:
         if resume is not None:
             saved = Path(resume) / "config.yaml"
@@ -80,16 +71,8 @@ def _register_phase(name: str, help_text: str) -> None:
     app.command(name, help=help_text)(command)
 
 
-def add_phase(name: str, module: str, help_text: str) -> None:
-    PHASES[name] = (module, help_text)
-    _register_phase(name, help_text)
-
-
-for _name, (_module, _help) in list(PHASES.items()):
-    _register_phase(_name, _help)
-
-add_phase("align", "posttrain.align", "Alignment RL: GSPO over a reward mix (IFEval constraints, formats, judge, "
-          "reward model) with a guard on held-out task accuracy.")
+for _phase in PHASES.values():
+    _register_phase(_phase.name, _phase.help)
 
 
 @app.command("make-tiny-model")
@@ -104,8 +87,8 @@ def make_tiny_model_cmd(
     seed: int = typer.Option(0, help="Seed of the initial weights."),
 ) -> None:
     """Build a deterministic tiny Qwen2 model and a BPE tokenizer trained on DATA."""
-    from posttrain.data import DatasetError
-    from posttrain.tiny import make_tiny_model
+    from posttrain.core.data import DatasetError
+    from posttrain.tasks.tiny import make_tiny_model
 
     try:
         path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
@@ -126,8 +109,8 @@ def make_task_cmd(
     n_eval: int = typer.Option(200, "--n-eval", help="Held-out rows (with --eval-out)."),
 ) -> None:
     """Write an offline addition task (rows with answers and five hint levels)."""
-    from posttrain.data import write_jsonl
-    from posttrain.tasks import make_addition_rows, split_rows
+    from posttrain.core.data import write_jsonl
+    from posttrain.tasks.addition import make_addition_rows, split_rows
 
     try:
         rows = make_addition_rows(n + (n_eval if eval_out else 0), digits=digits, terms=terms, seed=seed)
@@ -154,9 +137,9 @@ def pairs_cmd(
                                    "best reward pair their reference `answer` (chosen) with them."),
 ) -> None:
     """Turn scored rollouts into preference pairs: a top-reward vs a bottom-reward sample per prompt."""
-    from posttrain.data import DatasetError, write_jsonl
-    from posttrain.pairs import build_pairs
-    from posttrain.tasks import split_rows
+    from posttrain.core.data import DatasetError, write_jsonl
+    from posttrain.phases.pairs import build_pairs
+    from posttrain.tasks.addition import split_rows
 
     try:
         pairs, counts = build_pairs(input, per_prompt, reference)
@@ -189,11 +172,11 @@ def pipeline_cmd(
     force: bool = typer.Option(False, "--force", help="Rerun stages whose config changed since they ran."),
 ) -> None:
     """A multi-stage recipe (SFT, RL, RFT, filter, MPO, align) from one config; resumable, with a report."""
-    from posttrain.config import ConfigError
-    from posttrain.data import DatasetError
-    from posttrain.pipeline import PipelineInterrupted, print_summary, run_pipeline
-    from posttrain.pipeline_config import load_pipeline_config
-    from posttrain.run_dir import default_run_dir
+    from posttrain.core.config import ConfigError
+    from posttrain.core.data import DatasetError
+    from posttrain.core.run_dir import default_run_dir
+    from posttrain.pipeline.config import load_pipeline_config
+    from posttrain.pipeline.runner import PipelineInterrupted, print_summary, run_pipeline
 
     try:
         if resume is not None:
@@ -216,14 +199,11 @@ def pipeline_cmd(
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="A pipeline (or phase) run directory.")) -> None:
     """(Re)generate RUN_DIR/report.html and RUN_DIR/tensorboard/ from the run's metrics."""
-    from posttrain.report import write_report
+    from posttrain.pipeline.report import write_report
 
     if not Path(run_dir).is_dir():
         _fail(f"{run_dir} is not a directory")
     typer.echo(str(write_report(run_dir)))
-
-
-add_phase("filter", "posttrain.filter", "Keep the prompts whose accuracy under a model is strictly between 0 and 1.")
 
 
 @app.command("demo")
@@ -234,7 +214,7 @@ def demo_cmd(
 ) -> None:
     """The short demo: task -> tiny model -> SFT -> GSPO on Ray+vLLM (`make demo` runs the full
     Keye pipeline, configs/recipes/keye.yaml, whose first two stages these are)."""
-    from posttrain.demo import print_summary, run_demo
+    from posttrain.pipeline.demo import print_summary, run_demo
 
     print_summary(run_demo(run_dir, {"sft": sft_overrides or [], "rl": rl_overrides or []}))
 

@@ -7,18 +7,15 @@ which is GSPO's plain mean over sequences, not TRL's length-weighted "dapo" mean
 
 Departures from the papers: none in the math; sequences with an empty response mask
 count with length 1 (their contribution is 0) so the loss never divides by zero.
+The trainer finds these functions by name, with the settings each declares, in
+posttrain.rl.policy_losses; this module imports nothing from posttrain.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-
-from posttrain.registry import Registry
-
-POLICY_LOSSES: Registry[Callable[..., tuple[Tensor, dict[str, float]]]] = Registry("policy loss")
 
 
 def _lengths(response_mask: Tensor) -> Tensor:
@@ -103,11 +100,6 @@ def grpo_loss(
     return loss, _clip_metrics(ratio.detach(), eps_low, eps_high, mask)
 
 
-POLICY_LOSSES.add("gspo", lambda *a, **k: gspo_loss(*a, variant="sequence", **k))
-POLICY_LOSSES.add("gspo_token", lambda *a, **k: gspo_loss(*a, variant="token", **k))
-POLICY_LOSSES.add("grpo", grpo_loss)
-
-
 # ---------------------------------------------------------------------------------------------
 # MPO (InternVL Mixed Preference Optimization). Owned by the sft/mpo/rm/rft phases.
 # ---------------------------------------------------------------------------------------------
@@ -133,8 +125,6 @@ def mpo_loss(
     `delta` is the running mean of past batches' mean reward; `metrics["mpo/reward_mean"]`
     (mean of beta*r_c and beta*r_r over the batch) is the value that updates it.
     """
-    import torch.nn.functional as F
-
     r_c = policy_chosen_logps - ref_chosen_logps  # (B,)
     r_r = policy_rejected_logps - ref_rejected_logps  # (B,)
     pref = -F.logsigmoid(beta * (r_c - r_r))  # (B,)

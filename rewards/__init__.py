@@ -4,6 +4,7 @@ A reward is a plain function registered with `@reward("name")`; scoring goes thr
 `rewards.scorer.Scorer`, which turns every outcome into a value or a recorded failure.
 """
 
-from rewards.api import RewardResult, reward, resolve_reward
+from rewards.api import RewardResult, reward
+from rewards.resolve import resolve_reward
 
 __all__ = ["RewardResult", "reward", "resolve_reward"]

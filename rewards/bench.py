@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import time
+
+import psutil
+
+from rewards.builtin.math_answer import _parse_gold, math_reward
+from rewards.scorer import Scorer
 
 
 def make_math_rows(n: int, seed: int = 0) -> tuple[list[str], list[dict]]:
@@ -42,21 +48,15 @@ def make_math_rows(n: int, seed: int = 0) -> tuple[list[str], list[dict]]:
 
 
 def _cpu_self() -> float:
-    import resource
-
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
 
 
 def _cpu_of(pids: list[int]) -> list[float]:
-    import psutil
-
     return [sum(psutil.Process(p).cpu_times()[:2]) for p in pids]
 
 
 def _sequential(comps: list[str], rows: list[dict]) -> tuple[float, list[float | None], float]:
-    from rewards.builtin.math_answer import _parse_gold, math_reward
-
     _parse_gold.cache_clear()
     out: list[float | None] = []
     worst = 0.0
@@ -73,8 +73,6 @@ def _sequential(comps: list[str], rows: list[dict]) -> tuple[float, list[float |
 
 def bench_rewards(n_rows: int = 10000, workers: int = 2, repeats: int = 3, timeout_s: float = 10.0) -> dict:
     """Speed-up of the reward service over a sequential loop; see the module docstring."""
-    from rewards.scorer import Scorer
-
     comps, rows = make_math_rows(n_rows)
     t0 = time.perf_counter()
     scorer = Scorer(["math"], workers=workers, timeout_s=timeout_s, retries=0, max_failed_fraction=1.0)

@@ -57,7 +57,7 @@ def list_cmd() -> None:
     """Registered, built-in and entry-point rewards."""
     from rich.table import Table
 
-    from rewards.api import list_rewards
+    from rewards.resolve import list_rewards
 
     table = Table("name", "kind", "from", "description", title="rewards")
     for rf in list_rewards():
@@ -66,7 +66,7 @@ def list_cmd() -> None:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    from posttrain.data import DatasetError, read_jsonl
+    from posttrain.core.data import DatasetError, read_jsonl
 
     try:
         rows = [obj for _, obj in read_jsonl(path)]
@@ -103,7 +103,8 @@ def check_cmd(
     """Load a reward, run it twice on sample rows; report values, failures, timing, determinism."""
     from rich.table import Table
 
-    from rewards.api import RewardError, resolve_reward
+    from rewards.api import RewardError
+    from rewards.resolve import resolve_reward
     from rewards.scorer import Scorer
 
     try:
@@ -151,7 +152,7 @@ def score_cmd(
     batch: int = typer.Option(512, "--batch", help="Rows per scoring batch."),
 ) -> None:
     """Score a JSONL file; one output row per input row, in order."""
-    from posttrain.data import write_jsonl
+    from posttrain.core.data import write_jsonl
     from rewards.api import RewardError
     from rewards.scorer import Scorer
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+
 from rewards.api import RewardResult, reward_service
+from rewards.ray_actors import ActorHandle
 
 TEMPLATES = {
     "reference": (
@@ -61,6 +63,7 @@ def render_prompt(template: str, completion: str, sample: dict) -> str:
     """Fill a template (a TEMPLATES name or a format string with {prompt}, {answer},
     {rubric}, {completion}); a field the row lacks raises KeyError naming it."""
     text = TEMPLATES.get(template, template)
+
     def numbered(value):
         return "\n".join(f"{i}. {r}" for i, r in enumerate(value, 1)) if isinstance(value, list) else value
 
@@ -123,8 +126,6 @@ class JudgeReward:
                  max_model_len: int = 2048, kv_cache_gib: int = 1, dtype: str = "float32", num_cpus: float = 1.0,
                  cpu_threads: str | None = None):
         import ray
-
-        from rewards.ray_actors import ActorHandle
 
         if template not in TEMPLATES and "{completion}" not in template:
             raise ValueError(f"template={template!r}: use one of {', '.join(TEMPLATES)} or a format string "

@@ -14,7 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+
 from rewards.api import RewardResult, reward_service
+from rewards.ray_actors import ActorHandle
 
 
 def build_text(tokenizer: Any, sample: dict, completion: str) -> str:
@@ -30,7 +33,6 @@ class RewardModelWorker:
     """The actor body (plain class so it can be tested without Ray)."""
 
     def __init__(self, path: str, max_length: int = 1024, dtype: str = "float32", threads: int | None = None):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if threads:
@@ -52,8 +54,6 @@ class RewardModelWorker:
         return True
 
     def score(self, samples: list[dict], completions: list[str], batch_size: int) -> list[float]:
-        import torch
-
         texts = [build_text(self.tokenizer, s, c) for s, c in zip(samples, completions)]
         out: list[float] = []
         with torch.inference_mode():
@@ -73,8 +73,6 @@ class RewardModelReward:
                  normalize: str = "none", timeout_s: float = 120.0, start_timeout_s: float = 300.0,
                  retries: int = 1, num_cpus: float = 1.0, threads: int | None = None):
         import ray
-
-        from rewards.ray_actors import ActorHandle
 
         if normalize not in ("none", "sigmoid"):
             raise ValueError(f"normalize={normalize!r}: use 'none' or 'sigmoid'")

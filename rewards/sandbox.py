@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -31,6 +32,8 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from rewards.service import kill_tree
 
 HARNESS = Path(__file__).with_name("sandbox_harness.py")
 
@@ -105,8 +108,6 @@ def run_tests(code: str, tests: list, timeout_s: float = 10.0, cpu_s: float | No
             except BrokenPipeError:
                 pass
             finally:
-                from rewards.service import kill_tree
-
                 kill_tree(proc.pid)
                 proc.wait(timeout=5)
             if status == "ok" and proc.returncode != 0:
@@ -131,8 +132,6 @@ def extract_code(completion: str, language: str = "python") -> str:
     >>> extract_code("Here:\\n```python\\nprint(1)\\n```\\nDone.")
     'print(1)\\n'
     """
-    import re
-
     blocks = re.findall(r"```[ \t]*(\w*)[ \t]*\n(.*?)```", completion, re.DOTALL)
     blocks = [b for lang, b in blocks if lang.lower() in ("", language, "py", "python3")]
     return blocks[-1] if blocks else completion

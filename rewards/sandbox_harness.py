@@ -13,13 +13,14 @@ early with status 0 (`os._exit(0)`), or raising SystemExit cannot fake a pass: a
 without its line did not pass.
 """
 
+import io
+import json
 import os
+import resource
 import sys
 
 
 def _limits(job):
-    import resource
-
     def cap(kind, value):
         try:
             resource.setrlimit(kind, (value, value))
@@ -106,9 +107,6 @@ def _install_hook(workdir, readable):
 
 
 def main():
-    import io
-    import json
-
     job = json.loads(sys.stdin.read())
     sys.stdin = io.StringIO("")
     nonce, code, tests = job.pop("nonce"), job.pop("code"), job.pop("tests")

@@ -26,16 +26,24 @@ exact: KeyError: "sample has no 'answer' field"
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from posttrain.config import RewardSpec
-from rewards.api import (RewardError, RewardFailureLimit, RewardFn, RewardResult, call_reward, check_batch,
-                         describe_exception, resolve_reward)
+from rewards.api import (
+    RewardError,
+    RewardFailureLimit,
+    RewardResult,
+    call_reward,
+    check_batch,
+    check_kwargs,
+    describe_exception,
+)
+from rewards.config import RewardSpec
+from rewards.resolve import resolve_reward
+from rewards.service import Unit, WorkerPool
 
 
 @dataclass
@@ -57,22 +65,6 @@ def as_spec(spec: Any) -> RewardSpec:
     if hasattr(spec, "model_dump"):
         return RewardSpec(**spec.model_dump())
     raise TypeError(f"a reward spec must be a RewardSpec, dict or name, got {type(spec).__name__}")
-
-
-def check_kwargs(rf: RewardFn, kwargs: dict) -> None:
-    """Fail at load time, naming the reward, when a config passes kwargs it does not take."""
-    target = rf.fn.__init__ if rf.service else rf.fn
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):
-        return
-    args = (None,) if rf.service else (None, None)
-    try:
-        sig.bind(*args, **kwargs)
-    except TypeError as e:
-        accepted = [p for p in sig.parameters if p not in ("self", "completion", "sample", "completions", "samples")]
-        raise RewardError(f"reward {rf.name!r}: bad kwargs {sorted(kwargs)} ({e}); it accepts: "
-                          f"{', '.join(accepted) or 'no kwargs'}") from None
 
 
 class Scorer:
@@ -109,8 +101,6 @@ class Scorer:
                         raise RewardError(f"reward {rf.name!r} failed to start: {describe_exception(e)}") from e
             refs = [rf.ref for rf in self.fns if not rf.service]
             if refs and not inline:
-                from rewards.service import WorkerPool
-
                 self.pool = WorkerPool(refs, workers=workers, timeout_s=timeout_s, retries=retries,
                                        chunk_size=chunk_size, memory_mb=memory_mb, start_timeout_s=start_timeout_s)
         except BaseException:
@@ -145,8 +135,6 @@ class Scorer:
 
     def score_components(self, completions: list[str], samples: list[dict]) -> list[list[RewardResult]]:
         """Per component, one RewardResult per sample (no composite, no limit check)."""
-        from rewards.service import Unit
-
         units: dict[int, Unit] = {}
         out: list[list[RewardResult] | None] = [None] * len(self.specs)
         for i, (spec, rf) in enumerate(zip(self.specs, self.fns)):

@@ -27,13 +27,13 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+import psutil
+
 from rewards.api import RewardFn, RewardResult
 
 
 def kill_tree(pid: int, timeout_s: float = 5.0) -> None:
     """SIGKILL a process, its process group and all its descendants; reap what we can."""
-    import psutil
-
     try:
         proc = psutil.Process(pid)
         procs = [proc, *proc.children(recursive=True)]

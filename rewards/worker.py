@@ -13,14 +13,21 @@ kwargs, completions, samples, timeout_s). Worker -> parent: ("ready", {name: err
 
 from __future__ import annotations
 
+import asyncio
 import os
+import resource
 import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from rewards.api import RewardResult, call_one, call_reward, check_value, describe_exception
+from rewards.resolve import resolve_ref
 
 
 def _limit_memory(mb: int) -> None:
     if mb <= 0:
         return
-    import resource
 
     limit = mb * 1024 * 1024
     try:
@@ -31,9 +38,6 @@ def _limit_memory(mb: int) -> None:
 
 def _exit_with_parent() -> None:
     """If the parent dies (even by SIGKILL), a worker stuck in a plugin must not live on."""
-    import threading
-    import time
-
     parent = os.getppid()
 
     def watch() -> None:
@@ -46,10 +50,6 @@ def _exit_with_parent() -> None:
 
 def _run_async_items(rf, task_id, completions, samples, kwargs, timeout_s, send) -> None:
     """Async per-sample plugins run concurrently, each bounded by wait_for."""
-    import asyncio
-
-    from rewards.api import RewardResult, check_value, describe_exception
-
     async def one(i):
         try:
             out = await asyncio.wait_for(rf.fn(completions[i], samples[i], **kwargs), timeout_s)
@@ -67,8 +67,6 @@ def _run_async_items(rf, task_id, completions, samples, kwargs, timeout_s, send)
 
 
 def serve(conn_in, conn_out) -> None:
-    from rewards.api import call_one, call_reward, describe_exception, resolve_ref
-
     def send(msg) -> None:
         conn_out.send(msg)
 
@@ -109,8 +107,6 @@ def serve(conn_in, conn_out) -> None:
 
 
 def main() -> None:
-    from multiprocessing.connection import Connection
-
     fd_in, fd_out, mem_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     _limit_memory(mem_mb)
     _exit_with_parent()

@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any, Sequence
 
+from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, engine_env
 
@@ -75,8 +76,6 @@ class RolloutPool:
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        from rollouts.cluster import RayCluster
 
         self.cluster = RayCluster(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None),
                                   getattr(ray_cfg, "namespace", "posttrain"))

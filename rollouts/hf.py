@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Sequence
 
+import torch
+
+from posttrain.core.models import load_causal_lm, load_tokenizer
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
 
@@ -25,21 +28,21 @@ def unit_seed(seed: int, step: int, prompt_id: str) -> int:
 class HFGenerator:
     """Generator protocol over a HF causal LM held in this process."""
 
-    def __init__(self, model_or_path: Any, tokenizer: Any = None, device: str = "cpu", dtype: str = "float32",
-                 max_batch: int = 256):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    def __init__(self, model_or_path: Any, tokenizer: Any = None, device: str | None = "cpu",
+                 dtype: str = "float32", max_batch: int = 256):
+        """`device=None` keeps a given model where it is (a model being trained, say)."""
         if isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__"):
-            self.model = AutoModelForCausalLM.from_pretrained(str(model_or_path), dtype=getattr(torch, dtype))
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(model_or_path))
+            self.model = load_causal_lm(str(model_or_path), dtype)
+            tokenizer = tokenizer or load_tokenizer(str(model_or_path))
         else:
             self.model = model_or_path
         if tokenizer is None:
             raise ValueError("HFGenerator needs a tokenizer when given a model object")
         self.tokenizer = tokenizer
-        self.model.to(device).eval()
-        self.device = device
+        if device is not None:
+            self.model.to(device)
+        self.model.eval()
+        self.device = next(self.model.parameters()).device
         self.max_batch = max_batch
         self.weight_version = 0
         self.eos_id = tokenizer.eos_token_id
@@ -47,16 +50,15 @@ class HFGenerator:
 
     def _sample(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, n: int, seed: int):
         """Left-padded batch of n samples for each prompt: (new tokens, raw log-probs) per sample."""
-        import torch
-
         flat = [p.token_ids for p in prompts for _ in range(n)]
         width = max(len(t) for t in flat)
         ids = torch.tensor([[self.pad_id] * (width - len(t)) + list(t) for t in flat], device=self.device)  # (B, P)
         mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in flat], device=self.device)
-        torch.manual_seed(seed)
         greedy = sampling.temperature <= 0
         kwargs = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
-        with torch.no_grad():
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):  # the caller's RNG stream is left alone
+            torch.manual_seed(seed)
             out = self.model.generate(
                 input_ids=ids, attention_mask=mask, do_sample=not greedy,
                 max_new_tokens=sampling.max_tokens, pad_token_id=self.pad_id, eos_token_id=self.eos_id,

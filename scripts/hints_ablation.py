@@ -46,7 +46,7 @@ def read_json(path: Path) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from posttrain.run_dir import atomic_write_text
+    from posttrain.core.run_dir import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
@@ -54,8 +54,8 @@ def write_json(path: Path, obj: Any) -> None:
 # ---------------------------------------------------------------------------- 1. data
 
 def make_data(out: Path, args) -> dict[str, Path]:
-    from posttrain.data import load_rows, write_jsonl
-    from posttrain.tasks import make_addition_rows
+    from posttrain.core.data import load_rows, write_jsonl
+    from posttrain.tasks.addition import make_addition_rows
 
     paths = {k: out / "data" / f"{k}.jsonl" for k in ("sft", "rl_train", "heldout")}
     if all(p.exists() for p in paths.values()):
@@ -76,8 +76,8 @@ def run_sft(out: Path, paths: dict[str, Path], args) -> Path:
     `--hint-sft-steps` more on the same problems with hinted copies, so the model reads hints
     (a large pretrained model comes with both). From scratch with the copies mixed in, the
     accuracy jump did not come by step 1,500 (12% held-out)."""
-    from posttrain.config import load_config
-    from posttrain.sft import Config, run
+    from posttrain.core.config import load_config
+    from posttrain.phases.sft import Config, run
 
     common = [f"data.train={paths['sft']}", f"data.eval={paths['heldout']}", f"data.seed={args.data_seed}",
               f"train.seed={args.seed}", "eval.max_rows=256"]
@@ -113,13 +113,16 @@ def pass_counts(model_dir: Path, rows: list[dict], samples: int, seed: int) -> d
 
 
 def greedy_correct(model_dir: Path, rows: list[dict]) -> dict[str, bool]:
-    from posttrain.greedy_eval import greedy_accuracy
-    from posttrain.hf_train import load_tokenizer
-    from transformers import AutoModelForCausalLM
+    """Greedy exact match per row id (rollouts.evaluate: the one definition of greedy accuracy)."""
+    from posttrain.core.models import load_policy
+    from rewards.config import default_reward
+    from rewards.scorer import Scorer
+    from rollouts.evaluate import hf_greedy_eval
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    res = greedy_accuracy(model, load_tokenizer(str(model_dir)), rows, max_new_tokens=8)
-    return {r["id"]: bool(r["correct"]) for r in res["results"]}
+    model, tok = load_policy(model_dir)
+    with Scorer.from_config(default_reward("exact", workers=1)) as scorer:
+        res = hf_greedy_eval(model, tok, rows, scorer, max_new_tokens=8)
+    return {i: v >= 1.0 for i, v in res.rewards.items()}
 
 
 def _exact(texts: list[str], rows: list[dict]) -> list[bool]:
@@ -127,7 +130,7 @@ def _exact(texts: list[str], rows: list[dict]) -> list[bool]:
 
 
 def find_hard(out: Path, sft: Path, paths: dict[str, Path], args) -> dict[str, Any]:
-    from posttrain.data import load_rows
+    from posttrain.core.data import load_rows
 
     path = out / "hard.json"
     if path.exists():
@@ -153,7 +156,7 @@ def run_probe_stage(out: Path, sft: Path, paths: dict[str, Path], hard: dict, ar
     are only given to them), with fresh samples (seed + 1: the hard stage's draws are all
     wrong by construction); and, for reference, on the first `--probe-rows` RL prompts."""
     from hints.cli import print_probe_table, run_probe
-    from posttrain.data import load_rows
+    from posttrain.core.data import load_rows
 
     path = out / "probe.json"
     if path.exists():
@@ -178,8 +181,8 @@ ARMS = {"no_hints": {"enabled": False},
 
 
 def rl_config(sft: Path, train: Path, heldout_hard: Path, arm: str, seed: int, args) -> Any:
-    from posttrain.config import build_config, read_yaml
-    from posttrain.rl import Config
+    from posttrain.core.config import build_config, read_yaml
+    from posttrain.rl.config import Config
 
     raw = read_yaml(args.rl_config)
     raw.update(
@@ -190,8 +193,8 @@ def rl_config(sft: Path, train: Path, heldout_hard: Path, arm: str, seed: int, a
         train={"steps": args.rl_steps, "seed": seed},
         eval={**raw.get("eval", {}), "every": 0},
         # Same seed, prompts and steps in every arm; only the hints differ. Hinted arms probe
-        # newly hard prompts for their minimal level (extra generation, no extra updates).
-        hints={**ARMS[arm], "search": "linear", "search_samples": args.samples,
+        # newly hard prompts at every level in the step (the probes join the training batch).
+        hints={**ARMS[arm], "search": "linear",
                **(args.hints_set if ARMS[arm]["enabled"] else {})})
     return build_config(Config, raw, f"hints ablation rl ({arm})")
 
@@ -200,7 +203,7 @@ def rl_rows(paths: dict[str, Path], hard: dict, args) -> list[dict]:
     """`--rl-used-rows` RL training prompts, half of them hard (as many as there are, up to
     half) and the rest not: a set of hard prompts only made the unhinted arm trade accuracy
     on all held-out prompts (57.5% -> 48-52%) for accuracy on the hard ones (run 4a)."""
-    from posttrain.data import load_rows
+    from posttrain.core.data import load_rows
 
     rows, hard_ids = load_rows(paths["rl_train"]), set(hard["rl_train"]["hard"])
     hard_rows = [r for r in rows if r["id"] in hard_ids][:args.rl_used_rows // 2]
@@ -210,8 +213,8 @@ def rl_rows(paths: dict[str, Path], hard: dict, args) -> list[dict]:
 
 def run_rl_arms(out: Path, sft: Path, paths: dict[str, Path], hard: dict, args) -> dict[tuple[str, int], Path]:
     """Both arms for every RL seed; returns {(arm, seed): final model folder}."""
-    from posttrain.data import load_rows, write_jsonl
-    from posttrain.rl import run
+    from posttrain.core.data import load_rows, write_jsonl
+    from posttrain.rl.trainer import run
 
     train = out / "data" / "rl_used.jsonl"
     write_jsonl(train, rl_rows(paths, hard, args))
@@ -246,7 +249,7 @@ def eval_arm(model_dir: Path, sets: dict[str, list[dict]], args) -> dict[str, fl
 
 
 def eval_sets(paths: dict[str, Path], hard: dict, args) -> dict[str, list[dict]]:
-    from posttrain.data import load_rows
+    from posttrain.core.data import load_rows
 
     held = load_rows(paths["heldout"])
     used = rl_rows(paths, hard, args)

@@ -2,16 +2,15 @@ import json
 
 from typer.testing import CliRunner
 
-from hints import HintController, HintsConfig
+from hints import HintSampler, HintsConfig
 from posttrain.cli import app
-from posttrain.data import write_jsonl
-from posttrain.tasks import make_addition_rows
-
+from posttrain.core.data import write_jsonl
+from posttrain.tasks.addition import make_addition_rows
 from tests.hints.fakes import make_rows
 
 
 def test_probe_writes_the_table9_json(tmp_path):
-    from posttrain.tiny import make_tiny_model
+    from posttrain.tasks.tiny import make_tiny_model
 
     rows = make_addition_rows(3, seed=1)
     write_jsonl(tmp_path / "rows.jsonl", rows)
@@ -36,9 +35,9 @@ def test_probe_names_a_missing_model(tmp_path):
 
 def test_show_prints_the_scheduler_state(tmp_path):
     rows = make_rows(["p", "q"])
-    hc = HintController(HintsConfig(enabled=True), rows)
-    hc.observe("p", 0, [0.0, 0.0])
-    hc.save(tmp_path / "run")
+    hs = HintSampler(HintsConfig(enabled=True), rows)
+    hs.update([(hs.plan(rows[:1], 0)[0], [0.0, 0.0])])
+    hs.save(tmp_path / "run")
     res = CliRunner().invoke(app, ["hints", "show", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output
     assert "L1=1" in res.output and "p" in res.output

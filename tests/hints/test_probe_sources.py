@@ -2,32 +2,12 @@ import json
 
 import pytest
 
-from hints.probe import minimal_levels, probe_table
+from hints.probe import probe_table
 from hints.sources import DatasetHints, HintSourceError, TeacherHints
-
-from tests.hints.fakes import ScriptedGenerator, encode, exact_judge, make_rows
 from rollouts.types import SamplingSpec
+from tests.hints.fakes import ScriptedGenerator, encode, exact_judge, make_rows
 
 SCRIPT = {"p0": 0, "p1": 1, "p2": 3, "p3": 5, "p4": None}
-
-
-@pytest.mark.parametrize("strategy", ["linear", "bisect"])
-def test_minimal_level_search_finds_lowest_correct_level(strategy):
-    gen = ScriptedGenerator(SCRIPT)
-    rows = make_rows(["p1", "p2", "p3", "p4"])
-    res = minimal_levels(gen, encode, rows, DatasetHints(), SamplingSpec(n=4), exact_judge, strategy)
-    assert res.levels == {"p1": 1, "p2": 3, "p3": 5, "p4": None}
-    # The rollouts kept are the ones made at the minimal level, tagged with it.
-    assert {pid: g[0].meta["hint_level"] for pid, g in res.rollouts.items()} == {"p1": 1, "p2": 3, "p3": 5}
-    assert all(len(g) == 4 for g in res.rollouts.values())
-    assert res.rounds <= (5 if strategy == "linear" else 3)
-
-
-def test_linear_search_stops_probing_solved_prompts():
-    gen = ScriptedGenerator(SCRIPT)
-    minimal_levels(gen, encode, make_rows(["p1", "p2"]), DatasetHints(), SamplingSpec(n=2), exact_judge)
-    asked = [pair for call in gen.calls for pair in call]
-    assert asked == [("p1", 1), ("p2", 1), ("p2", 2), ("p2", 3)]
 
 
 def test_probe_table_all_wrong_falls_with_level():

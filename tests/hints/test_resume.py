@@ -10,24 +10,26 @@ from pathlib import Path
 SCRIPT = textwrap.dedent('''
     import json, os, signal, sys
     from pathlib import Path
-    from hints import HintController, HintsConfig
+    from hints import HintSampler, HintsConfig
 
     run_dir, steps, kill_after = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
     rows = [{"id": f"p{i}", "prompt": f"Q{i}", "answer": "1",
              "hints": [f"h{k}" for k in range(1, 6)]} for i in range(6)]
-    hc = HintController(HintsConfig(enabled=True, lower_window=2), rows)
+    hc = HintSampler(HintsConfig(enabled=True, lower_window=2), rows)
     start = 0
     ckpt = run_dir / "ckpt.json"
     if ckpt.exists():
         saved = json.loads(ckpt.read_text())
         start = saved["step"] + 1
-        hc.load(run_dir)
+        hc.scheduler.load(run_dir / "hints_state.json")
     for step in range(start, steps):
-        for row, level in hc.prepare(rows, step):
-            i = int(row["id"][1:])
+        batch = []
+        for draw in hc.plan(rows, step):
+            i = int(draw.id[1:])
             # prompt i is solved from level (i % 6) on, and learnt without hints after step 2*i
-            ok = level >= i % 6 or step > 2 * i
-            hc.observe(row["id"], level, [1.0 if ok and j <= step % 3 else 0.0 for j in range(4)], step)
+            ok = draw.level >= i % 6 or step > 2 * i
+            batch.append((draw, [1.0 if ok and j <= step % 3 else 0.0 for j in range(4)]))
+        hc.update(batch)
         hc.save(run_dir)
         tmp = ckpt.with_suffix(".tmp")
         tmp.write_text(json.dumps({"step": step}))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from posttrain.data import write_jsonl
-from posttrain.tasks import make_addition_rows, split_rows
+from posttrain.core.data import write_jsonl
+from posttrain.tasks.addition import make_addition_rows, split_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny"

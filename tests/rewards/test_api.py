@@ -7,9 +7,10 @@ import textwrap
 
 import pytest
 
-from posttrain.config import ConfigError, build_config
-from rewards.api import REWARDS, RewardError, list_rewards, resolve_reward, reward
+from posttrain.core.config import ConfigError, build_config
+from rewards.api import REWARDS, RewardError, reward
 from rewards.config import RewardConfig
+from rewards.resolve import list_rewards, resolve_reward
 from rewards.scorer import Scorer
 from tests.rewards.conftest import plugin
 
@@ -82,7 +83,7 @@ def test_bad_kwargs_fail_at_load_time_naming_the_reward():
 
 def test_reward_config_checks_names_and_builds_a_scorer():
     cfg = build_config(RewardConfig, {"components": [{"name": "exact", "weight": 2.0}], "workers": 1})
-    with cfg.build_scorer() as s:
+    with Scorer.from_config(cfg) as s:
         b = s.score(["1"], [{"answer": "1"}])
     assert b.rewards == [2.0]
     with pytest.raises(ConfigError, match="components.*unknown reward 'exactt'"):
@@ -120,8 +121,9 @@ def test_doctests(module):
 def test_example_plugin_package_entry_points(tmp_path, monkeypatch):
     """examples/posttrain-reward-example, 'installed' via a dist-info built from its pyproject."""
     import os
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(__file__).resolve().parents[2] / "examples" / "posttrain-reward-example"
     meta = tomllib.loads((root / "pyproject.toml").read_text())["project"]
@@ -160,12 +162,12 @@ def test_a_reward_registered_in_a_non_importable_module_runs_in_workers():
 def test_example_reward_config_loads():
     from pathlib import Path
 
-    from posttrain.config import read_yaml
+    from posttrain.core.config import read_yaml
 
     data = read_yaml(Path(__file__).resolve().parents[2] / "examples" / "reward-config.yaml")["reward"]
     cfg = build_config(RewardConfig, data, "examples/reward-config.yaml")
     assert [c.name for c in cfg.components] == ["math", "format", "ifeval", "length"]
-    with cfg.build_scorer(workers=1) as s:
+    with Scorer.from_config(cfg, workers=1) as s:
         b = s.score(["<think>x</think>\\boxed{4}"], [{"answer": "4", "constraints": [
             {"id": "punctuation:no_comma", "kwargs": {}}]}])
     assert b.rewards == [pytest.approx(2.2)] and b.errors == [None]

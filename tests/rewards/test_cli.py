@@ -4,7 +4,6 @@ import json
 import time
 
 import pytest
-
 from typer.testing import CliRunner
 
 from posttrain.cli import app
@@ -45,7 +44,7 @@ def test_score_contract(tmp_path, no_children_left):
     res = runner.invoke(app, ["rewards", "score", "--reward", plugin("hangs_on_marked"), "--input", str(src),
                               "--output", str(dst), "--timeout", "1", "--workers", "2", "--retries", "0"])
     assert res.exit_code == 0, res.output
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 60  # two hangs of 1 s each, killed; without the kill this never ends
     out = [json.loads(line) for line in dst.read_text().splitlines()]
     assert len(out) == len(rows)
     assert [r["reward"] for r in out] == [1.0, None, None, 3.0, None, 2.0]

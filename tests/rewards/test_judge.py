@@ -55,7 +55,7 @@ def test_real_judge_engine_in_ray(tmp_path):
     """A random tiny judge: its output is noise, so samples fail as unparsable (or score)."""
     import ray
 
-    from posttrain.tiny import make_tiny_model
+    from posttrain.tasks.tiny import make_tiny_model
     from rewards.scorer import Scorer
 
     rows = [{"id": "0", "prompt": "What is 2+2? Score: 4", "answer": "4"}]

@@ -29,7 +29,7 @@ def tiny_rm(tmp_path_factory):
     import torch
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
-    from posttrain.tiny import train_tokenizer
+    from posttrain.tasks.tiny import train_tokenizer
 
     out = tmp_path_factory.mktemp("rm")
     tok = train_tokenizer(["What is 2+3? The answer is 5.", "hello world, a longer completion"] * 5, 256)

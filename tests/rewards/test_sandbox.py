@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rewards.api import resolve_reward
+from rewards.resolve import resolve_reward
 from rewards.sandbox import run_tests
 from tests.rewards.conftest import descendants
 

@@ -15,8 +15,8 @@ def test_rl_stage_spreads_rollout_actors_over_two_nodes(tiny_model, tiny_task, t
     from ray.cluster_utils import Cluster
     from ray.util import placement_group_table
 
-    from posttrain.pipeline import run_pipeline
-    from posttrain.pipeline_config import load_pipeline_config
+    from posttrain.pipeline.config import load_pipeline_config
+    from posttrain.pipeline.runner import run_pipeline
     from rollouts.actors import RolloutPool
 
     if ray.is_initialized():

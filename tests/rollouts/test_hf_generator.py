@@ -9,8 +9,8 @@ from rollouts.types import PromptInput, SamplingSpec
 
 @pytest.fixture(scope="module")
 def gen(tmp_path_factory):
-    from posttrain.tasks import make_addition_rows
-    from posttrain.tiny import make_tiny_model
+    from posttrain.tasks.addition import make_addition_rows
+    from posttrain.tasks.tiny import make_tiny_model
 
     path = make_tiny_model(make_addition_rows(50), tmp_path_factory.mktemp("m") / "tiny", hidden=64, layers=1, heads=1)
     return HFGenerator(path, max_batch=6)

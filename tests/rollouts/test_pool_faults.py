@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.config import EngineConfig, RayConfig
+from posttrain.core.config import EngineConfig, RayConfig
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
 

@@ -10,9 +10,9 @@ import signal
 import pytest
 import torch
 
-from posttrain.config import EngineConfig, RayConfig
-from posttrain.data import chat_prompt_ids
-from posttrain.logprobs import collate, response_logprobs
+from posttrain.core.config import EngineConfig, RayConfig
+from posttrain.core.data import chat_prompt_ids
+from posttrain.rl.logprobs import collate, response_logprobs
 from rollouts.types import PromptInput, SamplingSpec
 
 pytestmark = pytest.mark.engine

@@ -1,0 +1,120 @@
+"""python -m benchmarks [--quick] [--only rollout,rl_step,...] [--skip-demo] [--out runs/bench]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+from benchmarks.common import FULL, QUICK, log
+from benchmarks.model import make_bench_model
+from benchmarks.stats import load_results, loadavg, machine_info, merge_workload, write_results
+
+WORKLOADS = ("rollout", "rl_step", "accuracy", "rewards", "memory")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--out", default="runs/bench", help="results directory (results.json goes here)")
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(WORKLOADS)}")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not a measurement")
+    p.add_argument("--skip-demo", action="store_true",
+                   help="memory: do not run the demo; reuse OUT/memory/demo_memory.json if present")
+    p.add_argument("--sft", default=None,
+                   help="accuracy: folder with final/ (SFT checkpoint of the demo task), train.jsonl, eval.jsonl")
+    p.add_argument("--demo-sft-steps", type=int, default=300,
+                   help="memory: cap the demo's SFT steps (the peak is set in the GSPO phase)")
+    p.add_argument("--demo-rl-steps", type=int, default=20, help="memory: GSPO steps of the demo run")
+    p.add_argument("--acc-budget", type=float, default=None, help="accuracy: training seconds per contender")
+    p.add_argument("--acc-eval-every", type=float, default=None, help="accuracy: seconds between evaluations")
+    p.add_argument("--acc-eval-rows", type=int, default=None, help="accuracy: held-out rows evaluated")
+    p.add_argument("--rl-prompts", type=int, default=None, help="rl_step: prompts per step (default 8)")
+    p.add_argument("--rl-old-logprobs", default="engine", choices=("engine", "trainer"),
+                   help="rl_step: posttrain's algo.old_logprobs (engine: the sampler's log-probs; trainer: recompute)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
+    p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
+    p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
+    p.add_argument("--no-docs", action="store_true", help="do not regenerate the docs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    only = [w for w in args.only.split(",") if w] or list(WORKLOADS)
+    unknown = set(only) - set(WORKLOADS)
+    if unknown:
+        print(f"unknown workload(s) {sorted(unknown)}; choose from {', '.join(WORKLOADS)}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+
+    for field, value in (("repeats", args.repeats), ("rl_prompts", args.rl_prompts), ("acc_budget_s", args.acc_budget),
+                         ("acc_eval_every_s", args.acc_eval_every), ("acc_eval_rows", args.acc_eval_rows)):
+        if value is not None:
+            sizes = replace(sizes, **{field: value})
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = load_results(results_path)
+    results.setdefault("details", {})
+    failed = []
+    t_all = time.monotonic()
+    for name in only:
+        log(f"workload {name} ({'quick' if args.quick else 'full'}), load {loadavg()}")
+        t0 = time.monotonic()
+        try:
+            headline, details = run_workload(name, out, sizes, args)
+        except Exception as e:
+            traceback.print_exc()
+            failed.append(name)
+            headline, details = {}, {"error": f"{type(e).__name__}: {e}"}
+        details.update(quick=args.quick, wall_s=round(time.monotonic() - t0, 1), loadavg_end=loadavg())
+        results = load_results(results_path) or results  # another bench process may have written meanwhile
+        results.setdefault("details", {})
+        merge_workload(results, name, headline, details)
+        results["machine"] = machine_info()
+        write_results(results_path, results)
+        log(f"workload {name} done in {details['wall_s']}s: {headline}")
+        if not args.no_docs:  # after every workload, so an interrupted run still leaves agreeing docs
+            from benchmarks.report import write_docs
+
+            write_docs(load_results(results_path), Path(args.docs), Path(args.docs).parent / "img",
+                       command=" ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]))
+    log(f"all done in {time.monotonic() - t_all:.0f}s; results in {results_path}; failed: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
+    if name == "rewards":
+        from benchmarks import rewards_wl
+
+        return rewards_wl.run(sizes)
+    if name == "memory":
+        from benchmarks import memory
+
+        return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick,
+                          sft_steps=args.demo_sft_steps, rl_steps=args.demo_rl_steps)
+
+    model_dir, params = make_bench_model(out / "model")
+    if name == "rollout":
+        from benchmarks import rollout
+
+        return rollout.run(model_dir, params, sizes, enforce_eager=args.eager)
+    if name == "rl_step":
+        from benchmarks import rl_step
+
+        return rl_step.run(model_dir, params, out / "rl_step", sizes, old_logprobs=args.rl_old_logprobs)
+    if name == "accuracy":
+        from benchmarks import accuracy
+
+        return accuracy.run(out / "accuracy", sizes, quick=args.quick, sft=args.sft)
+    raise ValueError(name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Loading and saving models and tokenizers: device and dtype come from config, never
+hard-coded; a local path that does not exist is an error at once (no hub retries)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model.device={spec!r} but CUDA is not available here; set model.device=cpu")
+    return dev
+
+
+def torch_dtype(name: str) -> torch.dtype | str:
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a HF folder (or hub id), with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype),
+                                                trust_remote_code=trust_remote_code)
+
+
+def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",
+                trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model on `device`, tokenizer) of a causal LM folder."""
+    tokenizer = load_tokenizer(path, trust_remote_code)
+    model = load_causal_lm(path, dtype, trust_remote_code)
+    model.to(resolve_device(device))
+    return model, tokenizer
+
+
+def save_hf(model: Any, tokenizer: Any, out: str | Path) -> Path:
+    """Save a HF folder atomically: written next to `out`, then renamed over it."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+    return out

@@ -1,0 +1,36 @@
+"""A rich progress bar for step loops (plain lines when not on a terminal)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class StepProgress:
+    def __init__(self, total: int, start: int = 0, label: str = "rl"):
+        self.total, self.start, self.label = total, start, label
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> "StepProgress":
+        if sys.stderr.isatty():
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.total, completed=self.start, info="")
+        return self
+
+    def update(self, step: int, reward: float | None, accuracy: float | None) -> None:
+        info = f"reward {reward:.3f}" if reward is not None else ""
+        if accuracy is not None:
+            info += f"  eval acc {accuracy:.3f}"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, info=info)
+        elif step == self.total or step % 10 == 0:
+            print(f"[{self.label}] step {step}/{self.total} {info}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,136 @@
+"""The `posttrain rl` config: every section of a GSPO run (values only; the trainer is
+posttrain/rl/trainer.py)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from hints.config import HintsConfig
+from posttrain.core.config import DataConfig, EngineConfig, ModelConfig, OptimConfig, RayConfig, Section
+from posttrain.rl.policy_losses import POLICY_LOSSES
+from rewards.config import RewardConfig, default_reward
+
+
+class RolloutConfig(Section):
+    backend: Literal["vllm", "hf"] = Field("vllm", description="vllm: Ray actors with vLLM; hf: in-process.")
+    prompts_per_step: int = Field(16, ge=1)
+    group_size: int = Field(8, ge=2, description="G responses per prompt.")
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(32, ge=1)
+    timeout_s: float = Field(600.0, gt=0, description="Deadline for one step's rollouts.")
+    sync_timeout_s: float = Field(120.0, gt=0, description="Deadline for a weight sync to every engine.")
+    max_restarts: int = Field(3, ge=0, description="Ray restarts of a dead rollout actor.")
+
+
+class AlgoConfig(Section):
+    """The policy loss and how the update uses it.
+
+    Settings of the loss go flat in this section (`algo.eps_low=0.2`) or under `loss_args`;
+    each loss declares its own settings and defaults (posttrain.rl.policy_losses), and a
+    setting the chosen loss does not declare is an error naming the loss and its settings.
+    """
+
+    loss: str = Field("gspo", description="Registered policy loss: gspo, gspo_token, grpo.")
+    loss_args: dict[str, float] = Field(
+        default_factory=dict, description="Settings of the loss (GSPO: eps_low/eps_high 3e-4/4e-4; GRPO: "
+        "0.2/0.28); unset ones take the loss's own defaults.")
+    num_minibatches: int = Field(4, ge=1, description="Updates per rollout batch (the GSPO paper uses 4).")
+    old_logprobs: Literal["trainer", "engine"] = Field(
+        "trainer", description="pi_old from a trainer forward (exact) or from the engine's sampling logprobs.")
+    skip_uniform_groups: bool = Field(
+        True, description="Leave groups whose rewards are all equal (zero advantage) out of the update.")
+    max_bad_steps: int = Field(3, ge=1, description="Abort after this many steps in a row with non-finite loss/grad.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_loss_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        extra = {k: v for k, v in data.items() if k not in cls.model_fields}
+        if not extra:
+            return data
+        args = dict(data.get("loss_args") or {})
+        clash = sorted(set(extra) & set(args))
+        if clash:
+            raise ValueError(f"loss setting(s) {clash} given both flat and under algo.loss_args; give them once")
+        return {**{k: v for k, v in data.items() if k in cls.model_fields}, "loss_args": {**args, **extra}}
+
+    @model_validator(mode="after")
+    def _loss_and_settings(self) -> "AlgoConfig":
+        if self.loss not in POLICY_LOSSES:
+            raise ValueError(f"unknown policy loss {self.loss!r}; known: {', '.join(POLICY_LOSSES.names())}")
+        loss = POLICY_LOSSES.get(self.loss)
+        for key in self.loss_args:
+            if key not in loss.settings:
+                near = difflib.get_close_matches(key, list(type(self).model_fields), n=1)
+                if near:
+                    raise ValueError(f"algo.{key} is not a field of the algo section (did you mean algo.{near[0]}?) "
+                                     f"nor a setting of loss {self.loss!r} ({', '.join(loss.settings) or 'none'})")
+        loss.check(self.loss_args)
+        return self
+
+
+class TrainConfig(Section):
+    steps: int = Field(100, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(0, ge=0, description="0 = only at the end and on SIGTERM.")
+    keep_checkpoints: int = Field(2, ge=1)
+
+
+def _eval_reward() -> RewardConfig:
+    return default_reward("exact", workers=1)
+
+
+class ExtraEval(Section):
+    """A further held-out set evaluated with the main one (e.g. a reasoning set that
+    alignment must not hurt): its greedy accuracy is logged as `eval/<name>`."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="Metric key: eval/<name>, eval/<name>/failed.")
+    data: str = Field(..., description="Held-out JSONL (id, prompt, answer, ...).")
+    reward: RewardConfig = Field(default_factory=_eval_reward, description="Reward whose mean is eval/<name>.")
+    max_rows: int | None = None
+
+
+class EvalConfig(Section):
+    every: int = Field(10, ge=0, description="Greedy held-out eval every N steps (0 = start and end only).")
+    reward: RewardConfig = Field(
+        default_factory=_eval_reward, description="Reward whose mean over greedy completions is 'eval/accuracy' "
+        "(a name is shorthand); an eval never aborts: a row whose reward fails counts as wrong.")
+    max_new_tokens: int | None = None
+    extra_evals: list[ExtraEval] = Field(default_factory=list, description="More held-out sets, eval/<name> each.")
+
+    @field_validator("extra_evals")
+    @classmethod
+    def _unique(cls, v: list[ExtraEval]) -> list[ExtraEval]:
+        names = [e.name for e in v]
+        dup = {n for n in names if names.count(n) > 1} | ({"accuracy"} & set(names))
+        if dup:
+            raise ValueError(f"eval.extra_evals names must be unique and not 'accuracy' (got {sorted(dup)}); rename them")
+        return v
+
+
+class Config(Section):
+    phase: Literal["rl"] = "rl"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    algo: AlgoConfig = Field(default_factory=AlgoConfig)
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5))
+    reward: RewardConfig = Field(default_factory=default_reward)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    hints: HintsConfig = Field(default_factory=HintsConfig)
+
+    @model_validator(mode="after")
+    def _plain_hints_need_trainer_logprobs(self) -> "Config":
+        if self.hints.enabled and self.hints.train_prompt == "plain" and self.algo.old_logprobs == "engine":
+            raise ValueError("hints.train_prompt=plain trains hinted responses on the prompt without the hint, "
+                             "but algo.old_logprobs=engine holds log-probs computed with it: set "
+                             "algo.old_logprobs=trainer")
+        return self

@@ -1,0 +1,288 @@
+"""`posttrain rl`: the GSPO trainer. One step reads
+
+    rows -> hints.plan -> generate -> score -> hints.update -> select -> update -> sync
+
+Hints enter through `plan` and `update` only (hints/sampler.py). Checkpoints are atomic
+and hold model, optimizer, scheduler, RNG, data position and hint state, so `--resume`
+continues the same prompt order. The config is posttrain/rl/config.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from hints.sampler import Draw, HintSampler
+from posttrain.advantages import group_advantages
+from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from posttrain.core.data import PromptSampler, dataset_fingerprint, load_rows
+from posttrain.core.models import load_policy, save_hf
+from posttrain.core.progress import StepProgress
+from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, RunDir
+from posttrain.core.seeding import set_rng_state, set_seed
+from posttrain.core.stop import StopFlag
+from posttrain.rl.config import Config
+from posttrain.rl.optim import make_optimizer
+from posttrain.rl.policy_losses import POLICY_LOSSES
+from posttrain.rl.update import UpdateResult, gspo_update
+from rewards.scorer import Scorer
+from rollouts.evaluate import encode_rows, greedy_eval
+from rollouts.factory import make_generator
+from rollouts.types import PromptInput, Rollout, SamplingSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Config", "GSPOTrainer", "TrainingAborted", "outputs", "run"]
+
+
+class TrainingAborted(RuntimeError):
+    pass
+
+
+def run(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    trainer = GSPOTrainer(cfg, Path(run_dir), resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.close()
+
+
+def outputs(cfg: Config, stage_dir: Path) -> dict[str, str | None]:
+    """What an rl stage leaves for later stages: its model and (with hints) the hint state."""
+    return {"model": str(stage_dir / FINAL_DIR),
+            "hints": str(stage_dir / HINTS_STATE_FILE) if cfg.hints.enabled else None}
+
+
+def draw_key(draw: Draw) -> str:
+    """The generation key of a draw: the row id, or row id + level for a search probe (unique per group)."""
+    return f"{draw.id}#h{draw.level}" if draw.search else draw.id
+
+
+class GSPOTrainer:
+    def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
+        self.cfg, self.run = cfg, RunDir(run_dir, cfg.phase)
+        if not cfg.data.train:
+            raise ValueError("data.train is not set: pass data.train=FILE.jsonl")
+        if not cfg.model.path:
+            raise ValueError("model.path is not set: pass model.path=HF_FOLDER (or use `posttrain pipeline` with "
+                             "model.init=tiny)")
+        set_seed(cfg.train.seed)
+        self.rows = load_rows(cfg.data.train)
+        self.eval_rows = load_rows(cfg.data.eval)[: cfg.data.max_eval_rows] if cfg.data.eval else []
+        self.sampler = PromptSampler(len(self.rows), cfg.data.seed, cfg.data.shuffle, dataset_fingerprint(self.rows))
+        self.step, self.bad_steps, self.wall_offset = 0, 0, 0.0
+        ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
+        model_path = str(ckpt / "model") if ckpt else cfg.model.path
+        self.model, self.tok = load_policy(model_path, cfg.model.dtype, cfg.model.device, cfg.model.trust_remote_code)
+        self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
+        self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
+        self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
+        self.scorer = Scorer.from_config(cfg.reward)
+        self.eval_scorer = Scorer.from_config(cfg.eval.reward, max_failed_fraction=1.0)  # an eval never aborts
+        self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], Scorer.from_config(e.reward, max_failed_fraction=1.0))
+                            for e in cfg.eval.extra_evals]
+        self.eval_hooks: list[Any] = []  # fn(step, metrics) -> extra metrics (or None), after each eval
+        self.hints = HintSampler(cfg.hints, self.rows, threshold=cfg.reward.threshold)
+        if ckpt:
+            self._load(ckpt)
+        self.run.write_config(cfg)
+        self.generator = make_generator(cfg.rollout.backend, model_path, cfg.engine, cfg.ray, cfg.model.device,
+                                        seed=cfg.train.seed, unit_timeout_s=cfg.rollout.timeout_s,
+                                        sync_timeout_s=cfg.rollout.sync_timeout_s,
+                                        max_restarts=cfg.rollout.max_restarts,
+                                        trust_remote_code=cfg.model.trust_remote_code)
+        if ckpt:  # engines loaded the checkpoint folder; stamp them with its version
+            self.generator.update_weights(self.model.state_dict(), self.step)
+        self.stop = StopFlag()
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ state
+
+    def _state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state_dict(), "hints": self.hints.state_dict(),
+                "torch_gen": self.torch_gen.get_state(), "bad_steps": self.bad_steps,
+                "wall_s": self.wall_offset + (time.monotonic() - self.t_start)}
+
+    def _load(self, ckpt: Path) -> None:
+        state = load_trainer_state(ckpt)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.hints.load_state_dict(state["hints"])
+        self.torch_gen.set_state(state["torch_gen"])
+        self.bad_steps, self.step = state["bad_steps"], state["step"]
+        self.wall_offset = state.get("wall_s", 0.0)
+        set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d", ckpt, self.step)
+
+    def checkpoint(self) -> Path:
+        return save_checkpoint(self.run.checkpoints, self.step, self.model, self.tok, self._state(),
+                               self.cfg.train.keep_checkpoints)
+
+    # ------------------------------------------------------------------ the step
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        yield
+        self.timings[f"time/{stage}"] = time.monotonic() - t0
+
+    def train_step(self, step: int) -> dict[str, float]:
+        rows = [self.rows[i] for i in self.sampler.next_batch(self.cfg.rollout.prompts_per_step)]
+        draws = self.hints.plan(rows, step)
+        with self.timed("generate"):
+            rollouts = self.generate(draws, step)
+        with self.timed("score"):
+            batch, rewards = self.score(draws, rollouts)
+        hint_metrics = self.hints.update(list(zip(draws, self.groups(batch.rewards))))
+        chosen, adv, select_metrics = self.select(draws, rollouts, rewards)
+        with self.timed("update"):
+            upd = self.update(chosen, adv, step)
+        with self.timed("sync"):
+            self.sync(step + 1)
+        finite = rewards[torch.isfinite(rewards)]
+        return {"reward/mean": float(finite.mean()) if finite.numel() else float("nan"),
+                "rl/trained_samples": float(len(chosen)), "rl/steps_applied": float(upd.applied),
+                "rl/response_len": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
+                "rl/lr": self.scheduler.get_last_lr()[0], "weight_version": float(step + 1),
+                **self.timings, **batch.metrics, **select_metrics, **upd.metrics, **hint_metrics}
+
+    def groups(self, values: list[Any]) -> list[list[Any]]:
+        G = self.cfg.rollout.group_size
+        return [values[k * G:(k + 1) * G] for k in range(len(values) // G)]
+
+    def generate(self, draws: list[Draw], step: int) -> list[Rollout]:
+        """G samples per draw from its prompt; each rollout trains on its draw's `train_row` prompt."""
+        r = self.cfg.rollout
+        spec = SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
+                            max_tokens=r.max_new_tokens, seed=self.cfg.train.seed)
+        encoded = encode_rows(self.tok, [d.prompt_row for d in draws])
+        prompts = [PromptInput(draw_key(d), e.token_ids) for d, e in zip(draws, encoded)]
+        rollouts = self.generator.generate(prompts, spec, step)
+        retrain = [k for k, d in enumerate(draws) if d.train_row is not d.prompt_row]
+        bare = encode_rows(self.tok, [draws[k].train_row for k in retrain])
+        for k, enc in zip(retrain, bare):  # hints.train_prompt=plain: train on the bare question
+            for ro in rollouts[k * r.group_size:(k + 1) * r.group_size]:
+                ro.prompt_token_ids = enc.token_ids
+        for d, group in zip(draws, self.groups(rollouts)):
+            for ro in group:
+                ro.meta["hint_level"] = d.level
+        return rollouts
+
+    def score(self, draws: list[Draw], rollouts: list[Rollout]) -> tuple[Any, torch.Tensor]:
+        samples = [d.row for d in draws for _ in range(self.cfg.rollout.group_size)]
+        batch = self.scorer.score([r.text for r in rollouts], samples)
+        rewards = torch.tensor([math.nan if v is None else v for v in batch.rewards], dtype=torch.float64)
+        return batch, rewards
+
+    def select(self, draws: list[Draw], rollouts: list[Rollout], rewards: torch.Tensor
+               ) -> tuple[list[Rollout], torch.Tensor, dict[str, float]]:
+        """Advantages, and the rollouts that carry a learning signal."""
+        G = self.cfg.rollout.group_size
+        adv = group_advantages(rewards, G)
+        keep = torch.isfinite(rewards)
+        if self.cfg.algo.skip_uniform_groups:
+            keep &= (adv.view(-1, G) != 0).any(-1, keepdim=True).expand(-1, G).reshape(-1)
+        kept_groups = keep.view(-1, G).any(-1).tolist()
+        idx = keep.nonzero().flatten().tolist()
+        metrics = {"rl/groups_kept": float(sum(kept_groups))}
+        if any(d.search for d in draws):
+            metrics["hints/search/groups_trained"] = float(sum(k for d, k in zip(draws, kept_groups) if d.search))
+        return [rollouts[i] for i in idx], adv[idx], metrics
+
+    def update(self, chosen: list[Rollout], adv: torch.Tensor, step: int) -> UpdateResult:
+        upd = gspo_update(self.model, self.optimizer, self.scheduler, self.loss_fn, chosen, adv,
+                          self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
+                          self.cfg.algo.old_logprobs, self.torch_gen)
+        self._guard(upd, step)
+        return upd
+
+    def sync(self, version: int) -> None:
+        self.generator.update_weights(self.model.state_dict(), version)
+
+    def _guard(self, upd: UpdateResult, step: int) -> None:
+        if upd.skipped and not upd.applied:
+            self.bad_steps += 1
+            log.warning("step %d skipped: non-finite loss/grad for samples %s", step, upd.bad_sample_ids[:16])
+            self.run.log(step, {"rl/bad_step": 1.0, "rl/bad_sample_ids": upd.bad_sample_ids[:64]})
+            if self.bad_steps >= self.cfg.algo.max_bad_steps:
+                raise TrainingAborted(f"{self.bad_steps} steps in a row had non-finite loss or gradients "
+                                      f"(last samples {upd.bad_sample_ids[:8]}); lower optim.lr or check rewards")
+        else:
+            self.bad_steps = 0
+
+    # ------------------------------------------------------------------ loop
+
+    def evaluate(self) -> dict[str, float]:
+        hard = self.hints.eval_rows()
+        if not self.eval_rows and not self.extra_evals and not hard:
+            return {}
+        max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
+        metrics: dict[str, float] = {}
+        if self.eval_rows:
+            metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step).metrics
+        for name, rows, scorer in self.extra_evals:
+            m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step).metrics
+            metrics[f"eval/{name}"] = m.pop("eval/accuracy")
+            metrics.update({f"eval/{name}/{k.removeprefix('eval/')}": v for k, v in m.items()})
+        if hard:  # the training prompts that needed hints, asked without them
+            res = greedy_eval(self.generator, self.tok, hard, self.scorer, max_new, self.step)
+            metrics.update(self.hints.eval_metrics(res.rewards))
+        for hook in self.eval_hooks:
+            metrics.update(hook(self.step, metrics) or {})
+        self.run.log(self.step, metrics)
+        return metrics
+
+    def fit(self) -> dict[str, Any]:
+        cfg, self.t_start = self.cfg, time.monotonic()
+        self.stop.install()
+        first = self.evaluate() if self.step == 0 or self.run.read_metrics() == [] else {}
+        before = first.get("eval/accuracy", self._first_accuracy())
+        last_eval = first
+        with StepProgress(cfg.train.steps, self.step) as bar:
+            while self.step < cfg.train.steps and not self.stop.requested:
+                metrics = self.train_step(self.step)
+                self.step += 1
+                self.run.log(self.step, metrics)
+                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.train.steps:
+                    last_eval = self.evaluate()
+                if cfg.train.checkpoint_every and self.step % cfg.train.checkpoint_every == 0:
+                    self.checkpoint()
+                bar.update(self.step, metrics.get("reward/mean"), last_eval.get("eval/accuracy"))
+        self.stop.restore()
+        interrupted = self.step < cfg.train.steps
+        if not interrupted:
+            last_eval = self.evaluate()
+        self.checkpoint()
+        wall = self.wall_offset + time.monotonic() - self.t_start
+        save_hf(self.model, self.tok, self.run.final)
+        summary = {"accuracy_before_rl": before, "accuracy_after_rl": last_eval.get("eval/accuracy"),
+                   "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
+                   "final_model": str(self.run.final), "start_model": cfg.model.path,
+                   "eval_data": cfg.data.eval, "hints_hard_ids": len(self.hints.hard_ids())}
+        self.run.write_summary(summary)
+        if cfg.hints.enabled:
+            self.hints.save(self.run.path)
+        return summary
+
+    def _first_accuracy(self) -> float | None:
+        for rec in self.run.read_metrics():
+            if "eval/accuracy" in rec:
+                return rec["eval/accuracy"]
+        return None
+
+    def close(self) -> None:
+        for closer in (getattr(self, "generator", None), getattr(self, "scorer", None),
+                       getattr(self, "eval_scorer", None), *(s for _, _, s in getattr(self, "extra_evals", []))):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception as e:  # cleanup must not hide the real error
+                    log.warning("close failed: %s", e)

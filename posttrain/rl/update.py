@@ -1,0 +1,77 @@
+"""One GSPO policy update on a scored rollout batch: the "update" step of the loop.
+
+Reads as: collate -> old log-probs -> shuffled minibatches -> loss -> guarded step.
+A non-finite loss or gradient skips that minibatch (parameters unchanged) and is
+reported with the sample ids; the caller aborts after K bad steps in a row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from posttrain.rl.logprobs import collate, response_logprobs
+from rollouts.types import Rollout
+
+
+@dataclass
+class UpdateResult:
+    metrics: dict[str, float] = field(default_factory=dict)
+    bad_sample_ids: list[str] = field(default_factory=list)
+    applied: int = 0  # optimizer steps taken
+    skipped: int = 0  # minibatches skipped for non-finite loss/grad
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, rollouts: list[Rollout],
+                advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
+                old_logprobs: str = "trainer", generator: torch.Generator | None = None) -> UpdateResult:
+    """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
+    (posttrain.rl.policy_losses)."""
+    result = UpdateResult()
+    if not rollouts:
+        return result
+    device = next(model.parameters()).device
+    batch = collate([r.prompt_token_ids for r in rollouts], [r.token_ids for r in rollouts], pad_id).to(device)
+    adv = advantages.to(device=device, dtype=torch.float32)  # (N,)
+    model.train()
+    if old_logprobs == "engine":
+        old = torch.zeros(batch.response_mask.shape, device=device)  # (N, R)
+        for i, r in enumerate(rollouts):
+            old[i, :len(r.logprobs)] = torch.tensor(r.logprobs, device=device)
+    else:
+        with torch.no_grad():
+            old = response_logprobs(model, batch)  # (N, R)
+    perm = torch.randperm(len(rollouts), generator=generator)
+    collected: dict[str, list[float]] = {}
+    for mb in torch.tensor_split(perm, min(num_minibatches, len(rollouts))):
+        sub = batch.select(mb)
+        lp = response_logprobs(model, sub)  # (b, R)
+        loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
+        ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            result.skipped += 1
+            result.bad_sample_ids += ids
+            continue
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            optimizer.zero_grad(set_to_none=True)
+            result.skipped += 1
+            result.bad_sample_ids += ids
+            continue
+        optimizer.step()
+        scheduler.step()
+        result.applied += 1
+        m = {**m, "rl/loss": float(loss.detach()), "rl/grad_norm": float(grad_norm)}
+        for k, v in m.items():
+            collected.setdefault(k, []).append(v)
+    result.metrics = {k: _mean(v) for k, v in collected.items()}
+    result.metrics["rl/minibatches_skipped"] = float(result.skipped)
+    return result

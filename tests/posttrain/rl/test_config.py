@@ -1,0 +1,51 @@
+"""RL config errors name the field and say the fix; overrides parse as YAML."""
+
+import pytest
+
+from posttrain.core.config import ConfigError, apply_overrides, load_config
+from posttrain.rl import trainer as rl
+
+
+def test_overrides_parse_values_and_nest():
+    d = apply_overrides({}, ["a.b=3", "a.c=[1, 2]", "x=true", "s=hello", "n="])
+    assert d == {"a": {"b": 3, "c": [1, 2]}, "x": True, "s": "hello", "n": None}
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="must look like key.sub=value"):
+        apply_overrides({}, ["rollout.group_size"])
+
+
+def test_typo_suggests_the_field():
+    with pytest.raises(ConfigError, match=r"'rollout\.group_sise' is not a known field; did you mean 'rollout\.group_size'"):
+        load_config(rl.Config, None, ["rollout.group_sise=4"])
+
+
+def test_bad_value_names_field_and_value():
+    with pytest.raises(ConfigError, match=r"field 'rollout\.group_size'.*got 'many'"):
+        load_config(rl.Config, None, ["rollout.group_size=many"])
+
+
+def test_group_of_one_is_refused():
+    with pytest.raises(ConfigError, match=r"rollout\.group_size"):
+        load_config(rl.Config, None, ["rollout.group_size=1"])
+
+
+def test_unknown_loss_lists_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown policy loss 'ppo'; known: grpo, gspo, gspo_token"):
+        load_config(rl.Config, None, ["algo.loss=ppo"])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(rl.Config, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(rl.Config, bad)
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path, tiny_task):
+    cfg = load_config(rl.Config, None, [f"data.train={tiny_task[0]}"])
+    with pytest.raises(ValueError, match="model.path is not set"):
+        rl.run(cfg, tmp_path / "run")
