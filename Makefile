@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml
 # The Keye schedule (SFT -> RL -> RFT+SFT -> filter -> RL) on the embedded default; `make demo` again
 # resumes/skips finished stages; writes runs/demo/summary.json and runs/demo/report.html.
 demo: setup
-	$(BIN)/posttrain pipeline --config configs/recipes/keye.yaml --run-dir runs/demo
+	$(BIN)/posttrain pipeline --config configs/recipes/keye.yaml \
+		$$(test -f runs/demo/pipeline.yaml && echo --resume || echo --run-dir) runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -34,11 +34,14 @@ def _fail(msg: str) -> None:
 
 
 def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir: Optional[Path],
-              resume: Optional[Path]) -> dict:
-    """Load the phase's config (or a run's saved one on resume), run it, return its summary."""
+              resume: Optional[Path], force: bool = False) -> dict:
+    """Load the phase's config (or a run's saved one on resume), run it, return its summary.
+
+    A resume takes the saved config unless --config is given; either way the phase refuses
+    a config or dataset that changed since the run started (RunDir.start)."""
     from posttrain.core.config import ConfigError, load_config
     from posttrain.core.data import DatasetError
-    from posttrain.core.run_dir import default_run_dir
+    from posttrain.core.run_dir import claim_run_dir, default_run_dir
 
     module = PHASES[phase].load()
     try:
@@ -46,11 +49,13 @@ def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir:
             saved = Path(resume) / "config.yaml"
             if not saved.is_file():
                 _fail(f"--resume {resume}: no config.yaml there; is it a {phase} run directory?")
-            cfg = load_config(module.Config, saved, overrides)
+            if run_dir is not None and Path(run_dir).resolve() != Path(resume).resolve():
+                _fail(f"--resume {resume} continues the run in place; drop --run-dir {run_dir}")
+            cfg = load_config(module.Config, config or saved, overrides)
             run_dir = Path(resume)
         else:
             cfg = load_config(module.Config, config, overrides)
-            run_dir = run_dir or default_run_dir(phase)
+            run_dir = claim_run_dir(run_dir or default_run_dir(phase), force=force)
         summary = module.run(cfg, run_dir, resume=resume is not None)
     except (ConfigError, DatasetError) as e:
         _fail(str(e))
@@ -64,8 +69,9 @@ def _register_phase(name: str, help_text: str) -> None:
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Output directory (default runs/<phase>-<time>)."),
         resume: Optional[Path] = typer.Option(None, "--resume", help="Resume the run in this directory."),
+        force: bool = typer.Option(False, "--force", help="Replace the run already in --run-dir."),
     ) -> None:
-        run_phase(name, config, overrides or [], run_dir, resume)
+        run_phase(name, config, overrides or [], run_dir, resume, force)
 
     command.__doc__ = help_text
     app.command(name, help=help_text)(command)
@@ -85,15 +91,18 @@ def make_tiny_model_cmd(
     head_dim: int = typer.Option(32, help="Head dim; vLLM's CPU attention needs >= 32."),
     vocab_size: int = typer.Option(512, help="Upper bound on the BPE vocabulary."),
     seed: int = typer.Option(0, help="Seed of the initial weights."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
 ) -> None:
     """Build a deterministic tiny Qwen2 model and a BPE tokenizer trained on DATA."""
     from posttrain.core.data import DatasetError
+    from posttrain.core.run_dir import RunDirError, refuse_existing
     from posttrain.tasks.tiny import make_tiny_model
 
     try:
+        refuse_existing(out, force, "--out")
         path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
                                head_dim=head_dim, vocab_size=vocab_size, seed=seed)
-    except (DatasetError, ValueError) as e:
+    except (DatasetError, RunDirError, ValueError) as e:
         _fail(str(e))
     typer.echo(str(path))
 
@@ -107,14 +116,25 @@ def make_task_cmd(
     seed: int = typer.Option(0, help="Seed."),
     eval_out: Optional[Path] = typer.Option(None, "--eval-out", help="Also write a held-out split here."),
     n_eval: int = typer.Option(200, "--n-eval", help="Held-out rows (with --eval-out)."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files."),
 ) -> None:
     """Write an offline addition task (rows with answers and five hint levels)."""
     from posttrain.core.data import write_jsonl
+    from posttrain.core.run_dir import RunDirError, refuse_existing
     from posttrain.tasks.addition import make_addition_rows, split_rows
 
+    if n <= 0:
+        _fail(f"--n {n}: the number of training rows must be at least 1")
+    if eval_out and n_eval <= 0:
+        _fail(f"--n-eval {n_eval}: the held-out split needs at least 1 row (or drop --eval-out)")
+    if eval_out and Path(eval_out).resolve() == Path(out).resolve():
+        _fail(f"--eval-out {eval_out} is the same file as --out; give the held-out split its own file")
     try:
+        for path, flag in ((out, "--out"), (eval_out, "--eval-out")):
+            if path is not None:
+                refuse_existing(path, force, flag)
         rows = make_addition_rows(n + (n_eval if eval_out else 0), digits=digits, terms=terms, seed=seed)
-    except ValueError as e:
+    except (RunDirError, ValueError) as e:
         _fail(str(e))
     if eval_out:
         train, held = split_rows(rows, n_eval, seed)
@@ -135,15 +155,23 @@ def pairs_cmd(
                                    help="Pairs per prompt: distinct top-reward x bottom-reward texts."),
     reference: bool = typer.Option(False, "--reference", help="Prompts whose samples are all below the file's "
                                    "best reward pair their reference `answer` (chosen) with them."),
+    force: bool = typer.Option(False, "--force", help="Replace existing output files."),
 ) -> None:
     """Turn scored rollouts into preference pairs: a top-reward vs a bottom-reward sample per prompt."""
     from posttrain.core.data import DatasetError, write_jsonl
+    from posttrain.core.run_dir import RunDirError, refuse_existing
     from posttrain.phases.pairs import build_pairs
     from posttrain.tasks.addition import split_rows
 
+    same = [p for p in (input, eval_out) if p is not None and Path(p).resolve() == Path(output).resolve()]
+    if same or (eval_out and Path(eval_out).resolve() == Path(input).resolve()):
+        _fail("--input, --output and --eval-out must be three different files")
     try:
+        for path, flag in ((output, "--output"), (eval_out, "--eval-out")):
+            if path is not None:
+                refuse_existing(path, force, flag)
         pairs, counts = build_pairs(input, per_prompt, reference)
-    except DatasetError as e:
+    except (DatasetError, RunDirError) as e:
         _fail(str(e))
     if not pairs:
         _fail(f"{input}: every prompt's samples tie (or have < 2 scored samples); no pairs to write")
@@ -169,12 +197,13 @@ def pipeline_cmd(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Recipe YAML (default configs/recipes/keye.yaml)."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Output directory (default runs/pipeline-<time>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the pipeline in this directory."),
-    force: bool = typer.Option(False, "--force", help="Rerun stages whose config changed since they ran."),
+    force: bool = typer.Option(False, "--force", help="Rerun stages whose config changed since they ran "
+                               "(without --resume: run into a --run-dir that holds a pipeline run)."),
 ) -> None:
     """A multi-stage recipe (SFT, RL, RFT, filter, MPO, align) from one config; resumable, with a report."""
     from posttrain.core.config import ConfigError
     from posttrain.core.data import DatasetError
-    from posttrain.core.run_dir import default_run_dir
+    from posttrain.core.run_dir import RunDirError, default_run_dir, writable_dir
     from posttrain.pipeline.config import load_pipeline_config
     from posttrain.pipeline.runner import PipelineInterrupted, print_summary, run_pipeline
 
@@ -187,7 +216,12 @@ def pipeline_cmd(
             run_dir = Path(resume)
         else:
             cfg = load_pipeline_config(config, overrides or [])
-        summary = run_pipeline(cfg, run_dir or default_run_dir("pipeline"), force=force)
+            run_dir = run_dir or default_run_dir("pipeline")
+            if Path(run_dir).is_dir() and any(Path(run_dir).iterdir()) and not force:
+                raise RunDirError(f"--run-dir {run_dir} is not empty (it holds an earlier run); pass --resume "
+                                  f"{run_dir} to continue it (finished stages are skipped), --force to rerun its "
+                                  "changed stages, or choose another --run-dir")
+        summary = run_pipeline(cfg, writable_dir(run_dir), force=force)
     except (ConfigError, DatasetError) as e:
         _fail(str(e))
     except PipelineInterrupted as e:
@@ -211,12 +245,20 @@ def demo_cmd(
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Output directory."),
     sft_overrides: Optional[list[str]] = typer.Option(None, "--sft", help="key=value override for the SFT stage."),
     rl_overrides: Optional[list[str]] = typer.Option(None, "--rl", help="key=value override for the RL stage."),
+    force: bool = typer.Option(False, "--force", help="Replace the run already in --run-dir."),
 ) -> None:
     """The short demo: task -> tiny model -> SFT -> GSPO on Ray+vLLM (`make demo` runs the full
     Keye pipeline, configs/recipes/keye.yaml, whose first two stages these are)."""
+    from posttrain.core.config import ConfigError
+    from posttrain.core.data import DatasetError
+    from posttrain.core.run_dir import claim_run_dir
     from posttrain.pipeline.demo import print_summary, run_demo
 
-    print_summary(run_demo(run_dir, {"sft": sft_overrides or [], "rl": rl_overrides or []}))
+    try:
+        print_summary(run_demo(claim_run_dir(run_dir, force=force), {"sft": sft_overrides or [],
+                                                                     "rl": rl_overrides or []}))
+    except (ConfigError, DatasetError) as e:
+        _fail(str(e))
 
 
 def main() -> None:  # pragma: no cover

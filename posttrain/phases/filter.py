@@ -98,7 +98,7 @@ def reusable(cfg: Config) -> bool:
 def run(cfg: Config, run_dir: Path, resume: bool = False, generator=None) -> dict[str, Any]:
     t0 = time.time()
     run = RunDir(run_dir, "filter")
-    run.write_config(cfg)
+    run.start(cfg, resume)
     if not cfg.model.path and not reusable(cfg):
         raise ConfigError("field 'model.path' is required: the model whose accuracy decides the filter")
     rows = load_rows(cfg.data.prompts)[:cfg.data.max_prompts]

@@ -151,7 +151,7 @@ def evaluate(model, tokenizer, evaluator: Evaluator, pairs: list[dict]) -> dict:
 def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     t0 = time.time()
     run = RunDir(run_dir, "mpo")
-    run.write_config(cfg)
+    run.start(cfg, resume)
     model_path = resolve_model_path(cfg.model, cfg.data.train, run)
     train_rows = load_pairs(cfg.data.train)
     eval_pairs = load_pairs(cfg.data.eval, cfg.eval.max_rows) if cfg.data.eval else []

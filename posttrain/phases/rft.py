@@ -193,7 +193,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, generator=None) -> dic
     """Sample, filter, write the kept set, SFT on it. `generator` overrides cfg.generator (tests)."""
     t0 = time.time()
     run = RunDir(run_dir, "rft")
-    run.write_config(cfg)
+    run.start(cfg, resume)
     if not cfg.model.path:
         raise ConfigError("field 'model.path' is required: the model to sample from (e.g. an SFT run's final/)")
     rows = load_rows(cfg.data.prompts)[:cfg.data.max_prompts]

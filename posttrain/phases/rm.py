@@ -120,7 +120,7 @@ def _debias(cfg: Config, model, tok, pairs: list[dict], run: RunDir, step0: int)
 def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     t0 = time.time()
     run = RunDir(run_dir, "rm")
-    run.write_config(cfg)
+    run.start(cfg, resume)
     model_path = resolve_model_path(cfg.model, cfg.data.train, run)
     pairs = load_pairs(cfg.data.train)
     eval_pairs = load_pairs(cfg.data.eval, cfg.eval.max_rows) if cfg.data.eval else []

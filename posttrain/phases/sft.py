@@ -151,7 +151,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     """Train, evaluate before/after, save RUN_DIR/final; returns the summary."""
     t0 = time.time()
     run = RunDir(run_dir, "sft")
-    run.write_config(cfg)
+    run.start(cfg, resume)
     model_path = resolve_model_path(cfg.model, _first_local_path(cfg.data), run)
     train_ds = build_train_dataset(cfg.data)
     evaluator = Evaluator(cfg.eval, load_eval_rows(cfg.data, cfg.eval.max_rows))

@@ -72,6 +72,7 @@ class GSPOTrainer:
         if not cfg.model.path:
             raise ValueError("model.path is not set: pass model.path=HF_FOLDER (or use `posttrain pipeline` with "
                              "model.init=tiny)")
+        self.run.start(cfg, resume)
         set_seed(cfg.train.seed)
         self.rows = load_rows(cfg.data.train)
         self.eval_rows = load_rows(cfg.data.eval)[: cfg.data.max_eval_rows] if cfg.data.eval else []
@@ -91,7 +92,6 @@ class GSPOTrainer:
         self.hints = HintSampler(cfg.hints, self.rows, threshold=cfg.reward.threshold)
         if ckpt:
             self._load(ckpt)
-        self.run.write_config(cfg)
         self.generator = make_generator(cfg.rollout.backend, model_path, cfg.engine, cfg.ray, cfg.model.device,
                                         seed=cfg.train.seed, unit_timeout_s=cfg.rollout.timeout_s,
                                         sync_timeout_s=cfg.rollout.sync_timeout_s,
