@@ -8,20 +8,67 @@ Phase verbs share one shape: `posttrain PHASE --config PATH [key=value ...]
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from hints.cli import hints_app
+from posttrain.core.stop import EXIT_PREEMPTED
 from posttrain.phases import PHASES
 from rewards.cli import rewards_app
 
+def error_line(e: BaseException) -> str:
+    """One line for an unexpected error; a full disk says so whatever layer noticed it."""
+    chain, cur = [], e
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for c in chain:
+        if isinstance(c, OSError) and c.errno == errno.ENOSPC:
+            return (f"no space left on device (writing {c.filename or 'a file'}); free disk space or choose a "
+                    "--run-dir / output on a disk with room")
+        if isinstance(c, PermissionError):
+            return f"permission denied: {c.filename}; choose a writable location or fix its permissions"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+class _Group(TyperGroup):
+    """Any unexpected exception of a command becomes one line on stderr and exit code 1;
+    `posttrain --debug ...` (or POSTTRAIN_DEBUG=1) shows the traceback instead."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
+                KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if DEBUG["on"] or os.environ.get("POSTTRAIN_DEBUG"):
+                raise
+            typer.secho(f"error: {error_line(e)} (run `posttrain --debug ...` for the traceback)",
+                        fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+
+DEBUG = {"on": False}
 app = typer.Typer(
-    help="posttrain: RL post-training (SFT, MPO, GSPO with hints, RFT, alignment) on Ray + vLLM.",
+    cls=_Group, help="posttrain: RL post-training (SFT, MPO, GSPO with hints, RFT, alignment) on Ray + vLLM.",
     no_args_is_help=True, pretty_exceptions_show_locals=False, add_completion=False,
 )
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
+    DEBUG["on"] = debug
+
+
 data_app = typer.Typer(help="Make and convert datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(hints_app, name="hints")
@@ -60,6 +107,11 @@ def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir:
     except (ConfigError, DatasetError) as e:
         _fail(str(e))
     typer.echo(json.dumps(summary, indent=2, default=str))
+    if summary.get("preempted"):
+        typer.secho(f"{phase} stopped by a signal at step {summary.get('steps')} after a checkpoint (exit code "
+                    f"{EXIT_PREEMPTED}, no final/); continue with `posttrain {phase} --resume {run_dir}`",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(EXIT_PREEMPTED)
     return summary
 
 
@@ -226,7 +278,7 @@ def pipeline_cmd(
         _fail(str(e))
     except PipelineInterrupted as e:
         typer.secho(str(e), fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_PREEMPTED)
     print_summary(summary)
 
 

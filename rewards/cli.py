@@ -153,6 +153,7 @@ def score_cmd(
 ) -> None:
     """Score a JSONL file; one output row per input row, in order."""
     from posttrain.core.data import write_jsonl
+    from posttrain.core.run_dir import RunDirError, writable_dir
     from rewards.api import RewardError
     from rewards.scorer import Scorer
 
@@ -167,6 +168,12 @@ def score_cmd(
             _fail(f"--weights has {len(w)} values for {len(names)} rewards")
     kw = _parse_kwargs(kwargs, names)
     specs = [{"name": nm, "weight": wt, "kwargs": kw.get(nm, {})} for nm, wt in zip(names, w)]
+    if output.is_dir():  # checked before scoring: the scores must have somewhere to go
+        _fail(f"--output {output} is a directory; give a file path such as {output / 'scored.jsonl'}")
+    try:
+        writable_dir(output.parent, "--output")
+    except RunDirError as e:
+        _fail(str(e))
     rows = _read_rows(input)
     try:
         scorer = Scorer(specs, timeout_s=timeout, workers=workers, retries=retries, max_failed_fraction=1.0)
@@ -191,3 +198,5 @@ def score_cmd(
     mean = sum(ok) / len(ok) if ok else float("nan")
     print(f"scored {len(out)} rows in {time.perf_counter() - t0:.1f}s: {failed} failed, mean reward {mean:.4g} "
           f"-> {output}", file=sys.stderr)
+    if out and failed == len(out):
+        _fail(f"every row failed (first error: {out[0]['error']}); see {output}", code=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 C = TypeVar("C", bound="Section")
 
@@ -86,12 +86,19 @@ class EngineConfig(Section):
 
 
 class OptimConfig(Section):
-    lr: float = 1e-5
-    weight_decay: float = 0.0
+    lr: float = Field(1e-5, ge=0.0, allow_inf_nan=False, description="Learning rate (>= 0).")
+    weight_decay: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0.0, allow_inf_nan=False)
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("Adam betas must each be in [0, 1), e.g. optim.betas=[0.9,0.999]")
+        return v
 
 
 # ---------------------------------------------------------------------------- loading

@@ -57,12 +57,15 @@ def check_hints(hints: Any, where: str, line: int) -> list[str]:
 
 def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
     """(line number, parsed object) for every non-blank line; JSON errors name the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: dataset file does not exist")
+    path = check_data_file(path)
     out = []
-    with path.open() as f:
-        for n, text in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _row_error(path, n, f"not valid UTF-8 (byte {raw[e.start]:#04x} at byte {e.start + 1}); "
+                                 "re-encode the file as UTF-8") from None
             if not text.strip():
                 continue
             try:
@@ -70,6 +73,16 @@ def read_jsonl(path: str | Path) -> list[tuple[int, Any]]:
             except json.JSONDecodeError as e:
                 raise _row_error(path, n, f"not valid JSON ({e.msg} at column {e.colno})") from None
     return out
+
+
+def check_data_file(path: str | Path) -> Path:
+    """A dataset path that is a readable file, or a DatasetError saying what it is instead."""
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a directory, not a dataset file; give the .jsonl file inside it")
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file does not exist")
+    return path
 
 
 def load_rows(path: str | Path, require_answer: bool = True) -> list[dict[str, Any]]:
@@ -156,6 +169,20 @@ class PromptSampler:
             )
         self.seed = state["seed"]
         self.epoch, self.position, self._order = state["epoch"], state["position"], []
+
+
+def check_prompt_lengths(path: str | Path, rows: list[dict[str, Any]], tokenizer: Any, limit: int, why: str) -> None:
+    """Refuse rows whose chat-templated prompt is over `limit` tokens, named by file and
+    line (a 10 MB row must be an error, not a 40 GB allocation or a silent cut)."""
+    texts = [tokenizer.apply_chat_template(prompt_messages(r), tokenize=False, add_generation_prompt=True)
+             for r in rows]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    over = [i for i, n in enumerate(lengths) if n > limit]
+    if over:
+        i = over[0]
+        line = [n for n, _ in read_jsonl(path)][i]
+        raise _row_error(Path(path), line, f"row {rows[i]['id']!r} has a {lengths[i]}-token prompt, over the "
+                         f"{limit} tokens {why} ({len(over)} rows are over); shorten or drop it")
 
 
 def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:

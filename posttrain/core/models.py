@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from posttrain.core.config import ConfigError
+
 
 def resolve_device(spec: str) -> torch.device:
     if spec == "auto":
@@ -23,8 +25,36 @@ def torch_dtype(name: str) -> torch.dtype | str:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
+def looks_local(path: str) -> bool:
+    """A path, not a hub id ("org/name"): absolute, relative with ./ ../ ~, more than one
+    slash, or its first part is a local folder (runs/final when runs/ exists)."""
+    return (path.startswith(("/", "./", "../", "~", "."))
+            or path.count("/") > 1 or Path(path.split("/")[0]).is_dir() and "/" in path)
+
+
+def check_model_path(path: str | Path, field: str = "model.path") -> str:
+    """A model folder that exists and holds a model, or a ConfigError at once: a mistyped
+    local path must not spend a minute retrying the hub, nor end in a tokenizer's
+    unrelated complaint (\"install sentencepiece\")."""
+    text = str(path)
+    p = Path(text).expanduser()
+    if p.is_file():
+        raise ConfigError(f"{field}={text} is a file; it must be a model folder (with config.json), "
+                          "e.g. a run's final/")
+    if p.is_dir():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+            raise ConfigError(f"{field}={text} is not a model folder (no config.json in it); point it at a "
+                              "Hugging Face model folder, e.g. a run's final/")
+        return text
+    if looks_local(text):
+        raise ConfigError(f"{field}={text} does not exist; fix the path (a local model folder, e.g. "
+                          "RUN_DIR/final)")
+    return text  # a hub id
+
+
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a HF folder (or hub id), with a pad token (EOS when it has none)."""
+    check_model_path(path)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
@@ -34,6 +64,7 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
 
 
 def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    check_model_path(path)
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype),

@@ -37,6 +37,8 @@ from posttrain.phases.trl_common import (
     TrainLoop,
     last_checkpoint,
     lora_config,
+    preempted_summary,
+    preemptible,
     resolve_model_path,
     run_dir_callback,
     save_final,
@@ -165,8 +167,11 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
         before = {} if ckpt else evaluate(trainer.model, tok, evaluator, eval_pairs)
         if before:
             run.log(0, before)
-        out = trainer.train(resume_from_checkpoint=ckpt)
+        with preemptible(trainer) as stop:
+            out = trainer.train(resume_from_checkpoint=ckpt)
         step = trainer.state.global_step
+        if stop.preempted:
+            return preempted_summary(run, "mpo", step, t0)
         after = evaluate(trainer.model, tok, evaluator, eval_pairs)
     finally:
         evaluator.close()

@@ -222,6 +222,9 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, generator=None) -> dic
         run.log(0, {"rft/prompts": len(rows), "rft/kept": len(kept), "rft/sample_accuracy": mean_acc,
                     "rft/rl_prompts": sum(0 < a < 1 for a in by_id.values()), "rft/sample_seconds": time.time() - t0})
     s = sft.run(sft_config(cfg, kept_path, cfg.sft.start_model or cfg.model.path), run.path / "sft", resume)
+    if s.get("preempted"):  # the retraining stopped at a checkpoint: no final/ here either
+        run.write_summary({**s, "phase": "rft"})
+        return {**s, "phase": "rft"}
     run.log(s["steps"], {"eval/accuracy_start": s["eval/accuracy_start"], "eval/accuracy": s["eval/accuracy"]})
     shutil.rmtree(run.final, ignore_errors=True)
     (run.path / "sft" / FINAL_DIR).rename(run.final)

@@ -26,6 +26,8 @@ from posttrain.phases.trl_common import (
     TrainLoop,
     last_checkpoint,
     lora_config,
+    preempted_summary,
+    preemptible,
     resolve_model_path,
     run_dir_callback,
     save_final,
@@ -130,8 +132,11 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
                            lora_config(cfg.lora, "SEQ_CLS"))
     ckpt = last_checkpoint(run.checkpoints) if resume else None
     before = {} if ckpt else _evaluate(trainer.model, tok, eval_pairs, run, 0, "start")
-    out = trainer.train(resume_from_checkpoint=ckpt)
+    with preemptible(trainer) as stop:
+        out = trainer.train(resume_from_checkpoint=ckpt)
     step = trainer.state.global_step
+    if stop.preempted:
+        return preempted_summary(run, "rm", step, t0)
     after_bt = _evaluate(trainer.model, tok, eval_pairs, run, step, "bradley_terry")
     model = trainer.model
     if cfg.length_debias.enabled:

@@ -20,7 +20,7 @@ from posttrain.core.config import ConfigError, ModelConfig, OptimConfig, Section
 from posttrain.core.data import load_rows
 from posttrain.core.models import load_causal_lm, load_tokenizer
 from posttrain.core.run_dir import FINAL_DIR, RunDir
-from posttrain.phases.sft_data import load_source, mix_sources, to_dataset
+from posttrain.phases.sft_data import check_lengths, load_source, mix_sources, to_dataset
 from posttrain.phases.trl_common import (
     EvalSection,
     Evaluator,
@@ -29,6 +29,8 @@ from posttrain.phases.trl_common import (
     accuracy_callback,
     last_checkpoint,
     lora_config,
+    preempted_summary,
+    preemptible,
     resolve_model_path,
     run_dir_callback,
     save_final,
@@ -90,12 +92,14 @@ def outputs(cfg: Config, stage_dir: Path) -> dict[str, str | None]:
     return {"model": str(stage_dir / FINAL_DIR), "sft_data": cfg.data.train if isinstance(cfg.data.train, str) else None}
 
 
-def build_train_dataset(data: SFTData):
+def build_train_dataset(data: SFTData, tokenizer=None, max_length: int | None = None):
     srcs = data.sources()
     if not srcs:
         raise ConfigError("field 'data.train' is an empty list; give at least one source")
     loaded = [load_source(s.path, s.name, s.subset, s.split, data.hinted_copies, data.seed, data.hint_template)
               for s in srcs]
+    for src in loaded if tokenizer is not None else []:
+        check_lengths(src, tokenizer, max_length)
     if len(loaded) == 1 and data.mix_rows is None:
         return to_dataset(loaded[0])
     return to_dataset(mix_sources(loaded, [s.weight for s in srcs], data.mix_rows, data.seed))
@@ -153,7 +157,8 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     run = RunDir(run_dir, "sft")
     run.start(cfg, resume)
     model_path = resolve_model_path(cfg.model, _first_local_path(cfg.data), run)
-    train_ds = build_train_dataset(cfg.data)
+    train_ds = build_train_dataset(cfg.data, load_tokenizer(model_path, cfg.model.trust_remote_code),
+                                   cfg.train.max_length)
     evaluator = Evaluator(cfg.eval, load_eval_rows(cfg.data, cfg.eval.max_rows))
     try:
         trainer = make_trainer(cfg, run, model_path, train_ds, evaluator)
@@ -161,9 +166,12 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
         ckpt = last_checkpoint(run.checkpoints) if resume else None
         acc0 = None if ckpt else _evaluate(trainer, tokenizer, evaluator, run, 0)
         t_train = time.time()
-        out = trainer.train(resume_from_checkpoint=ckpt)
+        with preemptible(trainer) as stop:
+            out = trainer.train(resume_from_checkpoint=ckpt)
         train_s = time.time() - t_train
         step = trainer.state.global_step
+        if stop.preempted:
+            return preempted_summary(run, "sft", step, t0)
         acc = _evaluate(trainer, tokenizer, evaluator, run, step)
     finally:
         evaluator.close()

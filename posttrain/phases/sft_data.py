@@ -17,12 +17,12 @@ before RL hints its hard prompts).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from hints.inject import DEFAULT_TEMPLATE, with_hint
-from posttrain.core.data import N_HINT_LEVELS, DatasetError, check_hints, prompt_messages, read_jsonl
+from posttrain.core.data import N_HINT_LEVELS, DatasetError, check_data_file, check_hints, prompt_messages, read_jsonl
 
 FORMATS = ("prompt_completion", "conversational", "text")
 
@@ -34,6 +34,7 @@ class SourceRows:
     name: str
     fmt: str  # one of FORMATS
     rows: list[dict[str, Any]]
+    lines: list[int] = field(default_factory=list)  # the file line (row number) of each row
 
 
 def _err(where: str, row: int, msg: str) -> DatasetError:
@@ -90,22 +91,45 @@ def normalize_row(obj: Any, where: str, row: int) -> tuple[str, dict[str, Any]]:
 
 
 def normalize_rows(objs: Iterable[tuple[int, Any]], where: str) -> SourceRows:
-    fmt, rows = None, []
+    fmt, rows, lines = None, [], []
     for n, obj in objs:
         f, r = normalize_row(obj, where, n)
         if fmt is not None and f != fmt:
             raise _err(where, n, f"row is in {f!r} format but earlier rows are {fmt!r}; one format per source")
         fmt = f
         rows.append(r)
+        lines.append(n)
     if not rows:
         raise DatasetError(f"{where}: dataset has no rows")
-    return SourceRows(where, fmt, rows)
+    return SourceRows(where, fmt, rows, lines)
+
+
+def check_lengths(src: SourceRows, tokenizer: Any, max_length: int | None) -> None:
+    """Refuse rows longer than train.max_length tokens: TRL would truncate them silently
+    and the example would train without (part of) its answer."""
+    if not max_length:
+        return
+    if src.fmt == "text":
+        texts = [r["text"] for r in src.rows]
+    elif src.fmt == "prompt_completion":
+        texts = [r["prompt"] + r["completion"] for r in src.rows]
+    else:
+        texts = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in src.rows]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    if over:
+        i = over[0]
+        raise _err(src.name, src.lines[i] if src.lines else i + 1,
+                   f"row is {lengths[i]} tokens, over train.max_length={max_length} (it would be cut and train "
+                   f"without its answer; {len(over)} rows are over); shorten or drop it, or raise train.max_length")
 
 
 def _raw_rows(path: str | None, name: str | None, subset: str | None, split: str) -> tuple[str, list]:
     """(where, [(row number, object)]) from a local file or a `datasets` name."""
     if path:
         p = Path(path)
+        if p.is_dir():
+            check_data_file(p)  # says it is a directory
         suffix = p.suffix.lower()
         if suffix in (".jsonl", ".json"):
             return str(p), read_jsonl(p)

@@ -8,14 +8,17 @@ the atomic save of `final/`.
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from pydantic import Field
 
 from posttrain.core.config import ConfigError, ModelConfig, OptimConfig, Section
 from posttrain.core.models import save_hf
 from posttrain.core.run_dir import INIT_MODEL_DIR, RunDir
+from posttrain.core.stop import StopFlag
 from posttrain.tasks.tiny import make_tiny_model
 from rewards.config import RewardConfig, default_reward
 from rewards.scorer import Scorer
@@ -198,3 +201,33 @@ def stop_at_accuracy_callback(run: RunDir, tokenizer, evaluator: Evaluator, rows
                 control.should_training_stop = True
 
     return _Stop()
+
+
+@contextmanager
+def preemptible(trainer) -> Iterator[StopFlag]:
+    """Around `trainer.train()`: SIGTERM/SIGINT make the trainer save a checkpoint at the
+    end of the current step and stop (a second signal stops at once); `flag.preempted`
+    tells the phase to skip its final evaluation and final/ (posttrain.core.stop)."""
+    from transformers import TrainerCallback
+
+    flag = StopFlag()
+
+    class _Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if flag.requested:
+                control.should_save = control.should_training_stop = True
+
+    trainer.add_callback(_Stop())
+    flag.install()
+    try:
+        yield flag
+    finally:
+        flag.restore()
+
+
+def preempted_summary(run: RunDir, phase: str, step: int, t0: float) -> dict[str, Any]:
+    """The summary of a phase stopped by a signal: its checkpoint, no final/."""
+    summary = {"phase": phase, "steps": step, "interrupted": True, "preempted": True, "final": None,
+               "checkpoint": last_checkpoint(run.checkpoints), "wall_seconds": round(time.time() - t0, 1)}
+    run.write_summary(summary)
+    return summary

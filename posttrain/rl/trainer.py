@@ -21,7 +21,8 @@ import torch
 from hints.sampler import Draw, HintSampler
 from posttrain.advantages import group_advantages
 from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from posttrain.core.data import PromptSampler, dataset_fingerprint, load_rows
+from posttrain.core.config import ConfigError
+from posttrain.core.data import PromptSampler, check_prompt_lengths, dataset_fingerprint, load_rows
 from posttrain.core.models import load_policy, save_hf
 from posttrain.core.progress import StepProgress
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, RunDir
@@ -68,10 +69,10 @@ class GSPOTrainer:
     def __init__(self, cfg: Config, run_dir: Path, resume: bool = False):
         self.cfg, self.run = cfg, RunDir(run_dir, cfg.phase)
         if not cfg.data.train:
-            raise ValueError("data.train is not set: pass data.train=FILE.jsonl")
+            raise ConfigError("field 'data.train' is not set: pass data.train=FILE.jsonl")
         if not cfg.model.path:
-            raise ValueError("model.path is not set: pass model.path=HF_FOLDER (or use `posttrain pipeline` with "
-                             "model.init=tiny)")
+            raise ConfigError("field 'model.path' is not set: pass model.path=HF_FOLDER (or use `posttrain "
+                              "pipeline` with model.init=tiny)")
         self.run.start(cfg, resume)
         set_seed(cfg.train.seed)
         self.rows = load_rows(cfg.data.train)
@@ -81,6 +82,7 @@ class GSPOTrainer:
         ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
         model_path = str(ckpt / "model") if ckpt else cfg.model.path
         self.model, self.tok = load_policy(model_path, cfg.model.dtype, cfg.model.device, cfg.model.trust_remote_code)
+        self._check_prompt_lengths()
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -121,6 +123,18 @@ class GSPOTrainer:
         self.wall_offset = state.get("wall_s", 0.0)
         set_rng_state(state["rng"])
         log.info("resumed from %s at step %d", ckpt, self.step)
+
+    def _check_prompt_lengths(self) -> None:
+        """Every prompt must leave room for its response in the engine's and the model's context."""
+        cfg = self.cfg
+        ctx = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        if cfg.rollout.backend == "vllm":
+            ctx = min(ctx, cfg.engine.max_model_len)
+        for path, rows, new in ((cfg.data.train, self.rows, cfg.rollout.max_new_tokens),
+                                (cfg.data.eval, self.eval_rows, cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens)):
+            if rows:
+                check_prompt_lengths(path, rows, self.tok, ctx - new, f"that a context of {ctx} (engine.max_model_len,"
+                                     f" the model's max_position_embeddings) leaves beside {new} new tokens")
 
     def checkpoint(self) -> Path:
         return save_checkpoint(self.run.checkpoints, self.step, self.model, self.tok, self._state(),
@@ -257,15 +271,17 @@ class GSPOTrainer:
                     self.checkpoint()
                 bar.update(self.step, metrics.get("reward/mean"), last_eval.get("eval/accuracy"))
         self.stop.restore()
-        interrupted = self.step < cfg.train.steps
+        interrupted, preempted = self.step < cfg.train.steps, self.stop.preempted
         if not interrupted:
             last_eval = self.evaluate()
         self.checkpoint()
         wall = self.wall_offset + time.monotonic() - self.t_start
-        save_hf(self.model, self.tok, self.run.final)
+        if not preempted:  # a preempted run leaves its checkpoint, never a final/ that looks finished
+            save_hf(self.model, self.tok, self.run.final)
         summary = {"accuracy_before_rl": before, "accuracy_after_rl": last_eval.get("eval/accuracy"),
                    "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
-                   "final_model": str(self.run.final), "start_model": cfg.model.path,
+                   "preempted": preempted, "final_model": None if preempted else str(self.run.final),
+                   "start_model": cfg.model.path,
                    "eval_data": cfg.data.eval, "hints_hard_ids": len(self.hints.hard_ids())}
         self.run.write_summary(summary)
         if cfg.hints.enabled:

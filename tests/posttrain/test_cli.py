@@ -78,3 +78,32 @@ def test_sft_resume_refuses_a_changed_dataset_and_an_invalid_config(tmp_path):
     code, text = _invoke("sft", "--resume", run.path, "--config", bad)
     assert code == 2 and "optim.lrr" in text
     assert (run.path / "config.yaml").read_text() == saved
+
+
+def test_unexpected_errors_are_one_line_and_a_full_disk_says_so(tmp_path, monkeypatch):
+    import errno
+
+    import posttrain.core.data as data
+
+    def full(path, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(data, "write_jsonl", full)
+    res = runner.invoke(app, ["data", "make-task", "--out", str(tmp_path / "t.jsonl"), "--n", "3"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert [line for line in res.output.splitlines() if line] == [
+        f"error: no space left on device (writing {tmp_path / 't.jsonl'}); free disk space or choose a "
+        "--run-dir / output on a disk with room (run `posttrain --debug ...` for the traceback)"]
+    res = runner.invoke(app, ["--debug", "data", "make-task", "--out", str(tmp_path / "t.jsonl"), "--n", "3"])
+    assert isinstance(res.exception, OSError)  # --debug: the real exception, with its traceback
+
+
+def test_missing_model_path_and_bad_lr_are_one_line(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "q", "answer": "1"}) + "\n")
+    code, text = _invoke("rl", f"data.train={data}", "--run-dir", tmp_path / "r1")
+    assert code == 2 and text.startswith("error: field 'model.path' is not set") and "Traceback" not in text
+    code, text = _invoke("rl", f"data.train={data}", "model.path=runs/nowhere/final", "--run-dir", tmp_path / "r2")
+    assert code == 2 and "does not exist; fix the path" in text
+    code, text = _invoke("sft", "--config", CONFIGS / "tiny" / "sft.yaml", "optim.lr=-0.1", "--run-dir", tmp_path / "r3")
+    assert code == 2 and "field 'optim.lr'" in text

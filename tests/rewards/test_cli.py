@@ -64,3 +64,18 @@ def test_score_weights_and_kwargs(tmp_path):
     res = runner.invoke(app, ["rewards", "score", "--reward", "math,format", "--weights", "1",
                               "--input", str(src), "--output", str(dst)])
     assert res.exit_code == 2 and "--weights has 1 values for 2 rewards" in res.output
+
+
+def test_score_checks_output_first_and_fails_when_every_row_fails(tmp_path):
+    src = tmp_path / "in.jsonl"
+    write_rows(src, [{"completion": "a"}, {"completion": "b"}])
+    t0 = time.monotonic()
+    res = runner.invoke(app, ["rewards", "score", "--reward", plugin("raises"), "--input", str(src),
+                              "--output", str(tmp_path), "--workers", "1"])
+    assert res.exit_code == 2 and "is a directory" in res.output
+    assert time.monotonic() - t0 < 5  # refused before any worker started
+    dst = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["rewards", "score", "--reward", plugin("raises"), "--input", str(src),
+                              "--output", str(dst), "--workers", "1", "--retries", "0"])
+    assert res.exit_code == 1 and "every row failed" in res.output
+    assert [json.loads(x)["reward"] for x in dst.read_text().splitlines()] == [None, None]  # still written

@@ -63,3 +63,39 @@ def test_sampler_refuses_changed_dataset():
     a = PromptSampler(10, fingerprint="f")
     with pytest.raises(DatasetError, match="dataset changed"):
         PromptSampler(10, fingerprint="g").load_state_dict(a.state_dict())
+
+
+def test_invalid_utf8_and_directories_name_the_problem(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(GOOD.encode() + b"\n" + b'{"id": "b", "prompt": "caf\xe9", "answer": "1"}\n')
+    with pytest.raises(DatasetError, match=r"d\.jsonl:2: not valid UTF-8 \(byte 0xe9"):
+        load_rows(p)
+    with pytest.raises(DatasetError, match="is a directory, not a dataset file"):
+        load_rows(tmp_path)
+
+
+def test_oversized_prompts_are_named_by_file_and_line(tmp_path, tiny_model):
+    from posttrain.core.data import check_prompt_lengths
+    from posttrain.core.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    p = tmp_path / "d.jsonl"
+    big = {"id": "big", "prompt": "What is " + "12 + " * 2000 + "1?", "answer": "1"}
+    p.write_text(GOOD + "\n\n" + json.dumps(big) + "\n")
+    rows = load_rows(p)
+    check_prompt_lengths(p, rows[:1], tok, 100, "that fit")
+    with pytest.raises(DatasetError, match=r"d\.jsonl:3: row 'big' has a \d+-token prompt, over the 100 tokens"):
+        check_prompt_lengths(p, rows, tok, 100, "that fit")
+
+
+def test_sft_refuses_rows_longer_than_max_length(tmp_path, tiny_model):
+    from posttrain.core.models import load_tokenizer
+    from posttrain.phases.sft_data import check_lengths, load_source
+
+    tok = load_tokenizer(tiny_model)
+    p = tmp_path / "d.jsonl"
+    p.write_text(GOOD + "\n" + json.dumps({"id": "b", "prompt": "What is 1 + 1?", "answer": "2" * 3000}) + "\n")
+    src = load_source(str(p))
+    check_lengths(src, tok, None)
+    with pytest.raises(DatasetError, match=r"d\.jsonl:2: row is \d+ tokens, over train.max_length=64"):
+        check_lengths(src, tok, 64)

@@ -1,6 +1,11 @@
 """SFT: dataset formats and mixing, and the tiny config end to end (CLI, run dir, final/)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -179,3 +184,36 @@ def test_missing_train_data_says_the_fix(tmp_path):
     cfg = load_config(sft.Config, TINY / "sft.yaml", ["data.train=null"])
     with pytest.raises(ConfigError, match=r"field 'data.train' is not set; pass data.train=PATH"):
         sft.run(cfg, tmp_path / "run")
+
+
+@pytest.mark.slow  # two CLI starts (~45 s on 2 busy cores); the RL SIGTERM test covers the CLI path fast
+def test_sigterm_checkpoints_exits_preempted_and_resumes(tmp_path):
+    """SIGTERM mid-training: a checkpoint at the end of the current step, exit code 3, no
+    final/; `--resume` continues from that checkpoint to a finished run."""
+    from posttrain.core.stop import EXIT_PREEMPTED
+
+    train, _ = task_files(tmp_path, n=64, n_eval=8)
+    run = tmp_path / "run"
+    args = ["--config", str(TINY / "sft.yaml"), *SMALL_MODEL, f"data.train={train}", "data.eval=null",
+            "train.max_steps=5000", "train.batch_size=4", "train.logging_steps=1", "train.save_steps=100000",
+            "eval.every=0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "posttrain.cli", "sft"]
+    p = subprocess.Popen([*cmd, *args, "--run-dir", str(run)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and '"sft/loss"' not in ((run / "metrics.jsonl").read_text()
+                                                          if (run / "metrics.jsonl").exists() else ""):
+        assert p.poll() is None, p.stdout.read().decode()[-2000:]
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == EXIT_PREEMPTED, out[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["preempted"] is True and 0 < summary["steps"] < 5000
+    assert summary["checkpoint"].endswith(f"checkpoint-{summary['steps']}") and not (run / "final").exists()
+    done = subprocess.run([*cmd, "--resume", str(run), f"train.max_steps={summary['steps'] + 2}"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert json.loads((run / "summary.json").read_text())["steps"] == summary["steps"] + 2
+    assert (run / "final" / "config.json").is_file()

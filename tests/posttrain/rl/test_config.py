@@ -47,5 +47,13 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 def test_missing_model_path_is_a_clear_error(tmp_path, tiny_task):
     cfg = load_config(rl.Config, None, [f"data.train={tiny_task[0]}"])
-    with pytest.raises(ValueError, match="model.path is not set"):
+    with pytest.raises(ValueError, match="model.path' is not set"):
         rl.run(cfg, tmp_path / "run")
+
+
+@pytest.mark.parametrize("override,field", [("optim.lr=-1e-3", "optim.lr"), ("optim.lr=.nan", "optim.lr"),
+                                            ("optim.betas=[0.9,1.5]", "optim.betas"),
+                                            ("optim.max_grad_norm=0", "optim.max_grad_norm")])
+def test_invalid_optimizer_values_are_refused_at_load(override, field):
+    with pytest.raises(ConfigError, match=rf"field '{field}'"):
+        load_config(rl.Config, None, [override])

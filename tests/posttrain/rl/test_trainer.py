@@ -16,6 +16,7 @@ import torch
 
 from posttrain.core.config import load_config
 from posttrain.core.data import DatasetError
+from posttrain.core.stop import EXIT_PREEMPTED
 from posttrain.rl import trainer as rl
 
 PLUGIN = Path(__file__).resolve().parents[1] / "plugins" / "digit_reward.py"
@@ -115,9 +116,10 @@ def test_sigterm_checkpoints_and_exits_cleanly(tiny_model, tiny_task, tmp_path):
     while time.time() < deadline and not (metrics.exists() and '"reward/mean"' in metrics.read_text()):
         time.sleep(0.1)
     p.send_signal(signal.SIGTERM)
-    assert p.wait(timeout=300) == 0
+    assert p.wait(timeout=300) == EXIT_PREEMPTED  # a scheduler must not count a preempted job as a success
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["interrupted"] is True and 0 < summary["steps"] < 200
+    assert summary["interrupted"] is True and summary["preempted"] is True and 0 < summary["steps"] < 200
+    assert not (tmp_path / "run" / "final").exists() and summary["final_model"] is None
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == f"step-{summary['steps']:06d}"
 
 
