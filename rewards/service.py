@@ -101,7 +101,7 @@ class _Worker:
         env.setdefault("OMP_NUM_THREADS", "1")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rewards.worker", str(r_in), str(w_out), str(pool.memory_mb)],
+                [sys.executable, "-m", "rewards.worker", str(r_in), str(w_out), str(pool.memory_mb), str(os.getpid())],
                 pass_fds=(r_in, w_out), stdin=subprocess.DEVNULL, stdout=sys.__stderr__.fileno()
                 if sys.__stderr__ else None, env=env, start_new_session=True, close_fds=True,
             )

@@ -1,7 +1,12 @@
-"""The child side of the reward worker pool: `python -m rewards.worker FD_IN FD_OUT MEM_MB`.
+"""The child side of the reward worker pool: `python -m rewards.worker FD_IN FD_OUT MEM_MB [PARENT_PID]`.
 
 A fresh interpreter (not a fork of a threaded trainer), in its own session so the
-parent can kill it and everything it started. It reads tasks from FD_IN and writes
+parent can kill it and everything it started. It dies with its parent whatever the
+plugin does: on Linux the kernel SIGKILLs it when the parent dies (PR_SET_PDEATHSIG; a
+watchdog thread never runs while a plugin holds the GIL, e.g. in catastrophic regex
+backtracking), and a forked sentinel then SIGKILLs the worker's process group, so the
+plugin's own subprocesses die too. (The kernel ties the signal to the parent *thread*
+that started the worker: start pools from long-lived threads.) It reads tasks from FD_IN and writes
 one message per scored sample to FD_OUT, so the parent knows which call is running
 and can time out exactly that one.
 
@@ -14,8 +19,10 @@ kwargs, completions, samples, timeout_s). Worker -> parent: ("ready", {name: err
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import resource
+import signal
 import sys
 import threading
 import time
@@ -36,8 +43,51 @@ def _limit_memory(mb: int) -> None:
         pass
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _on_parent_death(sig: int) -> bool:
+    """Ask the kernel to send `sig` when our parent dies; False where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+        return False
+
+
+def _sentinel(worker: int) -> None:
+    """A forked child of the worker that holds no lock and no pipe: when the worker dies
+    (killed with its parent, timed out, or exiting), it kills the worker's process group,
+    the plugin's subprocesses included, then itself."""
+    os.closerange(3, 1 << 16)  # never keep the worker's pipes open
+    group = os.getpgid(0)
+
+    def kill_group(*_: object) -> None:
+        os.killpg(group, signal.SIGKILL)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, kill_group)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _on_parent_death(signal.SIGTERM)
+    if os.getppid() != worker:  # the worker died before the request took effect
+        kill_group()
+    while True:
+        signal.pause()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Kernel-enforced death with the parent (Linux), and the sentinel for our group."""
+    if _on_parent_death(signal.SIGKILL):
+        worker = os.getpid()
+        if os.fork() == 0:
+            _sentinel(worker)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _exit_with_parent() -> None:
-    """If the parent dies (even by SIGKILL), a worker stuck in a plugin must not live on."""
+    """Fallback without prctl: a watchdog thread (runs only while a plugin lets go of the GIL)."""
     parent = os.getppid()
 
     def watch() -> None:
@@ -108,6 +158,7 @@ def serve(conn_in, conn_out) -> None:
 
 def main() -> None:
     fd_in, fd_out, mem_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    _die_with_parent(int(sys.argv[4]) if len(sys.argv) > 4 else os.getppid())
     _limit_memory(mem_mb)
     _exit_with_parent()
     conn_in = Connection(fd_in, writable=False)

@@ -93,3 +93,13 @@ def batched_len(completions, samples):
 
 
 batched_len.batched = True
+
+
+def gil_bound_with_child(completion, sample):
+    """Starts a subprocess, then holds the GIL for ever (catastrophic regex backtracking):
+    a watchdog thread in the worker never runs again."""
+    import re
+    import subprocess
+
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    return float(bool(re.match(r"(a+)+$", "a" * 64 + "b")))

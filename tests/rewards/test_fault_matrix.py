@@ -122,6 +122,42 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_workers_stuck_holding_the_gil_die_with_their_parent_and_take_their_children(tmp_path, sig):
+    """A plugin in a GIL-holding call that started its own subprocess: killing the scoring
+    process kills the worker (kernel parent-death signal) and the plugin's subprocess."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\nsys.path.insert(0, %r)\n"
+        "from rewards.scorer import Scorer\n"
+        "s = Scorer([%r], workers=1, timeout_s=600)\n"
+        "s.score(['a'], [{}])\n" % (os.getcwd(), plugin("gil_bound_with_child")))
+    proc = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.monotonic() + 60
+    tree: list = []
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        if any("time.sleep(3600)" in " ".join(p.cmdline()) for p in tree):
+            break
+    assert any("time.sleep(3600)" in " ".join(p.cmdline()) for p in tree), "the plugin never started its child"
+    time.sleep(0.5)  # the worker is in the regex now
+    os.kill(proc.pid, getattr(signal, sig))
+    proc.wait(10)
+    gone, alive = psutil.wait_procs(tree, timeout=10)
+    left = [(p.pid, p.cmdline()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:
+        p.kill()
+    assert not left, f"left alive after the parent's {sig}: {left}"
+
+
 def test_a_timeout_kills_the_worker_process(no_children_left):
     import psutil
 
