@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from hints.hard import HARD_RULES
 from hints.inject import DEFAULT_TEMPLATE, check_template
@@ -52,6 +52,13 @@ class HintsConfig(Section):
             raise ValueError("hints.search=bisect needs rounds of sampling one after another; the search now runs "
                              "inside one RL step at every level at once: use hints.search=linear")
         return v
+
+    @model_validator(mode="after")
+    def _teacher_named(self) -> "HintsConfig":
+        if self.enabled and self.source == "teacher" and not self.teacher:
+            raise ValueError("hints.source=teacher needs hints.teacher=MODEL_FOLDER (the model that writes the "
+                             "hints)")
+        return self
 
     @field_validator("template")
     @classmethod

@@ -11,17 +11,14 @@ import time
 from typing import Any, Callable
 
 from rewards.api import RewardError
+from rollouts.cluster import RayCluster
 
 
 def ensure_ray(num_cpus: int | None = None) -> bool:
-    """Start a local Ray if none is running; True if we started it (and must stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
-             log_to_driver=False, configure_logging=False)
-    return True
+    """Join the running Ray (a trainer starts it first, with the run's settings), or start
+    a local one through the one code path (rollouts.cluster) when used alone (`posttrain
+    rewards score`); True if we started it (and must stop it)."""
+    return RayCluster(None, num_cpus).owned
 
 
 class ActorHandle:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
-from rollouts.vllm_engine import VLLMEngine, engine_env
+from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,12 @@ class _EngineActor:
     """The actor body (wrapped with ray.remote at pool start)."""
 
     def __init__(self, model: str, engine_kwargs: dict[str, Any]):
+        engine_kwargs = dict(engine_kwargs)
+        index = engine_kwargs.pop("bind_index", None)
+        if index is not None:  # engine.cpu_threads=all: a share of this node's cores, set before vLLM starts
+            cpus = node_cpu_binding(index)
+            if cpus:
+                os.environ.update(VLLM_CPU_OMP_THREADS_BIND=cpus, OMP_NUM_THREADS=str(count_cpus(cpus)))
         self.engine = VLLMEngine(model, **engine_kwargs)
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"  # tells a restarted actor from the old one
 
@@ -59,12 +65,35 @@ class _EngineActor:
         return os.getpid()
 
 
-def split_cpus(n_actors: int, n_cpus: int) -> list[str | None]:
-    """Disjoint core ranges per actor on one node: 2 actors on 2 cores -> ['0', '1']."""
-    if n_actors > n_cpus:
+def split_cpus(n_actors: int, cores: int | Sequence[int]) -> list[str | None]:
+    """Disjoint core sets per actor on one node: 2 actors on 2 cores -> ['0', '1'];
+    on cores [4, 5, 6, 7] -> ['4-5', '6-7']; None each when there are fewer cores than actors."""
+    cores = sorted(range(cores) if isinstance(cores, int) else cores)
+    if n_actors > len(cores):
         return [None] * n_actors
-    per = n_cpus // n_actors
-    return [f"{i * per}-{(i + 1) * per - 1}" if per > 1 else str(i * per) for i in range(n_actors)]
+    per = len(cores) // n_actors
+    return [_core_spec(cores[i * per:(i + 1) * per]) for i in range(n_actors)]
+
+
+def _core_spec(cores: list[int]) -> str:
+    if len(cores) > 1 and cores[-1] - cores[0] == len(cores) - 1:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))
+
+
+def node_cpu_binding(index: int) -> str | None:
+    """Inside engine actor `index` (its placement-group bundle): its share of *this* node's
+    cores, split among the pool's actors placed on the same node. Computed here, not on
+    the driver, whose core count says nothing about other nodes."""
+    from ray.util import get_current_placement_group, placement_group_table
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    pg = get_current_placement_group()
+    if pg is None:
+        return _core_spec(cores)
+    nodes = {int(k): v for k, v in placement_group_table(pg)["bundles_to_node_id"].items()}
+    peers = sorted(k for k, node in nodes.items() if node == nodes[index])
+    return split_cpus(len(peers), cores)[peers.index(index)]
 
 
 class RolloutPool:
@@ -97,11 +126,11 @@ class RolloutPool:
                              trust_remote_code=trust_remote_code, chunked_prefill=engine.chunked_prefill,
                              max_num_batched_tokens=engine.max_num_batched_tokens,
                              max_num_seqs=engine.max_num_seqs)
-        cpus = self._cpu_binding(engine)
+        split_here = engine.cpu_threads == "all" and device == "cpu"  # each actor splits its own node's cores
         remote_cls = ray.remote(actor_cls or _EngineActor)  # tests inject faulty actors
         self.actors = []
         for i in range(engine.num_actors):
-            env = engine_env(device, engine.kv_cache_gib, cpus[i])
+            env = engine_env(device, engine.kv_cache_gib, None if split_here else engine.cpu_threads)
             if device != "cpu":
                 env["VLLM_TARGET_DEVICE"] = "cuda"
             self.actors.append(remote_cls.options(
@@ -110,15 +139,9 @@ class RolloutPool:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=self.pg, placement_group_bundle_index=i),
                 runtime_env={"env_vars": env},
-            ).remote(model, engine_kwargs))
+            ).remote(model, {**engine_kwargs, "bind_index": i} if split_here else engine_kwargs))
         self.info = ray.get([a.ready.remote() for a in self.actors], timeout=engine.start_timeout_s)
         self.incarnations = [info["incarnation"] for info in self.info]
-
-    @staticmethod
-    def _cpu_binding(engine: Any) -> list[str | None]:
-        if engine.cpu_threads == "all":
-            return split_cpus(engine.num_actors, os.cpu_count() or 1)
-        return [engine.cpu_threads] * engine.num_actors
 
     # ------------------------------------------------------------------ weights
 

@@ -32,6 +32,7 @@ CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summa
 CHECKPOINTS_DIR, FINAL_DIR, INIT_MODEL_DIR = "checkpoints", "final", "init_model"
 # Stage outputs that later stages (and rounds) read.
 HINTS_STATE_FILE = "hints_state.json"  # rl: the hint scheduler's state (hints.init_state of a later round)
+TEACHER_CACHE_FILE = "hint_cache.jsonl"  # rl with hints.source=teacher: the teacher's hints (default cache)
 PROMPT_ACCURACY_FILE = "prompt_accuracy.jsonl"  # rft, filter: {"id", "accuracy", "n"} per prompt
 RL_PROMPTS_FILE = "rl_prompts.jsonl"  # rft, filter: rows with 0 < accuracy < 1
 SCORED_FILE = "scored.jsonl"  # rft: every sample with its reward (input of `posttrain data pairs`)

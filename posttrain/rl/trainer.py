@@ -18,23 +18,28 @@ from typing import Any, Iterator
 
 import torch
 
+from hints.probe import prompt_encoder
 from hints.sampler import Draw, HintSampler
+from hints.sources import TeacherHints
 from posttrain.advantages import group_advantages
 from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from posttrain.core.config import ConfigError
 from posttrain.core.data import PromptSampler, check_prompt_lengths, dataset_fingerprint, load_rows
 from posttrain.core.models import load_policy, save_hf
 from posttrain.core.progress import StepProgress
-from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, RunDir
+from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, TEACHER_CACHE_FILE, RunDir
 from posttrain.core.seeding import set_rng_state, set_seed
 from posttrain.core.stop import StopFlag
 from posttrain.rl.config import Config
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.policy_losses import POLICY_LOSSES
 from posttrain.rl.update import UpdateResult, gspo_update
+from rewards.resolve import resolve_reward
 from rewards.scorer import Scorer
 from rollouts.evaluate import encode_rows, greedy_eval
+from rollouts.cluster import RayCluster
 from rollouts.factory import make_generator
+from rollouts.hf import HFGenerator
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,28 @@ def outputs(cfg: Config, stage_dir: Path) -> dict[str, str | None]:
     """What an rl stage leaves for later stages: its model and (with hints) the hint state."""
     return {"model": str(stage_dir / FINAL_DIR),
             "hints": str(stage_dir / HINTS_STATE_FILE) if cfg.hints.enabled else None}
+
+
+def start_ray(cfg: Config) -> RayCluster | None:
+    """Start or join Ray once, with the run's `ray` settings (address, num_cpus, namespace),
+    when the rollouts or a reward service (judge, reward model) need it; the pool and the
+    services then join this cluster instead of starting one with defaults."""
+    rewards = [cfg.reward, cfg.eval.reward, *(e.reward for e in cfg.eval.extra_evals)]
+    services = any(resolve_reward(c.name).service for r in rewards for c in r.components)
+    if cfg.rollout.backend != "vllm" and not services:
+        return None
+    return RayCluster(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
+
+
+def teacher_hints(cfg: Config, run_dir: Path) -> TeacherHints | None:
+    """hints.source=teacher: the teacher model (in-process, greedy) writes each missing
+    hint once; hints are cached in hints.cache_path (default RUN_DIR/hint_cache.jsonl)."""
+    h = cfg.hints
+    if not (h.enabled and h.source == "teacher"):
+        return None
+    teacher = HFGenerator(h.teacher, device=cfg.model.device)
+    return TeacherHints(teacher, prompt_encoder(teacher.tokenizer), h.teacher,
+                        h.cache_path or run_dir / TEACHER_CACHE_FILE)
 
 
 def draw_key(draw: Draw) -> str:
@@ -86,12 +113,14 @@ class GSPOTrainer:
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
+        self.cluster = start_ray(cfg)  # before any reward service could start Ray with other settings
         self.scorer = Scorer.from_config(cfg.reward)
         self.eval_scorer = Scorer.from_config(cfg.eval.reward, max_failed_fraction=1.0)  # an eval never aborts
         self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], Scorer.from_config(e.reward, max_failed_fraction=1.0))
                             for e in cfg.eval.extra_evals]
         self.eval_hooks: list[Any] = []  # fn(step, metrics) -> extra metrics (or None), after each eval
-        self.hints = HintSampler(cfg.hints, self.rows, threshold=cfg.reward.threshold)
+        self.teacher = teacher_hints(cfg, self.run.path)
+        self.hints = HintSampler(cfg.hints, self.rows, threshold=cfg.reward.threshold, source=self.teacher)
         if ckpt:
             self._load(ckpt)
         self.generator = make_generator(cfg.rollout.backend, model_path, cfg.engine, cfg.ray, cfg.model.device,
@@ -295,10 +324,13 @@ class GSPOTrainer:
         return None
 
     def close(self) -> None:
-        for closer in (getattr(self, "generator", None), getattr(self, "scorer", None),
+        for closer in (getattr(self, "generator", None), getattr(getattr(self, "teacher", None), "generator", None),
+                       getattr(self, "scorer", None),
                        getattr(self, "eval_scorer", None), *(s for _, _, s in getattr(self, "extra_evals", []))):
             if closer is not None:
                 try:
                     closer.close()
                 except Exception as e:  # cleanup must not hide the real error
                     log.warning("close failed: %s", e)
+        if getattr(self, "cluster", None) is not None:
+            self.cluster.close()

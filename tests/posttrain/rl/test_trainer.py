@@ -242,3 +242,29 @@ def test_plain_hint_training_refuses_engine_logprobs():
         rl.Config.model_validate({"hints": {"enabled": True, "train_prompt": "plain"},
                                   "algo": {"old_logprobs": "engine"}})
     rl.Config.model_validate({"hints": {"enabled": True, "train_prompt": "plain"}})
+
+
+def test_teacher_hints_from_the_config(tiny_model, tiny_task, tmp_path):
+    """hints.source=teacher builds the teacher source from hints.teacher (a tiny local model):
+    prompts that turn hard get teacher-written hints, cached in RUN_DIR/hint_cache.jsonl."""
+    from posttrain.core.config import ConfigError
+
+    rows = Path(tiny_task[0]).read_text().splitlines()[:2]
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(rows) + "\n")  # 2 prompts, seen every step
+    with pytest.raises(ConfigError, match="hints.source=teacher needs hints.teacher"):
+        load_config(rl.Config, None, ["hints.enabled=true", "hints.source=teacher"])
+    ov = _overrides(tiny_model, (train, tiny_task[1]), steps=3, **{
+        "eval.every": 0, "rollout.prompts_per_step": 2, "hints.enabled": "true", "hints.source": "teacher",
+        f"hints.teacher": str(tiny_model), "hints.eval_hard_rows": 0, "reward.threshold": 2.0})
+    trainer = rl.GSPOTrainer(load_config(rl.Config, None, ov), tmp_path / "run")
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    teacher = trainer.teacher
+    assert summary["hints_hard_ids"] == 2  # threshold 2: every prompt is hard after one step
+    assert teacher.teacher == str(tiny_model) and teacher.generate_calls >= 1  # the teacher was asked
+    cache = [json.loads(x) for x in (tmp_path / "run" / "hint_cache.jsonl").read_text().splitlines()]
+    # an untrained teacher may answer with nothing: such a hint is recorded as a failure, not cached
+    assert len(cache) + len(teacher.failures) >= 2 and all(c["teacher"] == str(tiny_model) for c in cache)
