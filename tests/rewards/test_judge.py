@@ -49,10 +49,36 @@ def test_unparsable_judge_output_is_a_recorded_failure():
     assert "answer" in res[3].error
 
 
+class _PromptKeyedJudge:
+    """A deterministic judge model: answers only the exact prompts it was given (a wrong
+    prompt is a KeyError), as a real engine would be called."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers, self.calls = answers, []
+
+    def call(self, method, prompts, max_tokens, temperature):
+        self.calls.append((method, max_tokens, temperature))
+        return [self.answers[p] for p in prompts]
+
+
+def test_judge_sends_the_rendered_prompt_and_parses_the_answer():
+    sample = {"prompt": "What is 2+2?", "answer": "4"}
+    judge = JudgeReward.__new__(JudgeReward)
+    judge.template, judge.max_tokens, judge.temperature, judge.last_outputs = "reference", 8, 0.0, []
+    judge.handle = _PromptKeyedJudge({render_prompt("reference", "4", sample): "Score: 10",
+                                      render_prompt("reference", "five", sample): "Score: 1 (wrong)",
+                                      render_prompt("reference", "4?", sample): "Score: 6/10"})
+    res = judge.score(["4", "five", "4?"], [sample] * 3)
+    assert [r.value for r in res] == [1.0, 0.0, pytest.approx(5 / 9)] and all(r.error is None for r in res)
+    assert judge.handle.calls == [("generate", 8, 0.0)]  # one batched call with the configured sampling
+    assert judge.last_outputs == ["Score: 10", "Score: 1 (wrong)", "Score: 6/10"]
+
+
 @pytest.mark.engine
 @pytest.mark.timeout(600)
 def test_real_judge_engine_in_ray(tmp_path):
-    """A random tiny judge: its output is noise, so samples fail as unparsable (or score)."""
+    """A random tiny judge through the real engine: greedy output is deterministic and every
+    result is exactly the parse of the text the engine wrote."""
     import ray
 
     from posttrain.tasks.tiny import make_tiny_model
@@ -69,9 +95,14 @@ def test_real_judge_engine_in_ray(tmp_path):
         with Scorer([spec], max_failed_fraction=1.0) as scorer:
             batch = scorer.score(["4", "five"], [{"prompt": "What is 2+2?", "answer": "4"}] * 2)
             outputs = scorer.services[0].last_outputs
-        assert len(outputs) == 2
-        for r, e in zip(batch.rewards, batch.errors):
-            assert (r is None and e.startswith("judge: unparsable judge output")) or (0.0 <= r <= 1.0)
+            again = scorer.score(["4", "five"], [{"prompt": "What is 2+2?", "answer": "4"}] * 2)
+            assert scorer.services[0].last_outputs == outputs  # greedy: the same text twice
+        assert len(outputs) == 2 and again.rewards == batch.rewards
+        for text, r, e in zip(outputs, batch.rewards, batch.errors):  # each result is the parse of its text
+            if parse_score(text) is None:
+                assert r is None and e == f"judge: unparsable judge output: {text[:120]!r}"
+            else:
+                assert r == pytest.approx(parse_score(text)) and e is None
     finally:
         if owns:
             ray.shutdown()

@@ -86,6 +86,7 @@ def test_killed_actor_is_restarted_synced_and_units_done_once(pool, hf_model, ti
     tok = AutoTokenizer.from_pretrained(tiny_model)
     pool.update_weights(hf_model.state_dict(), version=8)
     pid = ray.get(pool.actors[0].pid.remote())
+    incarnation, restarts = pool.incarnations[0], pool.restarts
     prompts = _prompts(tok, 4)
     spec = SamplingSpec(n=3, max_tokens=8, seed=4)
     expected = pool.generate(prompts, spec, step=9)
@@ -96,7 +97,8 @@ def test_killed_actor_is_restarted_synced_and_units_done_once(pool, hf_model, ti
     assert ray.get(pool.actors[0].pid.remote()) != pid
     assert all(r.weight_version == 8 for r in out)  # restarted engine got the current weights first
     assert [r.token_ids for r in out] == [r.token_ids for r in expected]
-    assert pool.restarts >= 0
+    assert pool.incarnations[0] != incarnation  # the pool saw the new incarnation (and synced it) ...
+    assert pool.restarts == restarts  # ... which Ray restarted: no weight-sync failure made the pool kill one
 
 
 def test_large_batch_of_seeded_units_needs_no_chunked_prefill(pool, tiny_model):

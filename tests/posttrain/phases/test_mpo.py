@@ -25,6 +25,19 @@ def _cfg(tmp_path, train, extra=()):
         "train.max_steps=2", *extra])
 
 
+def _policy_terms(trainer, batch):
+    """(chosen log-prob sums, rejected log-prob sums, chosen NLL) of the policy, by hand."""
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+        mask = batch["completion_mask"][:, 1:].float()  # (2B, T-1)
+        seq = (logp * mask).sum(-1)
+        nll = -seq / mask.sum(-1)
+    assert len(set(mask.sum(-1).tolist())) == 1  # equal lengths: token-mean NLL == mean of per-seq NLL
+    pc, pr = seq.chunk(2)
+    return pc, pr, nll.chunk(2)[0]
+
+
 def test_trainer_loss_equals_mpo_loss_with_delta(tmp_path):
     from posttrain.core.run_dir import RunDir
     from posttrain.losses import mpo_loss
@@ -42,16 +55,8 @@ def test_trainer_loss_equals_mpo_loss_with_delta(tmp_path):
     trainer.model.train()  # delta moves on training batches only
     batch = next(iter(trainer.get_train_dataloader()))
     loss = trainer._compute_loss(trainer.model, batch, False)
-
-    with torch.no_grad():
-        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
-        mask = batch["completion_mask"][:, 1:].float()  # (2B, T-1)
-        seq = (logp * mask).sum(-1)
-        nll = -seq / mask.sum(-1)
-    assert len(set(mask.sum(-1).tolist())) == 1  # equal lengths: token-mean NLL == mean of per-seq NLL
-    pc, pr = seq.chunk(2)
-    expected, metrics = mpo_loss(pc, pr, batch["ref_chosen_logps"], batch["ref_rejected_logps"], nll.chunk(2)[0],
+    pc, pr, nll = _policy_terms(trainer, batch)
+    expected, metrics = mpo_loss(pc, pr, batch["ref_chosen_logps"], batch["ref_rejected_logps"], nll,
                                  beta=0.5, delta=0.7)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-4, atol=1e-5)
     # delta is the running mean of batch mean rewards: (0.7 * 3 + this batch's mean) / 4
@@ -61,6 +66,7 @@ def test_trainer_loss_equals_mpo_loss_with_delta(tmp_path):
 
 def test_without_delta_is_trls_stock_mix(tmp_path):
     from posttrain.core.run_dir import RunDir
+    from posttrain.losses import mpo_loss
     from posttrain.phases import mpo
     from posttrain.phases.pairs import load_pairs
     from posttrain.phases.trl_common import resolve_model_path
@@ -72,8 +78,12 @@ def test_without_delta_is_trls_stock_mix(tmp_path):
     trainer.delta = mpo.RunningMean(5.0, 1)  # ignored
     trainer.model.train()
     batch = next(iter(trainer.get_train_dataloader()))
-    trainer._compute_loss(trainer.model, batch, False)
-    assert trainer.delta.count == 1
+    loss = trainer._compute_loss(trainer.model, batch, False)
+    pc, pr, nll = _policy_terms(trainer, batch)
+    stock, _ = mpo_loss(pc, pr, batch["ref_chosen_logps"], batch["ref_rejected_logps"], nll,
+                        beta=trainer.beta, delta=0.0)  # no shift: TRL's sigmoid + bco_pair + sft mix
+    torch.testing.assert_close(loss.detach(), stock, rtol=1e-4, atol=1e-5)
+    assert trainer.delta.count == 1 and trainer.delta.mean == 5.0  # neither used nor updated
 
 
 def test_tiny_config_raises_heldout_margin(tmp_path):

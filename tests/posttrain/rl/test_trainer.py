@@ -196,8 +196,9 @@ def test_hints_raise_levels_on_hard_prompts_and_eval_them_without_hints(tiny_mod
     assert hard_evals and all(r["hints/hard_prompts"] == 4.0 for r in hard_evals)
     assert all(r["hints/hard_pass_rate_no_hint"] == 0.0 for r in hard_evals)
     assert summary["hints_hard_ids"] == 4
-    state = json.loads((tmp_path / "run" / "hints_state.json").read_text())
-    assert state  # the scheduler's per-prompt levels, for the next round's hints.init_state
+    state = json.loads((tmp_path / "run" / "hints_state.json").read_text())  # the next round's hints.init_state
+    assert set(state["prompts"]) == {r["id"] for r in load_rows(train)}
+    assert all(p["level"] >= 3 and len(p["history"]) == 4 for p in state["prompts"].values()), state
 
 
 @pytest.mark.parametrize("train_prompt", ["hinted", "plain"])

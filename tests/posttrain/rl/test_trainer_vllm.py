@@ -22,7 +22,13 @@ def test_rl_on_ray_vllm_syncs_versions_and_cleans_up(tiny_model, tiny_task, tmp_
           "rollout.max_new_tokens=6", "train.steps=3", "eval.every=0", "optim.lr=1e-3", "algo.eps_low=0.2",
           "algo.eps_high=0.2", "engine.max_model_len=256", "ray.num_cpus=2",
           f"reward.components=[{{name: '{PLUGIN}:digit_fraction'}}]", "reward.workers=1"]
-    summary = rl.run(load_config(rl.Config, None, ov), tmp_path / "run")
+    trainer = rl.GSPOTrainer(load_config(rl.Config, None, ov), tmp_path / "run")
+    try:
+        summary = trainer.fit()
+        engines = ray.get([a.state.remote() for a in trainer.generator.actors])  # ask the engines themselves
+    finally:
+        trainer.close()
+    assert [version for _, version in engines] == [3]  # the engine holds the weights of the last step
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [l for l in lines if "reward/mean" in l]
     assert [l["weight_version"] for l in steps] == [1.0, 2.0, 3.0]
