@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from hints.cli import hints_app
 from posttrain.core.stop import EXIT_PREEMPTED
@@ -43,11 +43,10 @@ class _Group(TyperGroup):
     """Any unexpected exception of a command becomes one line on stderr and exit code 1;
     `posttrain --debug ...` (or POSTTRAIN_DEBUG=1) shows the traceback instead."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, typer.Exit,
-                KeyboardInterrupt):
+        except (TyperException, typer.Exit, typer.Abort, KeyboardInterrupt):  # usage errors, exits: as they are
             raise
         except Exception as e:
             if DEBUG["on"] or os.environ.get("POSTTRAIN_DEBUG"):

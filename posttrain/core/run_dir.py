@@ -44,6 +44,8 @@ RESUME_MAY_CHANGE = ("train.steps", "train.max_steps", "train.checkpoint_every",
                      "train.save_steps", "train.save_total_limit", "train.logging_steps", "eval.every",
                      "ray.", "rollout.timeout_s", "rollout.sync_timeout_s", "rollout.max_restarts",
                      "engine.start_timeout_s")
+# What a start that failed before its first step leaves (bad data, a missing model): no run to lose.
+NOT_A_RUN_YET = {CONFIG_FILE, INPUTS_FILE, INIT_MODEL_DIR}
 RUN_MARKERS = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, "pipeline.yaml")  # a folder holding one is a posttrain run
 
 
@@ -81,7 +83,7 @@ def claim_run_dir(path: str | Path, resume: bool = False, force: bool = False, f
     """The directory a command may write its run into. A non-empty one is refused unless
     the run is resumed, or `force` replaces it (only a posttrain run directory is deleted)."""
     path = Path(path)
-    if path.is_dir() and any(path.iterdir()) and not resume:
+    if path.is_dir() and {p.name for p in path.iterdir()} - NOT_A_RUN_YET and not resume:
         if not force:
             raise RunDirError(f"{flag} {path} is not empty (it holds an earlier run); pass --resume {path} to "
                               f"continue it, --force to replace it, or choose another {flag}")
@@ -168,6 +170,7 @@ class RunDir:
         new = flat_config(cfg.model_dump(mode="json"))
         saved_path = self.path / CONFIG_FILE
         if not (resume and saved_path.is_file()):
+            shutil.rmtree(self.path / INIT_MODEL_DIR, ignore_errors=True)  # never reuse another start's tiny model
             self.write_config(cfg)
             atomic_write_text(self.path / INPUTS_FILE, json.dumps(input_files(new), indent=2) + "\n")
             return

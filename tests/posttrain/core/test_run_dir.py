@@ -22,6 +22,8 @@ def test_claim_refuses_a_non_empty_dir_and_force_replaces_only_runs(tmp_path):
     assert claim_run_dir(run) == run and run.is_dir()
     claim_run_dir(run)  # empty: fine
     (run / CONFIG_FILE).write_text("phase: sft\n")
+    claim_run_dir(run)  # a start that failed before its first step (bad data): nothing to lose
+    (run / "metrics.jsonl").write_text("{}\n")
     with pytest.raises(RunDirError, match="not empty .* --resume .* --force"):
         claim_run_dir(run)
     assert claim_run_dir(run, resume=True) == run and (run / CONFIG_FILE).is_file()
