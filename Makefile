@@ -8,7 +8,7 @@ STAMP := $(VENV)/.posttrain-installed
 TORCH_CPU := torch==2.13.0+cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
-.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo
+.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos
 
 setup: $(STAMP)
 
@@ -55,3 +55,8 @@ hints-ablation: setup
 # Alignment RL: SFT on unconstrained 1-digit addition, then `posttrain align` (docs/align.md).
 align-demo: setup
 	$(BIN)/python -m posttrain.pipeline.align_demo --run-dir runs/align-demo
+
+# Chaos: the Keye recipe (shortened) while pipeline, engine actor and reward worker are SIGKILLed in
+# turn at seeded moments, resumed with --resume; writes runs/chaos/summary.json (docs/reliability.md).
+chaos: setup
+	$(BIN)/python scripts/chaos.py --out runs/chaos
