@@ -36,8 +36,8 @@ from posttrain.rl.policy_losses import POLICY_LOSSES
 from posttrain.rl.update import UpdateResult, gspo_update
 from rewards.resolve import resolve_reward
 from rewards.scorer import Scorer
-from rollouts.evaluate import encode_rows, greedy_eval
 from rollouts.cluster import RayCluster
+from rollouts.evaluate import encode_rows, greedy_eval
 from rollouts.factory import make_generator
 from rollouts.hf import HFGenerator
 from rollouts.types import PromptInput, Rollout, SamplingSpec
