@@ -49,3 +49,16 @@ def test_missing_model_path_is_a_clear_error(tmp_path, tiny_task):
     cfg = load_config(rl.Config, None, [f"data.train={tiny_task[0]}"])
     with pytest.raises(ValueError, match="model.path is not set"):
         rl.run(cfg, tmp_path / "run")
+
+
+def test_speed_sections_are_documented_in_rl_help():
+    """Every key of issue 16's sections appears in `posttrain rl --help` (the phase table's text)."""
+    from posttrain.phases import PHASES
+    from posttrain.rl.config import DynamicSamplingConfig, OffPolicyConfig, OverlongConfig
+
+    text = PHASES["rl"].help
+    assert "rollout.max_staleness" in text and "rollout.partial_rollouts" in text
+    for section, cls in (("dynamic_sampling", DynamicSamplingConfig), ("off_policy", OffPolicyConfig),
+                         ("overlong", OverlongConfig)):
+        block = text.split(f"{section}.{{", 1)[1].split("}", 1)[0]
+        assert [f for f in cls.model_fields if f not in block] == [], section
