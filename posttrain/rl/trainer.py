@@ -151,6 +151,7 @@ class GSPOTrainer:
         self.timings[f"time/{stage}"] = time.monotonic() - t0
 
     def train_step(self, step: int) -> dict[str, float]:
+        self.timings = {}
         with self.timed("generate"):
             draws, rollouts = self._pending.result() if self._pending else self.draw_and_generate(step)
             self._pending = None
@@ -159,7 +160,7 @@ class GSPOTrainer:
         hint_metrics = self.hints.update(list(zip(draws, self.groups(batch.rewards))))
         draws, rollouts, rewards, ds_metrics = self.dynamic_sampling(step, draws, rollouts, rewards)
         chosen, adv, select_metrics = self.select(draws, rollouts, rewards)
-        if self.cfg.rollout.max_staleness:  # generate step k+1 while step k updates
+        if self.cfg.rollout.max_staleness and step + 1 < self.cfg.train.steps:  # generate k+1 while k updates
             self._pending = self._prefetch.submit(self.draw_and_generate, step + 1, self.draw(step + 1))
         with self.timed("update"):
             upd = self.update(chosen, adv, step)
@@ -275,7 +276,9 @@ class GSPOTrainer:
         returns how many rollouts were restarted."""
         restarted = 0
         if self._pending is not None:
+            t0 = time.monotonic()
             draws, rollouts = self._pending.result()
+            self.timings["time/rollout_wait"] = time.monotonic() - t0  # generation that the update did not hide
             self.generator.update_weights(self.model.state_dict(), version)
             if self.cfg.rollout.partial_rollouts == "restart":
                 restarted, rollouts = len(rollouts), self.generate(draws, version)

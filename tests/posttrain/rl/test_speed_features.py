@@ -177,10 +177,10 @@ def _events(t: rl.GSPOTrainer) -> list[tuple[str, int, float, float]]:
 @pytest.mark.parametrize("partial", ["finish", "restart"])
 def test_one_step_off_policy_rollouts(tiny_model, tiny_task, tmp_path, partial):
     t = _trainer(tiny_model, tiny_task, tmp_path, "rollout.max_staleness=1", f"rollout.partial_rollouts={partial}",
-                 "rollout.prompts_per_step=4", "rollout.group_size=4")
+                 "rollout.prompts_per_step=4", "rollout.group_size=4", "train.steps=4")
     try:
         log = _events(t)
-        ms = [t.train_step(k) for k in range(3)]
+        ms = [t.train_step(k) for k in range(4)]
     finally:
         t.close()
     gens: dict = {}
@@ -189,13 +189,14 @@ def test_one_step_off_policy_rollouts(tiny_model, tiny_task, tmp_path, partial):
             gens.setdefault(e[1], e)
     assert gens[1][4].startswith("rollout")  # step 1's batch came from the background thread
     if partial == "finish":
-        assert [m["rollout/staleness_max"] for m in ms] == [0.0, 1.0, 1.0]
-        assert all(m["rollout/restarted"] == 0 for m in ms)
+        assert [m["rollout/staleness_max"] for m in ms] == [0.0, 1.0, 1.0, 1.0]
+        assert all(m["rollout/restarted"] == 0 for m in ms) and "time/rollout_wait" in ms[0]
         assert any(m.get("offpolicy/kl", -1) >= 0 for m in ms)  # engine vs trainer measured
     else:  # the in-flight batch is redone with the new weights: on-policy again
-        assert [m["rollout/staleness_max"] for m in ms] == [0.0, 0.0, 0.0]
-        assert all(m["rollout/restarted"] == 16 for m in ms)
+        assert [m["rollout/staleness_max"] for m in ms] == [0.0, 0.0, 0.0, 0.0]
+        assert [m["rollout/restarted"] for m in ms] == [16, 16, 16, 0]  # the last step prefetches nothing
     assert all(m["rollout/dropped_stale"] == 0 for m in ms)
+    assert t._pending is None  # nothing generated beyond train.steps
 
 
 def test_stale_samples_beyond_the_bound_are_not_trained_on(tiny_model, tiny_task, tmp_path):
