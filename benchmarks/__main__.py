@@ -14,7 +14,7 @@ from benchmarks.common import FULL, QUICK, log
 from benchmarks.model import make_bench_model
 from benchmarks.stats import load_results, loadavg, machine_info, merge_workload, write_results
 
-WORKLOADS = ("rollout", "rl_step", "accuracy", "rewards", "memory")
+WORKLOADS = ("rollout", "rl_step", "accuracy", "rewards", "memory", "ablation")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +36,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-prompts", type=int, default=None, help="rl_step: prompts per step (default 8)")
     p.add_argument("--rl-old-logprobs", default="engine", choices=("engine", "trainer"),
                    help="rl_step: posttrain's algo.old_logprobs (engine: the sampler's log-probs; trainer: recompute)")
+    p.add_argument("--variants", default="", help="ablation: comma-separated subset of benchmarks.ablation.VARIANTS")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -113,6 +114,11 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
         from benchmarks import accuracy
 
         return accuracy.run(out / "accuracy", sizes, quick=args.quick, sft=args.sft)
+    if name == "ablation":
+        from benchmarks import ablation
+
+        return ablation.run(out / "ablation", sizes, quick=args.quick, sft=args.sft,
+                            variants=[v for v in args.variants.split(",") if v] or None)
     raise ValueError(name)
 
 

@@ -81,6 +81,24 @@ class SharedPool:
         pass
 
 
+def shared_trainer(cfg: Any, run_dir: Path, shared: SharedPool) -> Any:
+    """posttrain's trainer on the one engine of this workload (started by the first trainer, then
+    reset to the trainer's starting weights), so repeats and variants do not pay its start-up."""
+    if shared.inner is not None:
+        orig = factory.make_generator
+        factory.make_generator = lambda *a, **k: shared
+        try:
+            pt = pt_side.make_trainer(cfg, run_dir, force_length=False)
+        finally:
+            factory.make_generator = orig
+        pt.generator.update_weights(pt.model.state_dict(), 0)
+    else:
+        pt = pt_side.make_trainer(cfg, run_dir, force_length=False)
+        shared.inner = pt.generator.inner
+        pt.generator.inner = shared
+    return pt
+
+
 def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None) -> tuple[dict, dict]:
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,18 +125,7 @@ def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: S
 
     budget, every = sizes.acc_budget_s, sizes.acc_eval_every_s
     cfg = pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact")
-    if shared.inner is not None:  # reuse the engine: reset it to the SFT weights
-        orig = factory.make_generator
-        factory.make_generator = lambda *a, **k: shared
-        try:
-            pt = pt_side.make_trainer(cfg, out / "posttrain", force_length=False)
-        finally:
-            factory.make_generator = orig
-        pt.generator.update_weights(pt.model.state_dict(), 0)
-    else:
-        pt = pt_side.make_trainer(cfg, out / "posttrain", force_length=False)
-        shared.inner = pt.generator.inner
-        pt.generator.inner = shared
+    pt = shared_trainer(cfg, out / "posttrain", shared)
     tok = pt.tok
 
     def acc(model: Any) -> float:

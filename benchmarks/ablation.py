@@ -1,0 +1,95 @@
+"""Workload `ablation`: held-out accuracy gain per second of posttrain's GSPO with and without
+each of issue 16's features, from the accuracy workload's SFT checkpoint and demo settings.
+
+Variants run one after another on one vLLM engine (reset to the SFT weights each time), each
+for the same training wall-time budget (evaluation excluded: its clock pauses), evaluated by
+the same HF greedy evaluator as the accuracy workload every `acc_eval_every_s`. A row's
+`gain_per_min` is the final held-out gain over the training time, per minute (results.json:
+details.ablation.variants).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import pt_side
+from benchmarks.accuracy import SharedPool, find_sft, shared_trainer
+from benchmarks.common import Sizes, log
+from benchmarks.stats import loadavg
+from posttrain.core.data import load_rows
+from rollouts.evaluate import hf_greedy_eval
+
+VARIANTS: dict[str, list[str]] = {
+    "baseline": [],
+    "dynamic_sampling": ["dynamic_sampling.enabled=true", "dynamic_sampling.max_rounds=3"],
+    "staleness1_tis": ["rollout.max_staleness=1", "off_policy.mode=tis"],
+    "staleness1_no_correction": ["rollout.max_staleness=1", "off_policy.mode=none"],
+    "overlong_mask": ["overlong.mode=mask"],
+    "all": ["dynamic_sampling.enabled=true", "rollout.max_staleness=1", "off_policy.mode=tis",
+            "overlong.mode=mask"],
+}
+
+
+def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
+        variants: list[str] | None = None) -> tuple[dict, dict]:
+    torch.set_num_threads(2)
+    out.mkdir(parents=True, exist_ok=True)
+    src = find_sft(out.parent / "accuracy", sizes, quick, sft)  # the accuracy workload's checkpoint
+    eval_rows = load_rows(src["eval"])[: sizes.acc_eval_rows]
+    names = variants or list(VARIANTS)
+    shared = SharedPool()
+    rows = []
+    try:
+        for name in names:
+            rows.append(one_variant(out / name, name, src, eval_rows, sizes, shared))
+    finally:
+        if shared.inner is not None:
+            shared.inner.close()
+    return {}, {**src, "budget_s": sizes.acc_budget_s, "eval_rows": len(eval_rows), "variants": rows}
+
+
+def one_variant(out: Path, name: str, src: dict, eval_rows: list, sizes: Sizes, shared: SharedPool) -> dict:
+    cfg = pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact",
+                              extra=VARIANTS[name] + [f"train.steps={10 ** 6}"])
+    pt = shared_trainer(cfg, out / "posttrain", shared)
+
+    def acc() -> float:
+        return hf_greedy_eval(pt.model, pt.tok, eval_rows, pt.eval_scorer, max_new_tokens=8, batch_size=100).accuracy
+
+    budget, every = sizes.acc_budget_s, sizes.acc_eval_every_s
+    acc0, clock, nxt, steps, load0 = acc(), 0.0, every, 0, loadavg()[:1]
+    curve, per_step = [(0.0, acc0)], []
+    try:
+        while clock < budget:
+            t = time.perf_counter()
+            m = pt.train_step(steps)
+            clock += time.perf_counter() - t
+            steps += 1
+            per_step.append({k: round(v, 4) for k, v in m.items()
+                             if k.startswith(("time/", "rl/ds_rounds", "rl/groups_", "rl/truncated", "offpolicy/",
+                                              "rollout/"))})
+            if clock >= nxt or clock >= budget:
+                curve.append((round(clock, 2), acc()))
+                nxt += every
+    finally:
+        pt.close()
+    gain = curve[-1][1] - acc0
+    rec = {"variant": name, "overrides": VARIANTS[name], "sft_accuracy": acc0, "final": curve[-1][1], "gain": gain,
+           "gain_per_min": round(60 * gain / clock, 4), "train_s": round(clock, 2), "steps": steps,
+           "curve": curve, "loadavg_1m": load0 + loadavg()[:1], "means": _means(per_step)}
+    log(f"ablation {name}: {acc0:.3f} -> {curve[-1][1]:.3f} in {clock:.0f}s ({steps} steps), "
+        f"{rec['gain_per_min']:+.3f}/min")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "record.json").write_text(json.dumps({**rec, "per_step": per_step}, indent=2))
+    return rec
+
+
+def _means(per_step: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for m in per_step for k in m}
+    return {k: round(sum(m[k] for m in per_step if k in m) / sum(1 for m in per_step if k in m), 4)
+            for k in sorted(keys)}
