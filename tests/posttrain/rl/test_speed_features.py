@@ -217,3 +217,29 @@ def test_doctests(module):
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_logprobs_keep_only_the_response_logits(tiny_model):
+    """The LM head runs on the response positions only (logits_to_keep); the log-probs are those of
+    the full forward (a model without logits_to_keep takes the fallback path)."""
+    from posttrain.rl.logprobs import collate, response_logprobs
+
+    model, _ = load_policy(str(tiny_model), "float32", "cpu")
+
+    class NoKeep(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.seen = inner, []
+
+        def forward(self, input_ids, attention_mask, position_ids, use_cache):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache)
+            self.seen.append(out.logits.shape[1])
+            return out
+
+    batch = collate([[1, 2, 3, 4], [5, 6]], [[7, 8], [9, 10, 11]], 0)
+    full = NoKeep(model)
+    with torch.no_grad():
+        ref, fast = response_logprobs(full, batch), response_logprobs(model, batch)
+    assert full.seen == [7]  # the fallback computed every position's logits
+    torch.testing.assert_close(fast, ref, atol=1e-6, rtol=0)
