@@ -120,16 +120,20 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None) ->
     return headline, details
 
 
-def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: Sizes, shared: SharedPool) -> dict:
+def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: Sizes, shared: SharedPool,
+               cfg: Any = None, trl_reward: Any = exact_match) -> dict:
+    """One race from src["sft"]: posttrain with `cfg` (default: the demo's GSPO settings, exact match)
+    against TRL with the same settings and `trl_reward`, each evaluated by posttrain's eval reward."""
     from transformers import TrainerCallback
 
     budget, every = sizes.acc_budget_s, sizes.acc_eval_every_s
-    cfg = pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact")
+    cfg = cfg or pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact")
     pt = shared_trainer(cfg, out / "posttrain", shared)
     tok = pt.tok
+    max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
 
     def acc(model: Any) -> float:
-        return hf_greedy_eval(model, tok, eval_rows, pt.eval_scorer, max_new_tokens=8, batch_size=100).accuracy
+        return hf_greedy_eval(model, tok, eval_rows, pt.eval_scorer, max_new_tokens=max_new, batch_size=100).accuracy
 
     acc0 = acc(pt.model)
     st = {"pt_clock": 0.0, "trl_clock": 0.0, "pt_next": every, "trl_next": every, "pt_steps": 0}
@@ -167,7 +171,7 @@ def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: S
     tcfg = trl_side.gspo_config(out / "trl", r.prompts_per_step, r.group_size, r.max_new_tokens, cfg.optim.lr,
                                 100000, cfg.algo.num_minibatches, *clip,
                                 seed=cfg.train.seed, temperature=r.temperature)
-    reward = trl_side.TokenCounter(exact_match)
+    reward = trl_side.TokenCounter(trl_reward)
     load0 = loadavg()[:1]
     try:
         trainer = trl_side.make_trainer(src["sft"], train_rows, reward, tcfg, [Alternate()])

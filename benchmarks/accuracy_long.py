@@ -1,0 +1,54 @@
+"""Workload `accuracy_long`: the time-to-accuracy race where generation matters.
+
+Same race as the accuracy workload (benchmarks.accuracy.one_repeat: posttrain and TRL
+alternate, equal training wall time, evaluation excluded), but on the 27M benchmark model
+(random init, the rl_step workload's model) with responses of up to 64 new tokens, so that
+generation is a real share of each step. The task is dense: the reward is `digit_share`
+(share of digits in the response), and the held-out "accuracy" is its mean over greedy
+completions of held-out prompts; both contenders start from the same weights. Headline:
+`time_to_accuracy_gain_vs_trl_long` = posttrain's gain / TRL's gain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from benchmarks import pt_side
+from benchmarks.accuracy import SharedPool, one_repeat
+from benchmarks.common import Sizes
+from benchmarks.model import addition_rows, make_bench_model
+from benchmarks.rewards_fn import digit_share
+from benchmarks.stats import ratio_stats
+from posttrain.core.data import load_rows, write_jsonl
+
+REWARD = "benchmarks.rewards_fn:digit_share"
+NEW_TOKENS, PROMPTS, GROUP, LR = 64, 8, 8, 1e-4
+
+
+def run(out: Path, sizes: Sizes, quick: bool = False, overrides: list[str] = ()) -> tuple[dict, dict]:
+    torch.set_num_threads(2)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir, params = make_bench_model(out.parent / "model")
+    write_jsonl(out / "train.jsonl", addition_rows(2000, seed=5))
+    write_jsonl(out / "eval.jsonl", addition_rows(sizes.acc_eval_rows, seed=6))
+    src = {"sft": str(model_dir), "train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
+           "source": f"the {params / 1e6:.1f}M benchmark model (random init)"}
+    tokens = 16 if quick else NEW_TOKENS
+    cfg = pt_side.gspo_config(src["sft"], src["train"], PROMPTS, GROUP, tokens, LR, REWARD, enforce_eager=False,
+                              extra=[f"eval.reward={REWARD}", f"engine.max_model_len={tokens + 64}",
+                                     f"engine.max_num_seqs={PROMPTS * GROUP}", *overrides])
+    shared, repeats = SharedPool(), []
+    rows, eval_rows = load_rows(src["train"]), load_rows(src["eval"])
+    try:
+        for r in range(sizes.repeats):
+            repeats.append(one_repeat(out / f"repeat{r}", src, rows, eval_rows, sizes, shared, cfg, digit_share))
+    finally:
+        if shared.inner is not None:
+            shared.inner.close()
+    headline = ratio_stats("time_to_accuracy_gain_vs_trl_long", [x["ratio"] for x in repeats])
+    details = {**src, "budget_s": sizes.acc_budget_s, "eval_every_s": sizes.acc_eval_every_s,
+               "eval_rows": len(eval_rows), "new_tokens": tokens, "prompts_per_step": PROMPTS, "group_size": GROUP,
+               "lr": LR, "reward": REWARD, "posttrain_overrides": list(overrides), "repeats": repeats}
+    return headline, details
