@@ -37,6 +37,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-old-logprobs", default="engine", choices=("engine", "trainer"),
                    help="rl_step: posttrain's algo.old_logprobs (engine: the sampler's log-probs; trainer: recompute)")
     p.add_argument("--variants", default="", help="ablation: comma-separated subset of benchmarks.ablation.VARIANTS")
+    p.add_argument("--ablation-task", default="demo", choices=("demo", "long"),
+                   help="ablation: the demo task's SFT checkpoint, or the accuracy_long workload's model and task")
     p.add_argument("--pt-overrides", default="",
                    help="accuracy_long: comma-separated key=value overrides of posttrain's config (e.g. features)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
@@ -125,7 +127,7 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
         from benchmarks import ablation
 
         return ablation.run(out / "ablation", sizes, quick=args.quick, sft=args.sft,
-                            variants=[v for v in args.variants.split(",") if v] or None)
+                            variants=[v for v in args.variants.split(",") if v] or None, task=args.ablation_task)
     raise ValueError(name)
 
 

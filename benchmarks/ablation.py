@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import pt_side
+from benchmarks import accuracy_long, pt_side
 from benchmarks.accuracy import SharedPool, find_sft, shared_trainer
 from benchmarks.common import Sizes, log
 from benchmarks.stats import loadavg
@@ -36,30 +36,40 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
-        variants: list[str] | None = None) -> tuple[dict, dict]:
+        variants: list[str] | None = None, task: str = "demo") -> tuple[dict, dict]:
+    """`task`: demo (the accuracy workload's SFT checkpoint, exact match, 8 tokens) or long
+    (the accuracy_long workload: 27M model, 64 tokens, digit_share)."""
     torch.set_num_threads(2)
+    out = out / task
     out.mkdir(parents=True, exist_ok=True)
-    src = find_sft(out.parent / "accuracy", sizes, quick, sft)  # the accuracy workload's checkpoint
+    if task == "long":
+        src = accuracy_long.setup(out.parent.parent / "accuracy_long", sizes, quick)
+        make_cfg = lambda extra: accuracy_long.config(src, extra)  # noqa: E731
+    else:
+        src = find_sft(out.parent.parent / "accuracy", sizes, quick, sft)  # the accuracy workload's checkpoint
+        make_cfg = lambda extra: pt_side.gspo_config(src["sft"], src["train"], None, None, None, None,  # noqa: E731
+                                                     "exact", extra=extra)
     eval_rows = load_rows(src["eval"])[: sizes.acc_eval_rows]
     names = variants or list(VARIANTS)
     shared = SharedPool()
     rows = []
     try:
         for name in names:
-            rows.append(one_variant(out / name, name, src, eval_rows, sizes, shared))
+            cfg = make_cfg(VARIANTS[name] + [f"train.steps={10 ** 6}"])
+            rows.append(one_variant(out / name, name, cfg, eval_rows, sizes, shared))
     finally:
         if shared.inner is not None:
             shared.inner.close()
-    return {}, {**src, "budget_s": sizes.acc_budget_s, "eval_rows": len(eval_rows), "variants": rows}
+    return {}, {**src, "task": task, "budget_s": sizes.acc_budget_s, "eval_rows": len(eval_rows), "variants": rows}
 
 
-def one_variant(out: Path, name: str, src: dict, eval_rows: list, sizes: Sizes, shared: SharedPool) -> dict:
-    cfg = pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact",
-                              extra=VARIANTS[name] + [f"train.steps={10 ** 6}"])
+def one_variant(out: Path, name: str, cfg: Any, eval_rows: list, sizes: Sizes, shared: SharedPool) -> dict:
     pt = shared_trainer(cfg, out / "posttrain", shared)
+    max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
 
     def acc() -> float:
-        return hf_greedy_eval(pt.model, pt.tok, eval_rows, pt.eval_scorer, max_new_tokens=8, batch_size=100).accuracy
+        return hf_greedy_eval(pt.model, pt.tok, eval_rows, pt.eval_scorer, max_new_tokens=max_new,
+                              batch_size=100).accuracy
 
     budget, every = sizes.acc_budget_s, sizes.acc_eval_every_s
     acc0, clock, nxt, steps, load0 = acc(), 0.0, every, 0, loadavg()[:1]

@@ -12,6 +12,7 @@ completions of held-out prompts; both contenders start from the same weights. He
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,18 +28,27 @@ REWARD = "benchmarks.rewards_fn:digit_share"
 NEW_TOKENS, PROMPTS, GROUP, LR = 64, 8, 8, 1e-4
 
 
-def run(out: Path, sizes: Sizes, quick: bool = False, overrides: list[str] = ()) -> tuple[dict, dict]:
-    torch.set_num_threads(2)
+def setup(out: Path, sizes: Sizes, quick: bool = False) -> dict:
+    """The start model and data of the workload (also the ablation's `--ablation-task long`)."""
     out.mkdir(parents=True, exist_ok=True)
     model_dir, params = make_bench_model(out.parent / "model")
     write_jsonl(out / "train.jsonl", addition_rows(2000, seed=5))
     write_jsonl(out / "eval.jsonl", addition_rows(sizes.acc_eval_rows, seed=6))
-    src = {"sft": str(model_dir), "train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
-           "source": f"the {params / 1e6:.1f}M benchmark model (random init)"}
-    tokens = 16 if quick else NEW_TOKENS
-    cfg = pt_side.gspo_config(src["sft"], src["train"], PROMPTS, GROUP, tokens, LR, REWARD, enforce_eager=False,
-                              extra=[f"eval.reward={REWARD}", f"engine.max_model_len={tokens + 64}",
-                                     f"engine.max_num_seqs={PROMPTS * GROUP}", *overrides])
+    return {"sft": str(model_dir), "train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
+            "source": f"the {params / 1e6:.1f}M benchmark model (random init)", "new_tokens": 16 if quick else NEW_TOKENS}
+
+
+def config(src: dict, overrides: list[str] = ()) -> Any:
+    tokens = src["new_tokens"]
+    return pt_side.gspo_config(src["sft"], src["train"], PROMPTS, GROUP, tokens, LR, REWARD, enforce_eager=False,
+                               extra=[f"eval.reward={REWARD}", f"engine.max_model_len={tokens + 64}",
+                                      f"engine.max_num_seqs={PROMPTS * GROUP}", *overrides])
+
+
+def run(out: Path, sizes: Sizes, quick: bool = False, overrides: list[str] = ()) -> tuple[dict, dict]:
+    torch.set_num_threads(2)
+    src = setup(out, sizes, quick)
+    tokens, cfg = src["new_tokens"], config(src, overrides)
     shared, repeats = SharedPool(), []
     rows, eval_rows = load_rows(src["train"]), load_rows(src["eval"])
     try:

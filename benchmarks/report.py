@@ -182,9 +182,10 @@ def _ablation(x: dict | None) -> list[str]:
              v["means"].get("time/update"), v["means"].get("time/rollout_wait"), v["means"].get("rl/groups_kept"),
              v["means"].get("offpolicy/kl"), v.get("loadavg_1m")] for v in x["variants"]]
     return ["## 6. Ablation: gain per second with and without each feature", "",
-            f"posttrain alone from the accuracy workload's SFT checkpoint ({x['source']}), demo GSPO settings plus "
-            f"the overrides shown, {x['budget_s']:.0f} s of training time each (evaluation excluded), greedy exact "
-            f"match on {x['eval_rows']} held-out rows. Means over the run's steps.", ""] + table(
+            f"posttrain alone, task `{x.get('task', 'demo')}` (demo: the accuracy workload's SFT checkpoint and "
+            f"GSPO settings, exact match; long: the accuracy_long workload's model, task and settings) from "
+            f"{x['source']}, plus the overrides shown, {x['budget_s']:.0f} s of training time each (evaluation "
+            f"excluded), held-out mean greedy reward on {x['eval_rows']} rows. Means over the run's steps.", ""] + table(
         ["variant", "overrides", "SFT acc", "final acc", "gain", "gain / min", "steps", "train s", "generate s",
          "update s", "rollout wait s", "groups kept", "KL engine‖trainer", "load 1m"], rows, 3) + [""]
 
