@@ -45,10 +45,12 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
     if task == "long":
         src = accuracy_long.setup(out.parent.parent / "accuracy_long", sizes, quick)
         make_cfg = lambda extra: accuracy_long.config(src, extra)  # noqa: E731
+        measure = lambda model, tok: accuracy_long.sampled_reward(model, tok, eval_rows, src["new_tokens"])  # noqa
     else:
         src = find_sft(out.parent.parent / "accuracy", sizes, quick, sft)  # the accuracy workload's checkpoint
         make_cfg = lambda extra: pt_side.gspo_config(src["sft"], src["train"], None, None, None, None,  # noqa: E731
                                                      "exact", extra=extra)
+        measure = None
     eval_rows = load_rows(src["eval"])[: sizes.acc_eval_rows]
     names = variants or list(VARIANTS)
     shared = SharedPool()
@@ -56,18 +58,21 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
     try:
         for name in names:
             cfg = make_cfg(VARIANTS[name] + [f"train.steps={10 ** 6}"])
-            rows.append(one_variant(out / name, name, cfg, eval_rows, sizes, shared))
+            rows.append(one_variant(out / name, name, cfg, eval_rows, sizes, shared, measure))
     finally:
         if shared.inner is not None:
             shared.inner.close()
     return {}, {**src, "task": task, "budget_s": sizes.acc_budget_s, "eval_rows": len(eval_rows), "variants": rows}
 
 
-def one_variant(out: Path, name: str, cfg: Any, eval_rows: list, sizes: Sizes, shared: SharedPool) -> dict:
+def one_variant(out: Path, name: str, cfg: Any, eval_rows: list, sizes: Sizes, shared: SharedPool,
+                measure: Any = None) -> dict:
     pt = shared_trainer(cfg, out / "posttrain", shared)
     max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
 
     def acc() -> float:
+        if measure is not None:
+            return measure(pt.model, pt.tok)
         return hf_greedy_eval(pt.model, pt.tok, eval_rows, pt.eval_scorer, max_new_tokens=max_new,
                               batch_size=100).accuracy
 

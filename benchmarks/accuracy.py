@@ -121,9 +121,10 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None) ->
 
 
 def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: Sizes, shared: SharedPool,
-               cfg: Any = None, trl_reward: Any = exact_match) -> dict:
+               cfg: Any = None, trl_reward: Any = exact_match, measure: Any = None) -> dict:
     """One race from src["sft"]: posttrain with `cfg` (default: the demo's GSPO settings, exact match)
-    against TRL with the same settings and `trl_reward`, each evaluated by posttrain's eval reward."""
+    against TRL with the same settings and `trl_reward`, each measured by `measure(model, tok)`
+    (default: posttrain's eval reward over greedy completions of `eval_rows`)."""
     from transformers import TrainerCallback
 
     budget, every = sizes.acc_budget_s, sizes.acc_eval_every_s
@@ -133,6 +134,8 @@ def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: S
     max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
 
     def acc(model: Any) -> float:
+        if measure is not None:
+            return measure(model, tok)
         return hf_greedy_eval(model, tok, eval_rows, pt.eval_scorer, max_new_tokens=max_new, batch_size=100).accuracy
 
     acc0 = acc(pt.model)

@@ -4,8 +4,9 @@ Same race as the accuracy workload (benchmarks.accuracy.one_repeat: posttrain an
 alternate, equal training wall time, evaluation excluded), but on the 27M benchmark model
 (random init, the rl_step workload's model) with responses of up to 64 new tokens, so that
 generation is a real share of each step. The task is dense: the reward is `digit_share`
-(share of digits in the response), and the held-out "accuracy" is its mean over greedy
-completions of held-out prompts; both contenders start from the same weights. Headline:
+(share of digits in the response), and the held-out "accuracy" is its mean over sampled
+completions of held-out prompts (2 per prompt, temperature 1, fixed seeds; see
+`sampled_reward`); both contenders start from the same weights. Headline:
 `time_to_accuracy_gain_vs_trl_long` = posttrain's gain / TRL's gain.
 """
 
@@ -23,9 +24,26 @@ from benchmarks.model import addition_rows, make_bench_model
 from benchmarks.rewards_fn import digit_share
 from benchmarks.stats import ratio_stats
 from posttrain.core.data import load_rows, write_jsonl
+from rollouts.evaluate import encode_rows
+from rollouts.hf import HFGenerator
+from rollouts.types import SamplingSpec
 
 REWARD = "benchmarks.rewards_fn:digit_share"
-NEW_TOKENS, PROMPTS, GROUP, LR = 64, 8, 8, 1e-4
+NEW_TOKENS, PROMPTS, GROUP, LR = 64, 8, 8, 3e-5
+
+
+def sampled_reward(model: Any, tok: Any, rows: list, max_new_tokens: int, n: int = 2, seed: int = 123) -> float:
+    """Mean digit_share of n samples (temperature 1, fixed seeds) per held-out prompt: the policy's
+    expected reward. Greedy decoding is a step function here (a random model's argmax token turns
+    into a digit after one update and the greedy score jumps from 0 to 1)."""
+    was_training = model.training
+    try:
+        gen = HFGenerator(model, tok, device=None, max_batch=128)
+        outs = gen.generate(encode_rows(tok, rows), SamplingSpec(n=n, temperature=1.0, max_tokens=max_new_tokens,
+                                                                 seed=seed))
+        return sum(digit_share(o.text, {}) for o in outs) / max(len(outs), 1)
+    finally:
+        model.train(was_training)
 
 
 def setup(out: Path, sizes: Sizes, quick: bool = False) -> dict:
@@ -53,7 +71,8 @@ def run(out: Path, sizes: Sizes, quick: bool = False, overrides: list[str] = ())
     rows, eval_rows = load_rows(src["train"]), load_rows(src["eval"])
     try:
         for r in range(sizes.repeats):
-            repeats.append(one_repeat(out / f"repeat{r}", src, rows, eval_rows, sizes, shared, cfg, digit_share))
+            repeats.append(one_repeat(out / f"repeat{r}", src, rows, eval_rows, sizes, shared, cfg, digit_share,
+                                      measure=lambda model, tok: sampled_reward(model, tok, eval_rows, tokens)))
     finally:
         if shared.inner is not None:
             shared.inner.close()
