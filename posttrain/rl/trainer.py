@@ -193,14 +193,12 @@ class GSPOTrainer:
             want = ds.min_informative_groups or self.cfg.rollout.prompts_per_step
             while rounds < ds.max_rounds and int(informative_groups(rewards, G).sum()) < want:
                 rounds += 1
-                with self.timed(f"generate_round{rounds}"):
-                    more, extra = self.draw_and_generate(step)
-                    batch, more_rewards = self.score(more, extra)
+                t0 = time.monotonic()
+                more, extra = self.draw_and_generate(step)
+                batch, more_rewards = self.score(more, extra)
+                self.timings["time/generate"] += time.monotonic() - t0  # extra rounds count as generation
                 self.hints.update(list(zip(more, self.groups(batch.rewards))))  # the step logs round 0's metrics
                 draws, rollouts, rewards = draws + more, rollouts + extra, torch.cat([rewards, more_rewards])
-        self.timings["time/generate"] += sum(v for k, v in self.timings.items() if k.startswith("time/generate_round"))
-        for k in [k for k in self.timings if k.startswith("time/generate_round")]:
-            del self.timings[k]
         return draws, rollouts, rewards, {"rl/ds_rounds": float(rounds), "rl/groups_sampled": float(len(draws))}
 
     def groups(self, values: list[Any]) -> list[list[Any]]:
