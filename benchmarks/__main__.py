@@ -37,7 +37,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-old-logprobs", default="engine", choices=("engine", "trainer"),
                    help="rl_step: posttrain's algo.old_logprobs (engine: the sampler's log-probs; trainer: recompute)")
     p.add_argument("--variants", default="", help="ablation: comma-separated subset of benchmarks.ablation.VARIANTS")
-    p.add_argument("--ablation-task", default="demo", choices=("demo", "long"),
+    p.add_argument("--ablation-task", default="demo", choices=("demo", "long", "tiny"),
                    help="ablation: the demo task's SFT checkpoint, or the accuracy_long workload's model and task")
     p.add_argument("--pt-overrides", default="",
                    help="accuracy_long: comma-separated key=value overrides of posttrain's config (e.g. features)")

@@ -20,8 +20,10 @@ import torch
 from benchmarks import accuracy_long, pt_side
 from benchmarks.accuracy import SharedPool, find_sft, shared_trainer
 from benchmarks.common import Sizes, log
+from benchmarks.model import addition_rows
+from benchmarks.rewards_fn import digit_majority
 from benchmarks.stats import loadavg
-from posttrain.core.data import load_rows
+from posttrain.core.data import load_rows, write_jsonl
 from rollouts.evaluate import hf_greedy_eval
 
 VARIANTS: dict[str, list[str]] = {
@@ -37,12 +39,18 @@ VARIANTS: dict[str, list[str]] = {
 
 def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
         variants: list[str] | None = None, task: str = "demo") -> tuple[dict, dict]:
-    """`task`: demo (the accuracy workload's SFT checkpoint, exact match, 8 tokens) or long
-    (the accuracy_long workload: 27M model, 64 tokens, digit_share)."""
-    torch.set_num_threads(2)
+    """`task`: demo (the accuracy workload's SFT checkpoint, exact match, 8 tokens), long
+    (the accuracy_long workload: 27M model, 64 tokens, digit_share) or tiny (`tiny_setup`)."""
+    torch.set_num_threads(1 if task == "tiny" else 2)  # tiny: one thread is faster for 0.6M (and the load)
     out = out / task
     out.mkdir(parents=True, exist_ok=True)
-    if task == "long":
+    if task == "tiny":
+        src = tiny_setup(out)
+        make_cfg = lambda extra: pt_side.gspo_config(  # noqa: E731
+            src["sft"], src["train"], 16, 8, 8, 1e-3, TINY_REWARD, extra=["rollout.backend=hf", *extra])
+        measure = lambda model, tok: accuracy_long.sampled_reward(model, tok, eval_rows, 8,  # noqa: E731
+                                                                  reward=digit_majority)
+    elif task == "long":
         src = accuracy_long.setup(out.parent.parent / "accuracy_long", sizes, quick)
         make_cfg = lambda extra: accuracy_long.config(src, extra)  # noqa: E731
         measure = lambda model, tok: accuracy_long.sampled_reward(model, tok, eval_rows, src["new_tokens"])  # noqa
@@ -63,6 +71,24 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
         if shared.inner is not None:
             shared.inner.close()
     return {}, {**src, "task": task, "budget_s": sizes.acc_budget_s, "eval_rows": len(eval_rows), "variants": rows}
+
+
+TINY_REWARD = "benchmarks.rewards_fn:digit_majority"
+
+
+def tiny_setup(out: Path) -> dict:
+    """A random-init 0.6M Qwen2 (hidden 128, 4 layers) and the bench's addition prompts: runs in
+    seconds per step on the in-process HF generator, no engine and no SFT needed."""
+    from posttrain.tasks.tiny import make_tiny_model
+
+    write_jsonl(out / "train.jsonl", addition_rows(2000, seed=5))
+    write_jsonl(out / "eval.jsonl", addition_rows(50, seed=6))
+    model = out / "model"
+    if not (model / "config.json").is_file():
+        make_tiny_model(out / "train.jsonl", model, hidden=128, layers=4, heads=4, head_dim=32, seed=0)
+    return {"sft": str(model), "train": str(out / "train.jsonl"), "eval": str(out / "eval.jsonl"),
+            "source": "a random-init tiny Qwen2 (hidden 128, 4 layers), HF backend, 16 prompts x 8 x 8 tokens, "
+                      f"lr 1e-3, reward {TINY_REWARD} (sampled mean)"}
 
 
 def one_variant(out: Path, name: str, cfg: Any, eval_rows: list, sizes: Sizes, shared: SharedPool,

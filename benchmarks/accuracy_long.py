@@ -32,8 +32,9 @@ REWARD = "benchmarks.rewards_fn:digit_share"
 NEW_TOKENS, PROMPTS, GROUP, LR = 64, 8, 8, 3e-5
 
 
-def sampled_reward(model: Any, tok: Any, rows: list, max_new_tokens: int, n: int = 2, seed: int = 123) -> float:
-    """Mean digit_share of n samples (temperature 1, fixed seeds) per held-out prompt: the policy's
+def sampled_reward(model: Any, tok: Any, rows: list, max_new_tokens: int, n: int = 2, seed: int = 123,
+                   reward: Any = digit_share) -> float:
+    """Mean reward (digit_share) of n samples (temperature 1, fixed seeds) per held-out prompt: the policy's
     expected reward. Greedy decoding is a step function here (a random model's argmax token turns
     into a digit after one update and the greedy score jumps from 0 to 1)."""
     was_training = model.training
@@ -41,7 +42,7 @@ def sampled_reward(model: Any, tok: Any, rows: list, max_new_tokens: int, n: int
         gen = HFGenerator(model, tok, device=None, max_batch=128)
         outs = gen.generate(encode_rows(tok, rows), SamplingSpec(n=n, temperature=1.0, max_tokens=max_new_tokens,
                                                                  seed=seed))
-        return sum(digit_share(o.text, {}) for o in outs) / max(len(outs), 1)
+        return sum(reward(o.text, {}) for o in outs) / max(len(outs), 1)
     finally:
         model.train(was_training)
 
