@@ -21,7 +21,7 @@ from benchmarks import accuracy_long, pt_side
 from benchmarks.accuracy import SharedPool, find_sft, shared_trainer
 from benchmarks.common import Sizes, log
 from benchmarks.model import addition_rows
-from benchmarks.rewards_fn import digit_majority
+from benchmarks.rewards_fn import digit_rich
 from benchmarks.stats import loadavg
 from posttrain.core.data import load_rows, write_jsonl
 from rollouts.evaluate import hf_greedy_eval
@@ -49,7 +49,7 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
         make_cfg = lambda extra: pt_side.gspo_config(  # noqa: E731
             src["sft"], src["train"], 16, 8, 8, 1e-3, TINY_REWARD, extra=["rollout.backend=hf", *extra])
         measure = lambda model, tok: accuracy_long.sampled_reward(model, tok, eval_rows, 8,  # noqa: E731
-                                                                  reward=digit_majority)
+                                                                  reward=digit_rich)
     elif task == "long":
         src = accuracy_long.setup(out.parent.parent / "accuracy_long", sizes, quick)
         make_cfg = lambda extra: accuracy_long.config(src, extra)  # noqa: E731
@@ -73,7 +73,7 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None,
     return {}, {**src, "task": task, "budget_s": sizes.acc_budget_s, "eval_rows": len(eval_rows), "variants": rows}
 
 
-TINY_REWARD = "benchmarks.rewards_fn:digit_majority"
+TINY_REWARD = "benchmarks.rewards_fn:digit_rich"
 
 
 def tiny_setup(out: Path) -> dict:

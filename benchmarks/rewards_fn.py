@@ -2,7 +2,7 @@
 
 >>> digit_share("a1b2", {})
 0.5
->>> digit_majority("a12", {}), digit_majority("ab1", {})
+>>> digit_rich("abcdefgh12", {}), digit_rich("abcdefghi1", {})
 (1.0, 0.0)
 """
 
@@ -16,7 +16,7 @@ def digit_share(completion: str, sample: dict) -> float:
     return sum(c.isdigit() for c in text) / max(len(text), 1)
 
 
-def digit_majority(completion: str, sample: dict) -> float:
-    """1 when more than half of the characters are digits, else 0: a 0/1 reward that a random
-    tiny model sometimes earns, so some groups are uniform (dynamic sampling has work to do)."""
-    return float(digit_share(completion, sample) > 0.5)
+def digit_rich(completion: str, sample: dict) -> float:
+    """1 when more than a tenth of the characters are digits, else 0: a 0/1 reward that ~6 % of a
+    random tiny model's samples earn, so most groups start uniform (dynamic sampling has work to do)."""
+    return float(digit_share(completion, sample) > 0.1)
