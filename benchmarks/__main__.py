@@ -14,7 +14,7 @@ from benchmarks.common import FULL, QUICK, log
 from benchmarks.model import make_bench_model
 from benchmarks.stats import load_results, loadavg, machine_info, merge_workload, write_results
 
-WORKLOADS = ("rollout", "rl_step", "accuracy", "rewards", "memory")
+WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,6 +36,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rl-prompts", type=int, default=None, help="rl_step: prompts per step (default 8)")
     p.add_argument("--rl-old-logprobs", default="engine", choices=("engine", "trainer"),
                    help="rl_step: posttrain's algo.old_logprobs (engine: the sampler's log-probs; trainer: recompute)")
+    p.add_argument("--variants", default="", help="ablation: comma-separated subset of benchmarks.ablation.VARIANTS")
+    p.add_argument("--ablation-task", default="demo", choices=("demo", "long", "tiny"),
+                   help="ablation: the demo task's SFT checkpoint, or the accuracy_long workload's model and task")
+    p.add_argument("--pt-overrides", default="",
+                   help="accuracy_long: comma-separated key=value overrides of posttrain's config (e.g. features)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
@@ -113,6 +118,16 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
         from benchmarks import accuracy
 
         return accuracy.run(out / "accuracy", sizes, quick=args.quick, sft=args.sft)
+    if name == "accuracy_long":
+        from benchmarks import accuracy_long
+
+        return accuracy_long.run(out / "accuracy_long", sizes, quick=args.quick,
+                                 overrides=[o for o in args.pt_overrides.split(",") if o])
+    if name == "ablation":
+        from benchmarks import ablation
+
+        return ablation.run(out / "ablation", sizes, quick=args.quick, sft=args.sft,
+                            variants=[v for v in args.variants.split(",") if v] or None, task=args.ablation_task)
     raise ValueError(name)
 
 

@@ -81,6 +81,24 @@ class SharedPool:
         pass
 
 
+def shared_trainer(cfg: Any, run_dir: Path, shared: SharedPool) -> Any:
+    """posttrain's trainer on the one engine of this workload (started by the first trainer, then
+    reset to the trainer's starting weights), so repeats and variants do not pay its start-up."""
+    if shared.inner is not None:
+        orig = factory.make_generator
+        factory.make_generator = lambda *a, **k: shared
+        try:
+            pt = pt_side.make_trainer(cfg, run_dir, force_length=False)
+        finally:
+            factory.make_generator = orig
+        pt.generator.update_weights(pt.model.state_dict(), 0)
+    else:
+        pt = pt_side.make_trainer(cfg, run_dir, force_length=False)
+        shared.inner = pt.generator.inner
+        pt.generator.inner = shared
+    return pt
+
+
 def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None) -> tuple[dict, dict]:
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,27 +120,23 @@ def run(out: Path, sizes: Sizes, quick: bool = False, sft: str | None = None) ->
     return headline, details
 
 
-def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: Sizes, shared: SharedPool) -> dict:
+def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: Sizes, shared: SharedPool,
+               cfg: Any = None, trl_reward: Any = exact_match, measure: Any = None) -> dict:
+    """One race from src["sft"]: posttrain with `cfg` (default: the demo's GSPO settings, exact match)
+    against TRL with the same settings and `trl_reward`, each measured by `measure(model, tok)`
+    (default: posttrain's eval reward over greedy completions of `eval_rows`)."""
     from transformers import TrainerCallback
 
     budget, every = sizes.acc_budget_s, sizes.acc_eval_every_s
-    cfg = pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact")
-    if shared.inner is not None:  # reuse the engine: reset it to the SFT weights
-        orig = factory.make_generator
-        factory.make_generator = lambda *a, **k: shared
-        try:
-            pt = pt_side.make_trainer(cfg, out / "posttrain", force_length=False)
-        finally:
-            factory.make_generator = orig
-        pt.generator.update_weights(pt.model.state_dict(), 0)
-    else:
-        pt = pt_side.make_trainer(cfg, out / "posttrain", force_length=False)
-        shared.inner = pt.generator.inner
-        pt.generator.inner = shared
+    cfg = cfg or pt_side.gspo_config(src["sft"], src["train"], None, None, None, None, "exact")
+    pt = shared_trainer(cfg, out / "posttrain", shared)
     tok = pt.tok
+    max_new = cfg.eval.max_new_tokens or cfg.rollout.max_new_tokens
 
     def acc(model: Any) -> float:
-        return hf_greedy_eval(model, tok, eval_rows, pt.eval_scorer, max_new_tokens=8, batch_size=100).accuracy
+        if measure is not None:
+            return measure(model, tok)
+        return hf_greedy_eval(model, tok, eval_rows, pt.eval_scorer, max_new_tokens=max_new, batch_size=100).accuracy
 
     acc0 = acc(pt.model)
     st = {"pt_clock": 0.0, "trl_clock": 0.0, "pt_next": every, "trl_next": every, "pt_steps": 0}
@@ -160,7 +174,7 @@ def one_repeat(out: Path, src: dict, train_rows: list, eval_rows: list, sizes: S
     tcfg = trl_side.gspo_config(out / "trl", r.prompts_per_step, r.group_size, r.max_new_tokens, cfg.optim.lr,
                                 100000, cfg.algo.num_minibatches, *clip,
                                 seed=cfg.train.seed, temperature=r.temperature)
-    reward = trl_side.TokenCounter(exact_match)
+    reward = trl_side.TokenCounter(trl_reward)
     load0 = loadavg()[:1]
     try:
         trainer = trl_side.make_trainer(src["sft"], train_rows, reward, tcfg, [Alternate()])

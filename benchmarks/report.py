@@ -72,7 +72,8 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
     lines += table(["key", "what", "median", "min", "max", "n", "target", "status"], summary_rows(results), 3)
     lines += [""]
     lines += _rollout(d.get("rollout")) + _rl_step(d.get("rl_step")) + _accuracy(d.get("accuracy"))
-    lines += _rewards(d.get("rewards")) + _memory(d.get("memory"))
+    lines += _accuracy_long(d.get("accuracy_long"))
+    lines += _rewards(d.get("rewards")) + _memory(d.get("memory")) + _ablation(d.get("ablation"))
     if images:
         lines += ["## Plots", ""] + [f"![{Path(i).stem}](img/{Path(i).name})" for i in images] + [""]
     errors = [[w, x["error"]] for w, x in d.items() if x.get("error")]
@@ -156,6 +157,37 @@ def _memory(x: dict | None) -> list[str]:
             f"overrides {x.get('rl_overrides')}{' (reused ' + x['reused_from'] + ')' if x.get('reused_from') else ''}."
             " RSS counts shared pages (libraries, Ray's object store) once per process, so the sum overstates "
             "the real footprint.", ""]
+
+
+def _accuracy_long(x: dict | None) -> list[str]:
+    if not x or "repeats" not in x:
+        return []
+    rows = [[i, r["sft_accuracy"], r["posttrain_final"], r["trl_final"], r["posttrain_gain"], r["trl_gain"],
+             r["ratio"], r["posttrain_steps"], r["trl_rollout_steps"], r.get("loadavg_1m")]
+            for i, r in enumerate(x["repeats"])]
+    return ["## 3b. Time to accuracy, long responses", "",
+            f"From {x['source']}: {x['prompts_per_step']} prompts × {x['group_size']} samples × up to "
+            f"{x['new_tokens']} new tokens, lr {x['lr']}, reward `{x['reward']}`, posttrain overrides "
+            f"{x.get('posttrain_overrides') or 'none'}; {x['budget_s']:.0f} s of training time each, held-out "
+            f"mean greedy reward on {x['eval_rows']} prompts every {x['eval_every_s']:.0f} s.", ""] + table(
+        ["repeat", "start", "posttrain", "TRL", "posttrain gain", "TRL gain", "gain ratio", "posttrain steps",
+         "TRL steps", "load 1m"], rows, 3) + [""]
+
+
+def _ablation(x: dict | None) -> list[str]:
+    if not x or "variants" not in x:
+        return []
+    rows = [[f"`{v['variant']}`", " ".join(v["overrides"]) or "(demo rl.yaml)", v["sft_accuracy"], v["final"],
+             v["gain"], v["gain_per_min"], v["steps"], v["train_s"], v["means"].get("time/generate"),
+             v["means"].get("time/update"), v["means"].get("time/rollout_wait"), v["means"].get("rl/groups_kept"),
+             v["means"].get("offpolicy/kl"), v.get("loadavg_1m")] for v in x["variants"]]
+    return ["## 6. Ablation: gain per second with and without each feature", "",
+            f"posttrain alone, task `{x.get('task', 'demo')}` (demo: the accuracy workload's SFT checkpoint and "
+            f"GSPO settings, exact match; long: the accuracy_long workload's model, task and settings) from "
+            f"{x['source']}, plus the overrides shown, {x['budget_s']:.0f} s of training time each (evaluation "
+            f"excluded), held-out mean greedy reward on {x['eval_rows']} rows. Means over the run's steps.", ""] + table(
+        ["variant", "overrides", "SFT acc", "final acc", "gain", "gain / min", "steps", "train s", "generate s",
+         "update s", "rollout wait s", "groups kept", "KL engine‖trainer", "load 1m"], rows, 3) + [""]
 
 
 def plot(results: dict[str, Any], img_dir: Path) -> list[str]:

@@ -30,6 +30,8 @@ HEADLINES = {
     "rl_step_vs_trl": ("rl_step", "GSPO step completion tokens/s, posttrain / TRL", 2.0, "higher"),
     "time_to_accuracy_gain_vs_trl": ("accuracy", "held-out accuracy gain at equal wall time, posttrain / TRL",
                                      1.5, "higher"),
+    "time_to_accuracy_gain_vs_trl_long": ("accuracy_long", "held-out accuracy gain at equal wall time, posttrain "
+                                          "/ TRL, responses >= 64 tokens", 1.5, "higher"),
     "reward_vs_sequential": ("rewards", "rows/s, reward service (2 workers) / sequential loop", 1.8, "higher"),
     "demo_peak_rss_gib": ("memory", "peak RSS of `make demo`, process tree (GiB)", 8.0, "lower"),
 }

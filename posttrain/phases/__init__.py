@@ -49,7 +49,13 @@ PHASES: dict[str, Phase] = {p.name: p for p in (
     Phase("mpo", "posttrain.phases.mpo",
           "Mixed Preference Optimization: DPO + BCO pair (with delta) + NLL on preference pairs.",
           inputs={"model": "model.path", "pairs": "data.train"}, data={"eval": "data.eval_rows"}),
-    Phase("rl", "posttrain.rl.trainer", "GSPO reinforcement learning with Ray+vLLM rollouts.",
+    Phase("rl", "posttrain.rl.trainer", "GSPO reinforcement learning with Ray+vLLM rollouts.\n\n"
+          "Learning per second (docs/rl_speed.md): rollout.max_staleness=0|1 (1: generate step k+1 while "
+          "step k updates) with rollout.partial_rollouts=finish|restart; dynamic_sampling.{enabled, max_rounds, "
+          "min_informative_groups} (DAPO: sample more prompts until enough groups have unequal rewards); "
+          "off_policy.{mode=auto|none|tis|mis, level=sequence|token, clip} (engine-vs-trainer log-prob "
+          "correction; auto is tis with max_staleness 1 or a non-fp32 engine); overlong.{mode=none|mask|"
+          "soft_penalty, buffer, penalty} (responses cut at rollout.max_new_tokens).",
           inputs={"model": "model.path", "prompts": "data.train", "hints": "hints.init_state"},
           outputs=("model", "hints"), data=_TRAIN_EVAL),
     Phase("rft", "posttrain.phases.rft",

@@ -24,6 +24,13 @@ class RolloutConfig(Section):
     timeout_s: float = Field(600.0, gt=0, description="Deadline for one step's rollouts.")
     sync_timeout_s: float = Field(120.0, gt=0, description="Deadline for a weight sync to every engine.")
     max_restarts: int = Field(3, ge=0, description="Ray restarts of a dead rollout actor.")
+    max_staleness: int = Field(
+        0, ge=0, le=1, description="0: generate, then update (synchronous). 1: generate step k+1 while step k "
+        "updates (one-step off-policy); samples older than this many weight versions are never trained on.")
+    partial_rollouts: Literal["finish", "restart"] = Field(
+        "finish", description="With max_staleness=1, generations in flight when the weights change: 'finish' "
+        "them with the weights they started with (trained one version stale, corrected by off_policy), or "
+        "'restart' them with the new weights (on-policy, the overlap is lost). Recorded as rollout/restarted.")
 
 
 class AlgoConfig(Section):
@@ -72,6 +79,44 @@ class AlgoConfig(Section):
                                      f"nor a setting of loss {self.loss!r} ({', '.join(loss.settings) or 'none'})")
         loss.check(self.loss_args)
         return self
+
+
+class DynamicSamplingConfig(Section):
+    """DAPO's dynamic sampling: a group whose rewards are all equal has zero advantage and
+    carries no signal, so sample more prompts (bounded) until the step has enough informative groups."""
+
+    enabled: bool = Field(False, description="Resample until min_informative_groups groups have unequal rewards.")
+    max_rounds: int = Field(3, ge=0, description="Extra generation rounds per step at most.")
+    min_informative_groups: int | None = Field(
+        None, ge=1, description="Informative groups wanted per step (default rollout.prompts_per_step); extra "
+        "ones beyond it are dropped (rl/groups_dropped counts them with the uniform ones).")
+
+
+class OffPolicyConfig(Section):
+    """Correction for the engine-vs-trainer log-prob mismatch (bf16 engines, staleness 1): the
+    rollout was sampled from pi_engine but the loss assumes pi_old (trainer). Each sample's loss is
+    weighted by w = pi_old / pi_engine, truncated (TIS: min(w, clip)) or masked (MIS: 0 outside
+    [1/clip, clip]); per token, or per sequence as GSPO's length-normalised ratio. Needs
+    algo.old_logprobs=trainer. Mismatch metrics (offpolicy/kl, ratio_max, masked_frac) every step."""
+
+    mode: Literal["auto", "none", "tis", "mis"] = Field(
+        "auto", description="auto: tis when it matters (rollout.max_staleness > 0 or a non-fp32 engine), "
+        "else none (metrics are still logged).")
+    level: Literal["token", "sequence"] = Field(
+        "sequence", description="sequence (GSPO's length-normalised ratio) or token (gspo_token/grpo only).")
+    clip: float = Field(2.0, gt=1.0, description="TIS cap C on w; MIS keeps 1/C <= w <= C.")
+
+
+class OverlongConfig(Section):
+    """Responses cut at rollout.max_new_tokens (finish_reason 'length')."""
+
+    mode: Literal["none", "mask", "soft_penalty"] = Field(
+        "none", description="mask: truncated responses are left out of the loss (DAPO overlong filtering); "
+        "soft_penalty: DAPO's length penalty is added to the reward.")
+    buffer: int = Field(
+        4, ge=1, description="soft_penalty: the last `buffer` tokens before max_new_tokens ramp the penalty "
+        "from 0 to -penalty; a truncated response gets -penalty.")
+    penalty: float = Field(1.0, ge=0.0, description="soft_penalty: the largest penalty.")
 
 
 class TrainConfig(Section):
@@ -126,6 +171,29 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     hints: HintsConfig = Field(default_factory=HintsConfig)
+    dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
+    off_policy: OffPolicyConfig = Field(default_factory=OffPolicyConfig)
+    overlong: OverlongConfig = Field(default_factory=OverlongConfig)
+
+    def correction_mode(self) -> str:
+        """off_policy.mode with `auto` resolved: TIS where the sampler is not the trainer's policy."""
+        if self.off_policy.mode != "auto":
+            return self.off_policy.mode
+        mismatch = self.rollout.max_staleness > 0 or (self.rollout.backend == "vllm" and self.engine.dtype != "float32")
+        return "tis" if mismatch and self.algo.old_logprobs == "trainer" else "none"
+
+    @model_validator(mode="after")
+    def _speed_sections(self) -> "Config":
+        if self.off_policy.mode in ("tis", "mis") and self.algo.old_logprobs == "engine":
+            raise ValueError(f"off_policy.mode={self.off_policy.mode} weighs pi_old(trainer) / pi_engine, but "
+                             "algo.old_logprobs=engine makes them the same: set algo.old_logprobs=trainer")
+        if self.off_policy.level == "token" and self.algo.loss == "gspo" and self.off_policy.mode in ("tis", "mis"):
+            raise ValueError("off_policy.level=token weighs tokens, but algo.loss=gspo has one ratio per sequence: "
+                             "set off_policy.level=sequence or algo.loss=gspo_token")
+        if self.overlong.mode == "soft_penalty" and self.overlong.buffer > self.rollout.max_new_tokens:
+            raise ValueError(f"overlong.buffer={self.overlong.buffer} exceeds rollout.max_new_tokens="
+                             f"{self.rollout.max_new_tokens}: lower overlong.buffer")
+        return self
 
     @model_validator(mode="after")
     def _plain_hints_need_trainer_logprobs(self) -> "Config":

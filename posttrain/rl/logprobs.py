@@ -53,10 +53,15 @@ def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
 
 def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature: float = 1.0) -> Tensor:
     """log p(response_t | prefix) for each response position, (B, R); 0 where padded."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=batch.position_ids, use_cache=False)
     P, R = batch.prompt_len, batch.response_mask.shape[1]
-    logits = out.logits[:, P - 1:P - 1 + R, :].float()  # (B, R, V)
+    # the LM head runs only on the R + 1 last positions (the prompt's logits are never used)
+    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                  use_cache=False)
+    try:
+        out = model(**inputs, logits_to_keep=R + 1)
+    except TypeError:  # a model whose forward has no logits_to_keep: all logits, same slice below
+        out = model(**inputs)
+    logits = out.logits[:, -(R + 1):-1, :].float()  # (B, R, V): the logits at P - 1 .. P + R - 2
     if temperature != 1.0:
         logits = logits / temperature
     targets = batch.input_ids[:, P:P + R]  # (B, R)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +35,7 @@ from posttrain.core.stop import StopFlag
 from posttrain.rl.config import Config
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.policy_losses import POLICY_LOSSES
+from posttrain.rl.shaping import informative_groups, overlong_penalty
 from posttrain.rl.update import UpdateResult, gspo_update
 from rewards.resolve import resolve_reward
 from rewards.scorer import Scorer
@@ -87,6 +90,16 @@ def teacher_hints(cfg: Config, run_dir: Path) -> TeacherHints | None:
                         h.cache_path or run_dir / TEACHER_CACHE_FILE)
 
 
+@dataclass(frozen=True)
+class _Done:
+    """A finished prefetch (the future's interface)."""
+
+    value: Any
+
+    def result(self) -> Any:
+        return self.value
+
+
 def draw_key(draw: Draw) -> str:
     """The generation key of a draw: the row id, or row id + level for a search probe (unique per group)."""
     return f"{draw.id}#h{draw.level}" if draw.search else draw.id
@@ -132,6 +145,9 @@ class GSPOTrainer:
             self.generator.update_weights(self.model.state_dict(), self.step)
         self.stop = StopFlag()
         self.timings: dict[str, float] = {}
+        self.version = self.step  # the trainer's weight version (engines hold the same after each sync)
+        self._pending: Any = None  # with rollout.max_staleness=1: the next step's (draws, rollouts)
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="rollout") if cfg.rollout.max_staleness else None
 
     # ------------------------------------------------------------------ state
 
@@ -178,24 +194,55 @@ class GSPOTrainer:
         self.timings[f"time/{stage}"] = time.monotonic() - t0
 
     def train_step(self, step: int) -> dict[str, float]:
-        rows = [self.rows[i] for i in self.sampler.next_batch(self.cfg.rollout.prompts_per_step)]
-        draws = self.hints.plan(rows, step)
+        self.timings = {}
         with self.timed("generate"):
-            rollouts = self.generate(draws, step)
+            draws, rollouts = self._pending.result() if self._pending else self.draw_and_generate(step)
+            self._pending = None
         with self.timed("score"):
             batch, rewards = self.score(draws, rollouts)
         hint_metrics = self.hints.update(list(zip(draws, self.groups(batch.rewards))))
+        draws, rollouts, rewards, ds_metrics = self.dynamic_sampling(step, draws, rollouts, rewards)
         chosen, adv, select_metrics = self.select(draws, rollouts, rewards)
+        if self.cfg.rollout.max_staleness and step + 1 < self.cfg.train.steps:  # generate k+1 while k updates
+            self._pending = self._prefetch.submit(self.draw_and_generate, step + 1, self.draw(step + 1))
         with self.timed("update"):
             upd = self.update(chosen, adv, step)
         with self.timed("sync"):
-            self.sync(step + 1)
+            restarted = self.sync(step + 1)
         finite = rewards[torch.isfinite(rewards)]
         return {"reward/mean": float(finite.mean()) if finite.numel() else float("nan"),
                 "rl/trained_samples": float(len(chosen)), "rl/steps_applied": float(upd.applied),
                 "rl/response_len": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
                 "rl/lr": self.scheduler.get_last_lr()[0], "weight_version": float(step + 1),
-                **self.timings, **batch.metrics, **select_metrics, **upd.metrics, **hint_metrics}
+                "rollout/staleness_max": float(max((step - r.weight_version for r in chosen), default=0)),
+                "rollout/restarted": float(restarted),
+                **self.timings, **batch.metrics, **ds_metrics, **select_metrics, **upd.metrics, **hint_metrics}
+
+    def draw(self, step: int) -> list[Draw]:
+        rows = [self.rows[i] for i in self.sampler.next_batch(self.cfg.rollout.prompts_per_step)]
+        return self.hints.plan(rows, step)
+
+    def draw_and_generate(self, step: int, draws: list[Draw] | None = None) -> tuple[list[Draw], list[Rollout]]:
+        draws = self.draw(step) if draws is None else draws
+        return draws, self.generate(draws, step)
+
+    def dynamic_sampling(self, step: int, draws: list[Draw], rollouts: list[Rollout], rewards: torch.Tensor
+                         ) -> tuple[list[Draw], list[Rollout], torch.Tensor, dict]:
+        """DAPO: while fewer than the wanted groups are informative, draw and sample another batch of
+        prompts (at most `max_rounds` more); the groups beyond the wanted number are dropped in select."""
+        ds, G = self.cfg.dynamic_sampling, self.cfg.rollout.group_size
+        rounds = 0
+        if ds.enabled:
+            want = ds.min_informative_groups or self.cfg.rollout.prompts_per_step
+            while rounds < ds.max_rounds and int(informative_groups(rewards, G).sum()) < want:
+                rounds += 1
+                t0 = time.monotonic()
+                more, extra = self.draw_and_generate(step)
+                batch, more_rewards = self.score(more, extra)
+                self.timings["time/generate"] += time.monotonic() - t0  # extra rounds count as generation
+                self.hints.update(list(zip(more, self.groups(batch.rewards))))  # the step logs round 0's metrics
+                draws, rollouts, rewards = draws + more, rollouts + extra, torch.cat([rewards, more_rewards])
+        return draws, rollouts, rewards, {"rl/ds_rounds": float(rounds), "rl/groups_sampled": float(len(draws))}
 
     def groups(self, values: list[Any]) -> list[list[Any]]:
         G = self.cfg.rollout.group_size
@@ -227,15 +274,31 @@ class GSPOTrainer:
 
     def select(self, draws: list[Draw], rollouts: list[Rollout], rewards: torch.Tensor
                ) -> tuple[list[Rollout], torch.Tensor, dict[str, float]]:
-        """Advantages, and the rollouts that carry a learning signal."""
-        G = self.cfg.rollout.group_size
+        """Advantages, and the rollouts that carry a learning signal (overlong handling, uniform
+        groups, dynamic sampling's surplus and samples staler than rollout.max_staleness left out)."""
+        G, ol = self.cfg.rollout.group_size, self.cfg.overlong
+        truncated = torch.tensor([r.finish_reason == "length" for r in rollouts])
+        if ol.mode == "soft_penalty":
+            lengths = torch.tensor([len(r.token_ids) for r in rollouts])
+            rewards = rewards + overlong_penalty(lengths, truncated, self.cfg.rollout.max_new_tokens, ol.buffer,
+                                                 ol.penalty)
         adv = group_advantages(rewards, G)
         keep = torch.isfinite(rewards)
-        if self.cfg.algo.skip_uniform_groups:
-            keep &= (adv.view(-1, G) != 0).any(-1, keepdim=True).expand(-1, G).reshape(-1)
+        if ol.mode == "mask":
+            keep &= ~truncated
+        if self.cfg.algo.skip_uniform_groups or self.cfg.dynamic_sampling.enabled:
+            keep &= informative_groups(rewards, G).repeat_interleave(G)
+        if self.cfg.dynamic_sampling.enabled:  # the wanted number of informative groups, first drawn first
+            want = self.cfg.dynamic_sampling.min_informative_groups or self.cfg.rollout.prompts_per_step
+            kept = keep.view(-1, G).any(-1)
+            keep &= (kept & (kept.cumsum(0) <= want)).repeat_interleave(G)
+        stale = torch.tensor([self.version - r.weight_version > self.cfg.rollout.max_staleness for r in rollouts])
+        keep &= ~stale
         kept_groups = keep.view(-1, G).any(-1).tolist()
         idx = keep.nonzero().flatten().tolist()
-        metrics = {"rl/groups_kept": float(sum(kept_groups))}
+        metrics = {"rl/groups_kept": float(sum(kept_groups)), "rl/groups_dropped": float(len(kept_groups) - sum(kept_groups)),
+                   "rl/truncated_frac": float(truncated.float().mean()) if len(rollouts) else 0.0,
+                   "rollout/dropped_stale": float(stale.sum())}
         if any(d.search for d in draws):
             metrics["hints/search/groups_trained"] = float(sum(k for d, k in zip(draws, kept_groups) if d.search))
         return [rollouts[i] for i in idx], adv[idx], metrics
@@ -243,12 +306,28 @@ class GSPOTrainer:
     def update(self, chosen: list[Rollout], adv: torch.Tensor, step: int) -> UpdateResult:
         upd = gspo_update(self.model, self.optimizer, self.scheduler, self.loss_fn, chosen, adv,
                           self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
-                          self.cfg.algo.old_logprobs, self.torch_gen)
+                          self.cfg.algo.old_logprobs, self.torch_gen,
+                          (self.cfg.correction_mode(), self.cfg.off_policy.level, self.cfg.off_policy.clip))
         self._guard(upd, step)
         return upd
 
-    def sync(self, version: int) -> None:
-        self.generator.update_weights(self.model.state_dict(), version)
+    def sync(self, version: int) -> int:
+        """Install the new weights in the engines once the generation in flight (if any) is done.
+        With rollout.partial_rollouts=restart, that generation is redone with the new weights;
+        returns how many rollouts were restarted."""
+        restarted = 0
+        if self._pending is not None:
+            t0 = time.monotonic()
+            draws, rollouts = self._pending.result()
+            self.timings["time/rollout_wait"] = time.monotonic() - t0  # generation that the update did not hide
+            self.generator.update_weights(self.model.state_dict(), version)
+            if self.cfg.rollout.partial_rollouts == "restart":
+                restarted, rollouts = len(rollouts), self.generate(draws, version)
+            self._pending = _Done((draws, rollouts))
+        else:
+            self.generator.update_weights(self.model.state_dict(), version)
+        self.version = version
+        return restarted
 
     def _guard(self, upd: UpdateResult, step: int) -> None:
         if upd.skipped and not upd.applied:
@@ -324,6 +403,8 @@ class GSPOTrainer:
         return None
 
     def close(self) -> None:
+        if getattr(self, "_prefetch", None) is not None:
+            self._prefetch.shutdown(wait=True, cancel_futures=True)
         for closer in (getattr(self, "generator", None), getattr(getattr(self, "teacher", None), "generator", None),
                        getattr(self, "scorer", None),
                        getattr(self, "eval_scorer", None), *(s for _, _, s in getattr(self, "extra_evals", []))):

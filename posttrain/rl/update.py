@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from posttrain.rl.logprobs import collate, response_logprobs
+from posttrain.rl.logprobs import ResponseBatch, collate, response_logprobs
+from posttrain.rl.offpolicy import correction_weights, mismatch_metrics
 from rollouts.types import Rollout
 
 
@@ -28,11 +29,23 @@ def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
+def _engine_logprobs(rollouts: list[Rollout], batch: ResponseBatch) -> torch.Tensor | None:
+    """The sampler's per-token log-probs as (N, R), or None when some rollout lacks them."""
+    if any(len(r.logprobs) != len(r.token_ids) for r in rollouts):
+        return None
+    out = torch.zeros(batch.response_mask.shape, device=batch.response_mask.device)  # (N, R)
+    for i, r in enumerate(rollouts):
+        out[i, :len(r.logprobs)] = torch.tensor(r.logprobs, device=out.device)
+    return out
+
+
 def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, rollouts: list[Rollout],
                 advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
-                old_logprobs: str = "trainer", generator: torch.Generator | None = None) -> UpdateResult:
+                old_logprobs: str = "trainer", generator: torch.Generator | None = None,
+                correction: tuple[str, str, float] = ("none", "sequence", 2.0)) -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
-    (posttrain.rl.policy_losses)."""
+    (posttrain.rl.policy_losses). `correction` = (mode, level, clip) of the off-policy correction
+    (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages."""
     result = UpdateResult()
     if not rollouts:
         return result
@@ -40,13 +53,21 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     batch = collate([r.prompt_token_ids for r in rollouts], [r.token_ids for r in rollouts], pad_id).to(device)
     adv = advantages.to(device=device, dtype=torch.float32)  # (N,)
     model.train()
+    engine = _engine_logprobs(rollouts, batch)  # (N, R) or None
     if old_logprobs == "engine":
-        old = torch.zeros(batch.response_mask.shape, device=device)  # (N, R)
-        for i, r in enumerate(rollouts):
-            old[i, :len(r.logprobs)] = torch.tensor(r.logprobs, device=device)
+        if engine is None:
+            raise ValueError("algo.old_logprobs=engine, but the generator returned no log-probs for every token")
+        old = engine
     else:
         with torch.no_grad():
             old = response_logprobs(model, batch)  # (N, R)
+    off_metrics: dict[str, float] = {}
+    if engine is not None and old_logprobs != "engine":
+        off_metrics = mismatch_metrics(old, engine, batch.response_mask)
+        if correction[0] != "none":
+            w, m = correction_weights(old, engine, batch.response_mask, *correction)
+            adv = adv * w if w.dim() == 1 else adv.unsqueeze(-1) * w  # (N,) or (N, R)
+            off_metrics.update(m)
     perm = torch.randperm(len(rollouts), generator=generator)
     collected: dict[str, list[float]] = {}
     for mb in torch.tensor_split(perm, min(num_minibatches, len(rollouts))):
@@ -72,6 +93,6 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
         m = {**m, "rl/loss": float(loss.detach()), "rl/grad_norm": float(grad_norm)}
         for k, v in m.items():
             collected.setdefault(k, []).append(v)
-    result.metrics = {k: _mean(v) for k, v in collected.items()}
+    result.metrics = {**off_metrics, **{k: _mean(v) for k, v in collected.items()}}
     result.metrics["rl/minibatches_skipped"] = float(result.skipped)
     return result

@@ -42,6 +42,7 @@ def test_results_file_contract(tmp_path):
     path = stats.write_results(tmp_path / "results.json", fake_results(), machine={"cpu_count": 2})
     data = json.loads(path.read_text())
     for key in ("rollout_vs_hf", "rollout_peak_fraction", "rl_step_vs_trl", "time_to_accuracy_gain_vs_trl",
+                "time_to_accuracy_gain_vs_trl_long",
                 "reward_vs_sequential", "demo_peak_rss_gib", "machine"):
         assert key in data
     assert (data["rollout_vs_hf"], data["rollout_vs_hf_min"], data["rollout_vs_hf_max"]) == (2.5, 2.0, 3.0)
@@ -88,3 +89,16 @@ def test_plots_when_matplotlib_is_there(tmp_path):
     pytest.importorskip("matplotlib")
     made = report.plot(fake_results(), tmp_path)
     assert [p.split("/")[-1] for p in made] == ["bench_rollout.png"]
+
+
+def test_ablation_rows_render(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ANALYSIS", tmp_path / "none.md")
+    r = fake_results()
+    variant = {"variant": "dynamic_sampling", "overrides": ["dynamic_sampling.enabled=true"], "sft_accuracy": 0.5,
+               "final": 0.6, "gain": 0.1, "gain_per_min": 0.1, "steps": 70, "train_s": 60.0,
+               "means": {"time/generate": 0.3, "time/update": 0.7, "rl/groups_kept": 20.0}, "loadavg_1m": [2.0]}
+    stats.merge_workload(r, "ablation", {}, {"source": "x", "budget_s": 60.0, "eval_rows": 200,
+                                              "variants": [variant]})
+    text = report.render(json.loads(stats.write_results(tmp_path / "r.json", r).read_text()))
+    row = next(line for line in text.splitlines() if line.startswith("| `dynamic_sampling`"))
+    assert "dynamic_sampling.enabled=true" in row and "| 0.100 |" in row and "| 70 |" in row

@@ -57,3 +57,16 @@ def test_missing_model_path_is_a_clear_error(tmp_path, tiny_task):
 def test_invalid_optimizer_values_are_refused_at_load(override, field):
     with pytest.raises(ConfigError, match=rf"field '{field}'"):
         load_config(rl.Config, None, [override])
+
+
+def test_speed_sections_are_documented_in_rl_help():
+    """Every key of issue 16's sections appears in `posttrain rl --help` (the phase table's text)."""
+    from posttrain.phases import PHASES
+    from posttrain.rl.config import DynamicSamplingConfig, OffPolicyConfig, OverlongConfig
+
+    text = PHASES["rl"].help
+    assert "rollout.max_staleness" in text and "rollout.partial_rollouts" in text
+    for section, cls in (("dynamic_sampling", DynamicSamplingConfig), ("off_policy", OffPolicyConfig),
+                         ("overlong", OverlongConfig)):
+        block = text.split(f"{section}.{{", 1)[1].split("}", 1)[0]
+        assert [f for f in cls.model_fields if f not in block] == [], section
