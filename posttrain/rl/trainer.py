@@ -22,6 +22,7 @@ from hints.sampler import Draw, HintSampler
 from posttrain.advantages import group_advantages
 from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from posttrain.core.data import PromptSampler, dataset_fingerprint, load_rows
+from posttrain.core.devices import master_dtype, resolve_dtype
 from posttrain.core.models import load_policy, save_hf
 from posttrain.core.progress import StepProgress
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, RunDir
@@ -33,7 +34,7 @@ from posttrain.rl.policy_losses import POLICY_LOSSES
 from posttrain.rl.update import UpdateResult, gspo_update
 from rewards.scorer import Scorer
 from rollouts.evaluate import encode_rows, greedy_eval
-from rollouts.factory import make_generator
+from rollouts.factory import engine_dtype, make_generator
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,13 @@ class GSPOTrainer:
         self.step, self.bad_steps, self.wall_offset = 0, 0, 0.0
         ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
         model_path = str(ckpt / "model") if ckpt else cfg.model.path
-        self.model, self.tok = load_policy(model_path, cfg.model.dtype, cfg.model.device, cfg.model.trust_remote_code)
+        # bf16 (given or chosen by `auto`) trains mixed precision: fp32 weights, bf16 autocast compute
+        self.precision = resolve_dtype(cfg.model.dtype, cfg.model.device)
+        self.engine_precision = engine_dtype(cfg.rollout.backend, cfg.engine, cfg.model.device)
+        log.info("trainer computes in %s (%s); engines run %s (%s)", self.precision.dtype, self.precision.reason,
+                 self.engine_precision.dtype, self.engine_precision.reason)
+        self.model, self.tok = load_policy(model_path, master_dtype(self.precision.dtype), cfg.model.device,
+                                           cfg.model.trust_remote_code)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -200,7 +207,7 @@ class GSPOTrainer:
     def update(self, chosen: list[Rollout], adv: torch.Tensor, step: int) -> UpdateResult:
         upd = gspo_update(self.model, self.optimizer, self.scheduler, self.loss_fn, chosen, adv,
                           self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
-                          self.cfg.algo.old_logprobs, self.torch_gen)
+                          self.cfg.algo.old_logprobs, self.torch_gen, self.precision.dtype)
         self._guard(upd, step)
         return upd
 
@@ -266,7 +273,8 @@ class GSPOTrainer:
         summary = {"accuracy_before_rl": before, "accuracy_after_rl": last_eval.get("eval/accuracy"),
                    "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
                    "final_model": str(self.run.final), "start_model": cfg.model.path,
-                   "eval_data": cfg.data.eval, "hints_hard_ids": len(self.hints.hard_ids())}
+                   "eval_data": cfg.data.eval, "hints_hard_ids": len(self.hints.hard_ids()),
+                   **self.precision.as_metrics("trainer"), **self.engine_precision.as_metrics("engine")}
         self.run.write_summary(summary)
         if cfg.hints.enabled:
             self.hints.save(self.run.path)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from posttrain.core.devices import autocast
 from posttrain.rl.logprobs import collate, response_logprobs
 from rollouts.types import Rollout
 
@@ -30,9 +31,11 @@ def _mean(xs: Sequence[float]) -> float:
 
 def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, rollouts: list[Rollout],
                 advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
-                old_logprobs: str = "trainer", generator: torch.Generator | None = None) -> UpdateResult:
+                old_logprobs: str = "trainer", generator: torch.Generator | None = None,
+                precision: str = "float32") -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
-    (posttrain.rl.policy_losses)."""
+    (posttrain.rl.policy_losses). `precision=bfloat16` runs the forward passes under bf16 autocast
+    (fp32 weights, gradients and optimizer state; log-probs in fp32 from the bf16 logits)."""
     result = UpdateResult()
     if not rollouts:
         return result
@@ -45,13 +48,14 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
         for i, r in enumerate(rollouts):
             old[i, :len(r.logprobs)] = torch.tensor(r.logprobs, device=device)
     else:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             old = response_logprobs(model, batch)  # (N, R)
     perm = torch.randperm(len(rollouts), generator=generator)
     collected: dict[str, list[float]] = {}
     for mb in torch.tensor_split(perm, min(num_minibatches, len(rollouts))):
         sub = batch.select(mb)
-        lp = response_logprobs(model, sub)  # (b, R)
+        with autocast(device, precision):
+            lp = response_logprobs(model, sub)  # (b, R)
         loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
         ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
         optimizer.zero_grad(set_to_none=True)
