@@ -62,6 +62,14 @@ class _EngineActor:
         return os.getpid()
 
 
+def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
+    """The trainer's state dict as the engines hold it: on CPU, floating tensors in the engines'
+    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights)."""
+    target = getattr(torch, dtype)
+    return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in state_dict.items()}
+
+
 def split_cpus(n_actors: int, n_cpus: int) -> list[str | None]:
     """Disjoint core ranges per actor on one node: 2 actors on 2 cores -> ['0', '1']."""
     if n_actors > n_cpus:
@@ -129,10 +137,7 @@ class RolloutPool:
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
         import ray
 
-        # in the engines' dtype: a bf16 engine gets bf16 (half the bytes), a fp32 one fp32
-        dtype = getattr(torch, self.dtype)
-        self._weights_ref = ray.put({k: v.detach().to("cpu", dtype=dtype if v.is_floating_point() else v.dtype)
-                                     .contiguous() for k, v in state_dict.items()})
+        self._weights_ref = ray.put(engine_weights(state_dict, self.dtype))
         self.weight_version = version
         refs = {a.load_weights.remote(self._weights_ref, version): i for i, a in enumerate(self.actors)}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.sync_timeout_s)
