@@ -12,7 +12,8 @@ from pathlib import Path
 
 from benchmarks.common import FULL, QUICK, log
 from benchmarks.model import make_bench_model
-from benchmarks.stats import load_results, loadavg, machine_info, merge_workload, write_results
+from benchmarks.stats import bf16_skips, load_results, loadavg, machine_info, merge_workload, write_results
+from posttrain.core.devices import cpu_summary, resolve_dtype
 
 WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation")
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="accuracy_long: comma-separated key=value overrides of posttrain's config (e.g. features)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
+    p.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                   help="also measure bf16 contenders (default: where the CPU has a fast bf16 unit, AMX)")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 contenders only")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
     p.add_argument("--no-docs", action="store_true", help="do not regenerate the docs")
     return p.parse_args(argv)
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown workload(s) {sorted(unknown)}; choose from {', '.join(WORKLOADS)}", file=sys.stderr)
         return 2
     sizes = QUICK if args.quick else FULL
+    if args.bf16 is None:  # bf16 contenders only where bf16 is fast (posttrain.core.devices)
+        args.bf16 = resolve_dtype("auto", "cpu").dtype == "bfloat16"
 
     for field, value in (("repeats", args.repeats), ("rl_prompts", args.rl_prompts), ("acc_budget_s", args.acc_budget),
                          ("acc_eval_every_s", args.acc_eval_every), ("acc_eval_rows", args.acc_eval_rows)):
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         results.setdefault("details", {})
         merge_workload(results, name, headline, details)
         results["machine"] = machine_info()
+        results["cpu"] = cpu_summary()
+        results["skipped"] = bf16_skips(args.bf16, resolve_dtype("auto", "cpu").reason)
         write_results(results_path, results)
         log(f"workload {name} done in {details['wall_s']}s: {headline}")
         if not args.no_docs:  # after every workload, so an interrupted run still leaves agreeing docs
@@ -109,11 +117,12 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
     if name == "rollout":
         from benchmarks import rollout
 
-        return rollout.run(model_dir, params, sizes, enforce_eager=args.eager)
+        return rollout.run(model_dir, params, sizes, enforce_eager=args.eager, bf16=args.bf16)
     if name == "rl_step":
         from benchmarks import rl_step
 
-        return rl_step.run(model_dir, params, out / "rl_step", sizes, old_logprobs=args.rl_old_logprobs)
+        return rl_step.run(model_dir, params, out / "rl_step", sizes, old_logprobs=args.rl_old_logprobs,
+                           bf16=args.bf16)
     if name == "accuracy":
         from benchmarks import accuracy
 

@@ -42,10 +42,11 @@ QUICK = Sizes(rollout_prompts=8, rollout_samples=4, rollout_tokens=16, rl_prompt
               reward_rows=400, repeats=3)
 
 
-def engine_config(enforce_eager: bool = True, max_model_len: int = 256, max_num_seqs: int | None = None) -> Any:
+def engine_config(enforce_eager: bool = True, max_model_len: int = 256, max_num_seqs: int | None = None,
+                  dtype: str = "float32") -> Any:
     """One vLLM actor whose OpenMP threads are bound to every core (ENVIRONMENT.md);
     `max_num_seqs` = the batch, so it decodes in one wave (vLLM-CPU's default is 256)."""
-    return EngineConfig(num_actors=1, num_cpus_per_actor=1, dtype="float32", enforce_eager=enforce_eager,
+    return EngineConfig(num_actors=1, num_cpus_per_actor=1, dtype=dtype, enforce_eager=enforce_eager,
                         kv_cache_gib=1, cpu_threads="all", max_model_len=max_model_len, max_num_seqs=max_num_seqs)
 
 

@@ -1,4 +1,4 @@
-"""The hardware's own fp32 matmul peak, measured with a large `torch.mm` in this process."""
+"""The hardware's own matmul peak (fp32, or bf16 on a matrix unit), measured with a large `torch.mm` in this process."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import time
 import torch
 
 
-def matmul_peak_flops(n: int = 2048, iters: int = 6, threads: int | None = None) -> float:
-    """Best-of FLOP/s of an n x n fp32 matmul (2 n^3 FLOPs), after one warm-up."""
+def matmul_peak_flops(n: int = 2048, iters: int = 6, threads: int | None = None,
+                      dtype: torch.dtype = torch.float32) -> float:
+    """Best-of FLOP/s of an n x n matmul in `dtype` (2 n^3 FLOPs), after one warm-up."""
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        c = torch.empty(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        c = torch.empty(n, n, dtype=dtype)
         torch.mm(a, b, out=c)
         best = float("inf")
         for _ in range(iters):

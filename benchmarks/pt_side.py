@@ -41,11 +41,12 @@ class FixedLength:
 def gspo_config(model_path: str, train: str, prompts_per_step: int | None, group: int | None,
                 max_tokens: int | None, lr: float | None,
                 reward: str, eval_path: str | None = None, enforce_eager: bool = True,
-                skip_uniform_groups: bool = True, seed: int = 0, extra: list[str] = ()) -> Any:
+                skip_uniform_groups: bool = True, seed: int = 0, extra: list[str] = (),
+                dtype: str = "float32") -> Any:
     data = read_yaml(DEMO_CONFIGS / "rl.yaml")  # the demo's engine/algo settings; sizes set below
-    data.update(model={"path": model_path, "dtype": "float32", "device": "cpu"},
+    data.update(model={"path": model_path, "dtype": dtype, "device": "cpu"},
                 data={"train": train, "eval": eval_path, "shuffle": True, "seed": seed})
-    data["engine"].update(enforce_eager=enforce_eager)
+    data["engine"].update(enforce_eager=enforce_eager, dtype=dtype)
     for key, value in (("prompts_per_step", prompts_per_step), ("group_size", group), ("max_new_tokens", max_tokens)):
         if value is not None:  # None keeps the demo's value
             data["rollout"][key] = value

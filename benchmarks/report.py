@@ -63,6 +63,13 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
               "", f"Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, {m.get('mem_gib', '?')} GiB; "
               f"torch {m.get('torch')}, vllm {m.get('vllm')}, trl {m.get('trl')}, transformers "
               f"{m.get('transformers')}, ray {m.get('ray')}.", ""]
+    cpu = results.get("cpu") or {}
+    if cpu:
+        lines += [f"CPU: {cpu.get('model', '?')}; precision flags: {', '.join(cpu.get('flags', [])) or 'none'} "
+                  "(bf16 contenders run where `dtype: auto` picks bf16: AMX, docs/precision.md).", ""]
+    if results.get("skipped"):
+        lines += ["Not measured on this machine: " + "; ".join(f"`{k}` ({v})" for k, v in results["skipped"].items())
+                  + ".", ""]
     loads = [[w, x.get("finished_at"), x.get("wall_s"), x.get("loadavg_end")] for w, x in d.items()]
     if loads:
         lines += ["Load average (1, 5, 15 min) when each workload finished — this machine is shared; "
@@ -71,8 +78,8 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
     lines += ["## Summary", ""]
     lines += table(["key", "what", "median", "min", "max", "n", "target", "status"], summary_rows(results), 3)
     lines += [""]
-    lines += _rollout(d.get("rollout")) + _rl_step(d.get("rl_step")) + _accuracy(d.get("accuracy"))
-    lines += _accuracy_long(d.get("accuracy_long"))
+    lines += _rollout(d.get("rollout")) + _rollout_bf16(d.get("rollout")) + _rl_step(d.get("rl_step"))
+    lines += _rl_step_bf16(d.get("rl_step")) + _accuracy(d.get("accuracy")) + _accuracy_long(d.get("accuracy_long"))
     lines += _rewards(d.get("rewards")) + _memory(d.get("memory")) + _ablation(d.get("ablation"))
     if images:
         lines += ["## Plots", ""] + [f"![{Path(i).stem}](img/{Path(i).name})" for i in images] + [""]
@@ -119,6 +126,36 @@ def _rl_step(x: dict | None) -> list[str]:
         ["step", "total s", "tok/s", "generate", "score", "update", "sync", "load 1m"], pt) + [
         "", "TRL (one generation + 4 optimizer steps):", ""] + table(
         ["cycle", "total s", "tok/s", "generate", "rest (score, logprobs, update)", "load 1m"], trl) + [""]
+
+
+def _rollout_bf16(x: dict | None) -> list[str]:
+    if not x or not any("pool_bf16_tok_s" in r for r in x.get("repeats", [])):
+        return []
+    rows = [[r["repeat"], r["pool_tok_s"], r["pool_bf16_tok_s"], r["hf_tok_s"], r["hf_bf16_tok_s"],
+             r["bf16_vs_fp32"], r["bf16_vs_hf_best"], r["bf16_peak_flops"] / 1e9, r["bf16_peak_fraction"],
+             r.get("loadavg_1m_start")] for r in x["repeats"] if "pool_bf16_tok_s" in r]
+    return ["### Rollouts in bf16", "",
+            "The same repeats, with a second pool whose engine runs `dtype: bfloat16` and HF `generate` on a bf16 "
+            "copy of the model, all four alternating. HF's best is the faster of its two dtypes in that repeat. "
+            "bf16 peak: a 2048² bf16 `torch.mm` after the repeat.", ""] + table(
+        ["repeat", "posttrain fp32 tok/s", "posttrain bf16 tok/s", "HF fp32 tok/s", "HF bf16 tok/s",
+         "bf16 / fp32", "bf16 / HF best", "bf16 peak GFLOP/s", "bf16 fraction of bf16 peak", "load 1m"], rows) + [""]
+
+
+def _rl_step_bf16(x: dict | None) -> list[str]:
+    b = (x or {}).get("bfloat16")
+    if not b:
+        return []
+    pt = [[s["step"], s["seconds"], s["tok_s"], s.get("time/generate"), s.get("time/update"), s.get("time/sync"),
+           s.get("loadavg_1m")] for s in b["posttrain_steps"]]
+    trl = [[c["cycle"], c["seconds"], c["tok_s"], c.get("generate_s"), c.get("loadavg_1m")] for c in b["trl_cycles"]]
+    return ["### RL step in bf16", "",
+            "The same steps again after the fp32 pair: posttrain with a bf16 engine and a bf16-autocast trainer (fp32 "
+            "master weights), TRL with `bf16=True`. Ratio i: posttrain bf16 step i over the faster of TRL fp32 and "
+            f"TRL bf16 cycle i (ratios: {fmt(b.get('ratios_vs_trl_best'), 2)}; posttrain bf16 / fp32 "
+            f"{fmt(b.get('posttrain_bf16_vs_fp32'))}).", "", "posttrain bf16:", ""] + table(
+        ["step", "total s", "tok/s", "generate", "update", "sync", "load 1m"], pt) + [
+        "", "TRL bf16:", ""] + table(["cycle", "total s", "tok/s", "generate", "load 1m"], trl) + [""]
 
 
 def _accuracy(x: dict | None) -> list[str]:

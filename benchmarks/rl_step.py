@@ -7,6 +7,9 @@ callback runs one posttrain step after each TRL generation cycle (4 optimizer st
 outside TRL's clock. The first step of each is warm-up. posttrain runs its compiled
 engine with `max_num_seqs` = the step's batch and, by default here, `algo.old_logprobs:
 engine` (the sampler's log-probs as the old policy's; `--rl-old-logprobs trainer` recomputes).
+With `bf16`, a second pair runs in bf16 (posttrain: bf16 engine, autocast trainer with fp32
+master weights; TRL: `bf16=True`, its autocast), and `bf16_rl_step_vs_trl_best` divides
+posttrain's bf16 step by the faster of TRL fp32 and TRL bf16 in the same cycle index.
 """
 
 from __future__ import annotations
@@ -30,19 +33,51 @@ LR = 1e-5
 MINIBATCHES = 4
 
 
-def run(model_dir: Path, params: int, out: Path, sizes: Sizes, old_logprobs: str = "engine") -> tuple[dict, dict]:
-    from transformers import TrainerCallback
-
+def run(model_dir: Path, params: int, out: Path, sizes: Sizes, old_logprobs: str = "engine",
+        bf16: bool = False) -> tuple[dict, dict]:
+    """fp32 posttrain vs fp32 TRL; with `bf16`, then both again in bf16 (posttrain: bf16 engine and
+    autocast trainer; TRL: `bf16=True`), and posttrain bf16 against the faster TRL of each pair."""
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
     rows = addition_rows(2000, seed=3)
     write_jsonl(out / "train.jsonl", rows)
+    pairs = {dt: run_pair(model_dir, out, rows, sizes, old_logprobs, dt)
+             for dt in (("float32", "bfloat16") if bf16 else ("float32",))}
+    pt_rec, trl_rec = pairs["float32"]
+    pt_meas, trl_meas = pt_rec[1:], trl_rec[1:]
+    ratios = [a["tok_s"] / b["tok_s"] for a, b in zip(pt_meas, trl_meas)]
+    headline = ratio_stats("rl_step_vs_trl", ratios)
+    P, G, T = sizes.rl_prompts, sizes.rl_group, sizes.rl_tokens
+    details = {"parameters": params, "old_logprobs": old_logprobs, "prompts_per_step": P, "group_size": G,
+               "new_tokens": T, "lr": LR,
+               "minibatches_per_step": MINIBATCHES, "reward": REWARD, "posttrain_steps": pt_rec,
+               "trl_cycles": trl_rec, "ratios": [round(r, 3) for r in ratios],
+               "posttrain_tok_s_median": _med([r["tok_s"] for r in pt_meas]),
+               "trl_tok_s_median": _med([r["tok_s"] for r in trl_meas])}
+    if bf16:
+        pt16, trl16 = (x[1:] for x in pairs["bfloat16"])
+        best = [max(a["tok_s"], b["tok_s"]) for a, b in zip(trl_meas, trl16)]  # TRL at its faster dtype
+        ratios16 = [a["tok_s"] / b for a, b in zip(pt16, best)]
+        headline.update(ratio_stats("bf16_rl_step_vs_trl_best", ratios16))
+        details["bfloat16"] = {"posttrain_steps": pairs["bfloat16"][0], "trl_cycles": pairs["bfloat16"][1],
+                               "ratios_vs_trl_best": [round(r, 3) for r in ratios16],
+                               "posttrain_tok_s_median": _med([r["tok_s"] for r in pt16]),
+                               "trl_tok_s_median": _med([r["tok_s"] for r in trl16]),
+                               "posttrain_bf16_vs_fp32": _med([a["tok_s"] / b["tok_s"] for a, b in zip(pt16, pt_meas)])}
+    return headline, details
+
+
+def run_pair(model_dir: Path, out: Path, rows: list[dict[str, Any]], sizes: Sizes, old_logprobs: str,
+             dtype: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """posttrain and TRL in `dtype`, alternating; (posttrain steps, TRL cycles), the first of each warm-up."""
+    from transformers import TrainerCallback
+
     P, G, T, cycles = sizes.rl_prompts, sizes.rl_group, sizes.rl_tokens, sizes.rl_cycles
     cfg = pt_side.gspo_config(str(model_dir), str(out / "train.jsonl"), P, G, T, LR, REWARD,
-                              skip_uniform_groups=False, enforce_eager=False,
+                              skip_uniform_groups=False, enforce_eager=False, dtype=dtype,
                               extra=[f"engine.max_model_len={T + 64}", f"engine.max_num_seqs={P * G}",
                                      f"algo.old_logprobs={old_logprobs}"])
-    pt = pt_side.make_trainer(cfg, out / "posttrain")
+    pt = pt_side.make_trainer(cfg, out / f"posttrain-{dtype}")
     pt_rec: list[dict[str, Any]] = []
     trl_rec: list[dict[str, Any]] = []
 
@@ -55,7 +90,7 @@ def run(model_dir: Path, params: int, out: Path, sizes: Sizes, old_logprobs: str
                **{k: round(v, 3) for k, v in m.items() if k.startswith("time/")}, "loadavg_1m": loadavg()[:1]}
         rec["tok_s"] = rec["tokens"] / secs
         pt_rec.append(rec)
-        log(f"rl_step posttrain step {step}: {secs:.1f}s, {rec['tok_s']:.0f} tok/s "
+        log(f"rl_step posttrain {dtype} step {step}: {secs:.1f}s, {rec['tok_s']:.0f} tok/s "
             f"(gen {m['time/generate']:.1f} score {m['time/score']:.1f} update {m['time/update']:.1f} "
             f"sync {m['time/sync']:.1f})")
 
@@ -81,7 +116,7 @@ def run(model_dir: Path, params: int, out: Path, sizes: Sizes, old_logprobs: str
                    "generate_s": round(gen, 3), "loadavg_1m": loadavg()[:1]}
             rec["tok_s"] = rec["tokens"] / secs
             trl_rec.append(rec)
-            log(f"rl_step TRL cycle {rec['cycle']}: {secs:.1f}s, {rec['tok_s']:.0f} tok/s (gen {gen:.1f})")
+            log(f"rl_step TRL {dtype} cycle {rec['cycle']}: {secs:.1f}s, {rec['tok_s']:.0f} tok/s (gen {gen:.1f})")
             if len(trl_rec) <= cycles:
                 pt_step(len(pt_rec))
             self.mark(holder)
@@ -89,23 +124,14 @@ def run(model_dir: Path, params: int, out: Path, sizes: Sizes, old_logprobs: str
     holder: list[Any] = []
     try:
         pt_step(0)  # warm-up
-        tcfg = trl_side.gspo_config(out / "trl", P, G, T, LR, MINIBATCHES * (cycles + 1), MINIBATCHES,
-                                    min_tokens=T)
+        tcfg = trl_side.gspo_config(out / f"trl-{dtype}", P, G, T, LR, MINIBATCHES * (cycles + 1), MINIBATCHES,
+                                    min_tokens=T, bf16=dtype == "bfloat16")
         trainer = trl_side.make_trainer(str(model_dir), rows, reward, tcfg, [Alternate()])
         holder.append(trainer)
         trainer.train()
     finally:
         pt.close()
-    pt_meas, trl_meas = pt_rec[1:], trl_rec[1:]
-    ratios = [a["tok_s"] / b["tok_s"] for a, b in zip(pt_meas, trl_meas)]
-    headline = ratio_stats("rl_step_vs_trl", ratios)
-    details = {"parameters": params, "old_logprobs": old_logprobs, "prompts_per_step": P, "group_size": G,
-               "new_tokens": T, "lr": LR,
-               "minibatches_per_step": MINIBATCHES, "reward": REWARD, "posttrain_steps": pt_rec,
-               "trl_cycles": trl_rec, "ratios": [round(r, 3) for r in ratios],
-               "posttrain_tok_s_median": _med([r["tok_s"] for r in pt_meas]),
-               "trl_tok_s_median": _med([r["tok_s"] for r in trl_meas])}
-    return headline, details
+    return pt_rec, trl_rec
 
 
 def _med(xs: list[float]) -> float | None:

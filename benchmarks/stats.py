@@ -34,7 +34,15 @@ HEADLINES = {
                                           "/ TRL, responses >= 64 tokens", 1.5, "higher"),
     "reward_vs_sequential": ("rewards", "rows/s, reward service (2 workers) / sequential loop", 1.8, "higher"),
     "demo_peak_rss_gib": ("memory", "peak RSS of `make demo`, process tree (GiB)", 8.0, "lower"),
+    # measured only where bf16 is fast (posttrain.core.devices); absent, with the reason in `skipped`, elsewhere
+    "bf16_rollout_vs_fp32": ("rollout", "rollout tokens/s, posttrain bf16 engine / posttrain fp32 engine", 3.0,
+                             "higher"),
+    "bf16_rollout_vs_hf_best": ("rollout", "rollout tokens/s, posttrain bf16 / HF generate at its faster dtype",
+                                3.0, "higher"),
+    "bf16_rl_step_vs_trl_best": ("rl_step", "GSPO step tokens/s, posttrain bf16 / TRL at its faster dtype", 2.0,
+                                 "higher"),
 }
+BF16_KEYS = ("bf16_rollout_vs_fp32", "bf16_rollout_vs_hf_best", "bf16_rl_step_vs_trl_best")
 
 
 def _round(x: float | None, nd: int = 4) -> float | None:
@@ -110,17 +118,29 @@ def merge_workload(results: dict[str, Any], workload: str, headline: dict[str, A
     return results
 
 
+def bf16_skips(fast: bool, reason: str) -> dict[str, str]:
+    """`skipped` of the results file: every bf16 key with the reason, on a machine without fast bf16."""
+    return {} if fast else {k: f"no fast bf16 here ({reason})" for k in BF16_KEYS}
+
+
 def write_results(path: str | Path, results: dict[str, Any], machine: dict[str, Any] | None = None) -> Path:
-    """Write atomically; every headline key is present (None when not measured)."""
+    """Write atomically; every headline key is present (None when not measured) except those in
+    `results["skipped"]` (not measurable on this machine: bf16 without a fast bf16 unit), which are
+    absent and listed with the reason under "skipped". `results["cpu"]` (model name and flags) is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = {k: results.get(k) for k in HEADLINES}
-    for k in HEADLINES:
+    skipped = results.get("skipped") or {}
+    keys = [k for k in HEADLINES if k not in skipped]
+    out = {k: results.get(k) for k in keys}
+    for k in keys:
         for suffix in ("_min", "_max", "_n"):
             if f"{k}{suffix}" in results:
                 out[f"{k}{suffix}"] = results[f"{k}{suffix}"]
-    out["targets"] = {k: {"target": v[2], "better": v[3], "met": target_met(k, results.get(k))}
-                      for k, v in HEADLINES.items()}
+    out["targets"] = {k: {"target": HEADLINES[k][2], "better": HEADLINES[k][3], "met": target_met(k, results.get(k))}
+                      for k in keys}
+    out["skipped"] = skipped
+    if "cpu" in results:
+        out["cpu"] = results["cpu"]
     if machine is None:
         machine = results.get("machine") or machine_info()
     out["machine"] = machine

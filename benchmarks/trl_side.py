@@ -39,9 +39,10 @@ def trl_dataset(rows: list[dict[str, Any]]):
 
 def gspo_config(out: Path, prompts_per_step: int, group: int, max_tokens: int, lr: float, max_steps: int,
                 num_minibatches: int = 4, eps_low: float = 3e-4, eps_high: float = 4e-4, seed: int = 0,
-                min_tokens: int | None = None, temperature: float = 1.0) -> Any:
+                min_tokens: int | None = None, temperature: float = 1.0, bf16: bool = False) -> Any:
     """GRPOConfig matching posttrain's GSPO step: one generation batch of prompts x group
-    completions, split into `num_minibatches` optimizer steps (steps_per_generation)."""
+    completions, split into `num_minibatches` optimizer steps (steps_per_generation). `bf16`:
+    TrainingArguments' mixed precision (autocast, fp32 master weights), on CPU too."""
     from trl import GRPOConfig
 
     completions = prompts_per_step * group
@@ -55,7 +56,7 @@ def gspo_config(out: Path, prompts_per_step: int, group: int, max_tokens: int, l
         gradient_accumulation_steps=1, max_completion_length=max_tokens, generation_kwargs=gen_kwargs,
         learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, max_steps=max_steps,
         temperature=temperature, top_p=1.0, logging_steps=1, report_to="none", save_strategy="no", seed=seed,
-        data_seed=seed, bf16=False, dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=True,
+        data_seed=seed, bf16=bf16, dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=True,
         # TRL defaults to gradient checkpointing (recompute in backward); posttrain does not, and
         # these models need no memory saving: off, so the baseline is not slowed down.
         gradient_checkpointing=False)

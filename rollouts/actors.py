@@ -14,6 +14,9 @@ import os
 import time
 from typing import Any, Sequence
 
+import torch
+
+from posttrain.core.devices import resolve_dtype
 from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
@@ -63,6 +66,14 @@ class _EngineActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
+    """The trainer's state dict as the engines hold it: on CPU, floating tensors in the engines'
+    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights)."""
+    target = getattr(torch, dtype)
+    return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
+            for k, v in state_dict.items()}
 
 
 def split_cpus(n_actors: int, cores: int | Sequence[int]) -> list[str | None]:
@@ -119,7 +130,8 @@ class RolloutPool:
         self.pg = placement_group([dict(bundle) for _ in range(engine.num_actors)],
                                   strategy=engine.placement.upper())
         ray.get(self.pg.ready(), timeout=engine.start_timeout_s)
-        engine_kwargs = dict(dtype=engine.dtype, enforce_eager=engine.enforce_eager,
+        self.dtype = resolve_dtype(engine.dtype, device).dtype  # `auto`: bf16 where the device does it fast
+        engine_kwargs = dict(dtype=self.dtype, enforce_eager=engine.enforce_eager,
                              max_model_len=engine.max_model_len,
                              tensor_parallel_size=engine.tensor_parallel_size,
                              gpu_memory_utilization=engine.gpu_memory_utilization, seed=seed,
@@ -148,7 +160,7 @@ class RolloutPool:
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
         import ray
 
-        self._weights_ref = ray.put({k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()})
+        self._weights_ref = ray.put(engine_weights(state_dict, self.dtype))
         self.weight_version = version
         refs = {a.load_weights.remote(self._weights_ref, version): i for i, a in enumerate(self.actors)}
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.sync_timeout_s)

@@ -34,7 +34,9 @@ class ModelConfig(Section):
     init: Literal["path", "tiny"] = Field(
         "path", description="'tiny' builds a tiny model whose tokenizer is trained on data.train."
     )
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Trainer compute dtype; bfloat16 = bf16 autocast with fp32 master weights; auto = "
+        "bfloat16 on CUDA and AMX CPUs, else float32 (docs/precision.md).")
     device: str = Field("cpu", description="torch device of the trainer: cpu, cuda, cuda:1, auto.")
     trust_remote_code: bool = False
     tiny_hidden: int = 128
@@ -67,7 +69,8 @@ class EngineConfig(Section):
     num_cpus_per_actor: float = 1.0
     num_gpus_per_actor: float = 0.0
     tensor_parallel_size: int = 1
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Engine dtype; auto = bfloat16 on CUDA and AMX CPUs, else float32 (docs/precision.md).")
     enforce_eager: bool = True
     gpu_memory_utilization: float = 0.5
     kv_cache_gib: int = Field(1, description="VLLM_CPU_KVCACHE_SPACE on CPU engines.")

@@ -43,6 +43,7 @@ from posttrain.phases.trl_common import (
     run_dir_callback,
     save_final,
     training_kwargs,
+    weights_dtype,
 )
 
 DELTA_FILE = "mpo_delta.json"
@@ -133,7 +134,7 @@ def make_trainer(cfg: Config, run: RunDir, model_path: str, train_rows: list[dic
     from trl import DPOConfig
 
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    model = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
+    model = load_causal_lm(model_path, weights_dtype(cfg.model), cfg.model.trust_remote_code)
     args = DPOConfig(**training_kwargs(cfg.train, cfg.optim, cfg.model, run.checkpoints),
                      max_length=cfg.train.max_length, beta=cfg.mpo.beta,
                      loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=list(cfg.mpo.weights),

@@ -32,6 +32,7 @@ from posttrain.phases.trl_common import (
     run_dir_callback,
     save_final,
     training_kwargs,
+    weights_dtype,
 )
 
 
@@ -80,7 +81,7 @@ def load_reward_model(path: str, model: ModelConfig, tokenizer):
     from transformers import AutoModelForSequenceClassification  # transformers: heavy, when a phase runs
 
     rm = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=torch_dtype(model.dtype), trust_remote_code=model.trust_remote_code)
+        path, num_labels=1, dtype=torch_dtype(weights_dtype(model)), trust_remote_code=model.trust_remote_code)
     rm.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last non-pad token
     return rm
 

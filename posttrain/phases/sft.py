@@ -36,6 +36,7 @@ from posttrain.phases.trl_common import (
     save_final,
     stop_at_accuracy_callback,
     training_kwargs,
+    weights_dtype,
 )
 
 
@@ -129,7 +130,7 @@ def make_trainer(cfg: Config, run: RunDir, model_path: str, train_ds, evaluator:
     from trl import SFTConfig, SFTTrainer  # trl: heavy, imported when a phase runs
 
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
-    model = load_causal_lm(model_path, cfg.model.dtype, cfg.model.trust_remote_code)
+    model = load_causal_lm(model_path, weights_dtype(cfg.model), cfg.model.trust_remote_code)
     args = SFTConfig(**training_kwargs(cfg.train, cfg.optim, cfg.model, run.checkpoints),
                      max_length=cfg.train.max_length, packing=cfg.sft.packing,
                      completion_only_loss=cfg.sft.completion_only_loss, dataset_num_proc=None)

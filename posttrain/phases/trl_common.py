@@ -16,6 +16,7 @@ from typing import Any, Iterator, Literal
 from pydantic import Field
 
 from posttrain.core.config import ConfigError, ModelConfig, OptimConfig, Section
+from posttrain.core.devices import DtypeChoice, master_dtype, resolve_dtype
 from posttrain.core.models import save_hf
 from posttrain.core.run_dir import INIT_MODEL_DIR, RunDir
 from posttrain.core.stop import StopFlag
@@ -87,9 +88,21 @@ def scheduler_name(optim: OptimConfig) -> str:
     return optim.scheduler
 
 
+def precision(model: ModelConfig) -> DtypeChoice:
+    """The phase's compute dtype: `model.dtype`, with `auto` decided for `model.device`."""
+    return resolve_dtype(model.dtype, model.device)
+
+
+def weights_dtype(model: ModelConfig) -> str:
+    """The dtype to load the trained model in: fp32 master weights when computing in bf16."""
+    return master_dtype(precision(model).dtype)
+
+
 def training_kwargs(train: TrainLoop, optim: OptimConfig, model: ModelConfig, out_dir: Path) -> dict[str, Any]:
-    """Keywords shared by SFTConfig / DPOConfig / RewardConfig (all TrainingArguments)."""
+    """Keywords shared by SFTConfig / DPOConfig / RewardConfig (all TrainingArguments). bf16 (given,
+    or chosen by `auto`) is TrainingArguments' own mixed precision, on CPU too (torch autocast)."""
     on_cpu = model.device == "cpu"
+    dtype = precision(model).dtype
     return dict(
         output_dir=str(out_dir), max_steps=train.max_steps, per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum, learning_rate=optim.lr,
@@ -97,7 +110,7 @@ def training_kwargs(train: TrainLoop, optim: OptimConfig, model: ModelConfig, ou
         adam_beta1=optim.betas[0], adam_beta2=optim.betas[1], max_grad_norm=optim.max_grad_norm,
         logging_steps=train.logging_steps, save_steps=train.save_steps, save_total_limit=train.save_total_limit,
         seed=train.seed, data_seed=train.seed, report_to=[], disable_tqdm=True, use_cpu=on_cpu,
-        bf16=(model.dtype == "bfloat16" and not on_cpu), fp16=(model.dtype == "float16" and not on_cpu),
+        bf16=dtype == "bfloat16", fp16=(dtype == "float16" and not on_cpu),
         dataloader_num_workers=0, remove_unused_columns=False, gradient_checkpointing=train.gradient_checkpointing,
     )
 

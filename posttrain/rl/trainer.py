@@ -27,6 +27,7 @@ from posttrain.advantages import group_advantages
 from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from posttrain.core.config import ConfigError
 from posttrain.core.data import PromptSampler, check_prompt_lengths, dataset_fingerprint, load_rows
+from posttrain.core.devices import master_dtype, resolve_dtype
 from posttrain.core.models import load_policy, save_hf
 from posttrain.core.progress import StepProgress
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, TEACHER_CACHE_FILE, RunDir
@@ -41,7 +42,7 @@ from rewards.resolve import resolve_reward
 from rewards.scorer import Scorer
 from rollouts.cluster import RayCluster
 from rollouts.evaluate import encode_rows, greedy_eval
-from rollouts.factory import make_generator
+from rollouts.factory import engine_dtype, make_generator
 from rollouts.hf import HFGenerator
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
@@ -121,7 +122,13 @@ class GSPOTrainer:
         self.step, self.bad_steps, self.wall_offset = 0, 0, 0.0
         ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
         model_path = str(ckpt / "model") if ckpt else cfg.model.path
-        self.model, self.tok = load_policy(model_path, cfg.model.dtype, cfg.model.device, cfg.model.trust_remote_code)
+        # bf16 (given or chosen by `auto`) trains mixed precision: fp32 weights, bf16 autocast compute
+        self.precision = resolve_dtype(cfg.model.dtype, cfg.model.device)
+        self.engine_precision = engine_dtype(cfg.rollout.backend, cfg.engine, cfg.model.device)
+        log.info("trainer computes in %s (%s); engines run %s (%s)", self.precision.dtype, self.precision.reason,
+                 self.engine_precision.dtype, self.engine_precision.reason)
+        self.model, self.tok = load_policy(model_path, master_dtype(self.precision.dtype), cfg.model.device,
+                                           cfg.model.trust_remote_code)
         self._check_prompt_lengths()
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
@@ -307,7 +314,8 @@ class GSPOTrainer:
         upd = gspo_update(self.model, self.optimizer, self.scheduler, self.loss_fn, chosen, adv,
                           self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
                           self.cfg.algo.old_logprobs, self.torch_gen,
-                          (self.cfg.correction_mode(), self.cfg.off_policy.level, self.cfg.off_policy.clip))
+                          (self.cfg.correction_mode(), self.cfg.off_policy.level, self.cfg.off_policy.clip),
+                          self.precision.dtype)
         self._guard(upd, step)
         return upd
 
@@ -390,7 +398,8 @@ class GSPOTrainer:
                    "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
                    "preempted": preempted, "final_model": None if preempted else str(self.run.final),
                    "start_model": cfg.model.path,
-                   "eval_data": cfg.data.eval, "hints_hard_ids": len(self.hints.hard_ids())}
+                   "eval_data": cfg.data.eval, "hints_hard_ids": len(self.hints.hard_ids()),
+                   **self.precision.as_metrics("trainer"), **self.engine_precision.as_metrics("engine")}
         self.run.write_summary(summary)
         if cfg.hints.enabled:
             self.hints.save(self.run.path)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from posttrain.core.devices import autocast
 from posttrain.rl.logprobs import ResponseBatch, collate, response_logprobs
 from posttrain.rl.offpolicy import correction_weights, mismatch_metrics
 from rollouts.types import Rollout
@@ -42,10 +43,13 @@ def _engine_logprobs(rollouts: list[Rollout], batch: ResponseBatch) -> torch.Ten
 def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, rollouts: list[Rollout],
                 advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
                 old_logprobs: str = "trainer", generator: torch.Generator | None = None,
-                correction: tuple[str, str, float] = ("none", "sequence", 2.0)) -> UpdateResult:
+                correction: tuple[str, str, float] = ("none", "sequence", 2.0),
+                precision: str = "float32") -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
     (posttrain.rl.policy_losses). `correction` = (mode, level, clip) of the off-policy correction
-    (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages."""
+    (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages.
+    `precision=bfloat16` runs the forward passes under bf16 autocast (fp32 weights, gradients and
+    optimizer state; log-probs in fp32 from the bf16 logits)."""
     result = UpdateResult()
     if not rollouts:
         return result
@@ -59,7 +63,7 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
             raise ValueError("algo.old_logprobs=engine, but the generator returned no log-probs for every token")
         old = engine
     else:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             old = response_logprobs(model, batch)  # (N, R)
     off_metrics: dict[str, float] = {}
     if engine is not None and old_logprobs != "engine":
@@ -72,7 +76,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     collected: dict[str, list[float]] = {}
     for mb in torch.tensor_split(perm, min(num_minibatches, len(rollouts))):
         sub = batch.select(mb)
-        lp = response_logprobs(model, sub)  # (b, R)
+        with autocast(device, precision):
+            lp = response_logprobs(model, sub)  # (b, R)
         loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
         ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
         optimizer.zero_grad(set_to_none=True)

@@ -102,3 +102,30 @@ def test_ablation_rows_render(tmp_path, monkeypatch):
     text = report.render(json.loads(stats.write_results(tmp_path / "r.json", r).read_text()))
     row = next(line for line in text.splitlines() if line.startswith("| `dynamic_sampling`"))
     assert "dynamic_sampling.enabled=true" in row and "| 0.100 |" in row and "| 70 |" in row
+
+
+def test_bf16_keys_absent_with_a_reason_where_bf16_is_slow(tmp_path):
+    r = fake_results()
+    r["cpu"] = {"model": "Intel Cascade Lake", "flags": ["avx512f", "avx512_vnni"]}
+    r["skipped"] = stats.bf16_skips(False, "auto: CPU has no bf16 matrix unit (no amx_bf16)")
+    data = json.loads(stats.write_results(tmp_path / "results.json", r, machine={"cpu_count": 2}).read_text())
+    for key in stats.BF16_KEYS:
+        assert key not in data and key not in data["targets"] and "no amx_bf16" in data["skipped"][key]
+    assert data["cpu"]["flags"] == ["avx512f", "avx512_vnni"] and data["rollout_vs_hf"] == 2.5
+    assert "Not measured on this machine: `bf16_rollout_vs_fp32`" in report.render(data)
+    assert stats.bf16_skips(True, "auto: CPU has AMX") == {}
+
+
+def test_bf16_rollout_keys_and_tables_where_bf16_is_fast(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ANALYSIS", tmp_path / "none.md")
+    r = fake_results()
+    for rec in r["details"]["rollout"]["repeats"]:
+        rec.update(pool_bf16_tok_s=6000.0, hf_bf16_tok_s=900.0, bf16_vs_fp32=3.0, bf16_vs_hf_best=6000.0 / 900.0,
+                   bf16_peak_flops=2.0e12, bf16_peak_fraction=0.16)
+    r.update(stats.ratio_stats("bf16_rollout_vs_fp32", [3.0, 3.0, 3.0]), skipped={},
+             cpu={"model": "Xeon", "flags": ["amx_bf16"]})
+    data = json.loads(stats.write_results(tmp_path / "results.json", r, machine={"cpu_count": 2}).read_text())
+    assert data["bf16_rollout_vs_fp32"] == 3.0 and data["targets"]["bf16_rollout_vs_fp32"]["met"] is True
+    assert data["bf16_rl_step_vs_trl_best"] is None and data["skipped"] == {}
+    text = report.render(data)
+    assert "### Rollouts in bf16" in text and "CPU: Xeon; precision flags: amx_bf16" in text
