@@ -236,3 +236,29 @@ def test_rft_can_mix_the_sft_stage_data_into_its_retraining(tmp_path):
     assert rft.sft.kept_weight == 2
     with pytest.raises(ConfigError, match="no sft_data output"):
         _plan(tmp_path, "stages.rft.from.sft_data=rl1")
+
+
+def test_experts_recipe_wires_experts_and_their_tasks(tmp_path):
+    cfg = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml"), tmp_path)
+    plan = {st.name: st for st in resolve(cfg, tmp_path)}
+    m = plan["merge"].cfg
+    assert m.model.path == str(tmp_path / "base" / "final")
+    assert [(e.name, e.model, e.task) for e in m.experts] == [
+        ("add_expert", str(tmp_path / "add_expert" / "final"), "addition"),
+        ("rev_expert", str(tmp_path / "rev_expert" / "final"), "reversal")]
+    assert all(e.eval == str(tmp_path / "data" / "eval.jsonl") for e in m.experts)
+    assert plan["add_expert"].cfg.model.path == str(tmp_path / "base" / "final")
+    changed = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml",
+                                                      ["stages.rev_expert.values.train.max_steps=7"]), tmp_path)
+    b = {st.name: st for st in resolve(changed, tmp_path)}  # a changed expert changes the merge's hash
+    assert b["merge"].hash != plan["merge"].hash and b["add_expert"].hash == plan["add_expert"].hash
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.merge.from.experts=add_expert", "from.experts must be a list of stage names"),
+    ("stages.merge.from.experts=[add_expert,nope]", "'nope' must name an earlier stage"),
+    ("stages.merge.from.model=[base]", "from.model must be one stage name"),
+])
+def test_bad_merge_wiring_names_the_stage(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml", [override])
