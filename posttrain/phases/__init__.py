@@ -64,6 +64,9 @@ PHASES: dict[str, Phase] = {p.name: p for p in (
     Phase("align", "posttrain.rl.align", "Alignment RL: GSPO over a reward mix (IFEval constraints, formats, "
           "judge, reward model) with a guard on held-out task accuracy.",
           inputs={"model": "model.path", "prompts": "data.train"}),
+    Phase("cot", "posttrain.phases.cot.stage",
+          "LongCoT data: collect, k paths with confidence, two-level judge into tiers, review, score and upsample.",
+          inputs={"model": "model.path"}, outputs=("model", "sft_data"), data={"train": "data.sources"}),
     Phase("merge", "posttrain.phases.merge",
           "Merge experts that share a base (linear, TIES, DARE via PEFT); keep the best candidate on their tasks.",
           inputs={"model": "model.path", "experts": "experts"}),
