@@ -5,7 +5,7 @@ The shipped recipe (configs/recipes/keye.yaml) is Keye-VL 1.5's iterative schedu
 SFT -> RL -> (RFT -> SFT) -> filter -> RL. Stage configs and wiring: posttrain/pipeline_config.py.
 
 RUN_DIR/pipeline.yaml        the pipeline config as given (--resume reads it)
-RUN_DIR/pipeline_state.json  per stage: status (running/interrupted/done), config hash,
+RUN_DIR/pipeline_state.json  per stage: status (running/interrupted/failed/done), config hash,
                              attempts, wall time, summary; written atomically
 RUN_DIR/<stage>/             each stage's own run directory (phase contract)
 RUN_DIR/summary.json         stages [{name, kind, accuracy, model}] in run order, sft_model,
@@ -30,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.core.config import ConfigError
-from posttrain.core.data import write_jsonl
+from posttrain.core.data import DatasetError, write_jsonl
 from posttrain.core.run_dir import INIT_MODEL_DIR, SCORED_FILE, atomic_write_text
 from posttrain.phases import PHASES
 from posttrain.phases.pairs import build_pairs
 from posttrain.pipeline.config import Config, Resolved, dump_pipeline_config, resolve, with_data_defaults
 from posttrain.pipeline.report import write_report
 from posttrain.tasks.addition import make_demo_data
+from posttrain.tasks.cot_addition import make_cot_data
 from posttrain.tasks.reversal import make_experts_data
 from posttrain.tasks.tiny import make_tiny_model
 
@@ -108,7 +109,7 @@ def prepare_inputs(pipe: Config, run_dir: Path, st: Resolved) -> None:
     """Files a stage needs that the pipeline makes: the demo task, the tiny model, MPO pairs."""
     train = Path(pipe.data.train)
     if not train.is_file() and train.parent == run_dir / "data":
-        make = make_experts_data if pipe.data.demo_task == "experts" else make_demo_data
+        make = {"experts": make_experts_data, "cot": make_cot_data}.get(pipe.data.demo_task, make_demo_data)
         make(run_dir / "data", pipe.data.demo_train_rows, pipe.data.demo_eval_rows, pipe.data.seed)
     if st.tiny_init and not (run_dir / INIT_MODEL_DIR / "config.json").is_file():
         m, tmp = st.cfg.model, run_dir / ".init_model.tmp"
@@ -153,7 +154,11 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
         state.start(st, fresh)
         t0, c0 = time.monotonic(), time.process_time()
         say(f"stage {st.name} ({st.kind}): {'starting' if fresh else 'resuming from its checkpoint'} in {st.dir}")
-        summary = run_stage(st, resume=not fresh)
+        try:
+            summary = run_stage(st, resume=not fresh)
+        except (ConfigError, DatasetError) as e:  # bad input found while running: name the stage
+            state.finish(st, "failed", None, time.monotonic() - t0, time.process_time() - c0)
+            raise type(e)(f"stage {st.name!r} ({st.kind}): {e}") from None
         if summary.get("interrupted"):
             state.finish(st, "interrupted", summary, time.monotonic() - t0, time.process_time() - c0)
             raise PipelineInterrupted(f"stage {st.name!r} stopped at step {summary.get('steps')}; continue with "

@@ -20,9 +20,11 @@ answer after a wrong step, or correct steps with a miscopied answer.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
-from posttrain.tasks.addition import _column_steps, make_addition_rows
+from posttrain.core.data import write_jsonl
+from posttrain.tasks.addition import _column_steps, make_addition_rows, split_rows
 from rewards.api import reward
 
 _ANSWER_RE = re.compile(r"The answer is (-?\d+)")
@@ -72,3 +74,15 @@ def cot_steps(completion: str, sample: dict) -> float:
         return 0.0
     right = sum(g == w for g, w in zip(got, want))
     return right / max(len(want), len(got))
+
+
+def make_cot_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
+    """OUT/train.jsonl (rows with reference paths), OUT/eval.jsonl (held out) and OUT/pool.jsonl
+    (`n_train` more prompts, disjoint from both: the LongCoT pipeline's prompts)."""
+    rows = make_cot_rows(2 * n_train + n_eval, seed=seed)
+    train, rest = rows[:n_train], rows[n_train:]
+    pool, held = split_rows(rest, n_eval, seed)
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "eval.jsonl", held)
+    write_jsonl(out / "pool.jsonl", [{k: v for k, v in r.items() if k != "completion"} for r in pool])
+    return out / "train.jsonl", out / "eval.jsonl"

@@ -262,3 +262,28 @@ def test_experts_recipe_wires_experts_and_their_tasks(tmp_path):
 def test_bad_merge_wiring_names_the_stage(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
         load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml", [override])
+
+
+def test_experts_summary_carries_the_merge_table_and_errors_name_the_stage(tmp_path, monkeypatch):
+    table = {"base": {"addition": 0.0, "reversal": 0.0}, "add_expert": {"addition": 0.5, "reversal": 0.0},
+             "rev_expert": {"addition": 0.0, "reversal": 0.9}, "merged": {"addition": 0.48, "reversal": 0.9}}
+
+    def run_stage(st, resume):
+        st.dir.mkdir(parents=True, exist_ok=True)
+        if st.kind == "merge":
+            return {"eval/accuracy": 0.69, "accuracy": table, "merge_retention": 0.96}
+        return {"eval/accuracy": 0.5}
+
+    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    monkeypatch.setattr(pipeline, "prepare_inputs", lambda *a: None)
+    experts = ROOT / "configs" / "recipes" / "experts.yaml"
+    s = pipeline.run_pipeline(load_pipeline_config(experts, ["report=false", "data.train=/t/t.jsonl"]), tmp_path)
+    assert s["accuracy"] == table and s["merge_retention"] == 0.96
+
+    def failing(st, resume):
+        from posttrain.core.data import DatasetError
+        raise DatasetError("cot: tier A is empty")
+
+    monkeypatch.setattr(pipeline, "run_stage", failing)
+    with pytest.raises(Exception, match="stage 'base' \\(sft\\): cot: tier A is empty"):
+        pipeline.run_pipeline(load_pipeline_config(experts, ["report=false", "data.train=/t/u.jsonl"]), tmp_path / "b")
