@@ -22,8 +22,10 @@ from posttrain.tasks.addition import make_addition_rows, split_rows
 
 
 def make_reversal_rows(n: int, min_digits: int = 3, max_digits: int = 5, seed: int = 0,
-                       prefix: str = "rev") -> list[dict[str, Any]]:
-    """`n` distinct digit strings (no leading zero) to reverse, with answers."""
+                       prefix: str = "rev", copy: bool = False) -> list[dict[str, Any]]:
+    """`n` distinct digit strings (no leading zero) to reverse, with answers; `copy=True`: the
+    copy task instead ("Repeat 4821." -> "4821", task "copy": the experts demo's base learns the
+    chat format and the digits on it, and neither expert's skill)."""
     if not 1 <= min_digits <= max_digits:
         raise ValueError(f"need 1 <= min_digits <= max_digits (got {min_digits}, {max_digits})")
     space = sum(9 * 10 ** (d - 1) for d in range(min_digits, max_digits + 1))
@@ -37,20 +39,23 @@ def make_reversal_rows(n: int, min_digits: int = 3, max_digits: int = 5, seed: i
         if s in seen:
             continue
         seen.add(s)
-        rows.append({"id": f"{prefix}-{len(rows):06d}", "prompt": f"Reverse {s}.", "answer": s[::-1],
-                     "task": "reversal"})
+        rows.append({"id": f"{prefix}-{len(rows):06d}", "prompt": f"{'Repeat' if copy else 'Reverse'} {s}.",
+                     "answer": s if copy else s[::-1], "task": "copy" if copy else "reversal"})
     return rows
 
 
 def make_experts_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
-    """The experts demo's data: 2-digit addition (no hints) and digit reversal, `n_train` + `n_eval` rows of
-    each, shuffled into OUT/train.jsonl and OUT/eval.jsonl; rows carry `task` so a stage can pick one."""
+    """The experts demo's data: 2-digit addition (no hints), digit reversal and digit copying,
+    `n_train` + `n_eval` rows of each, shuffled into OUT/train.jsonl and OUT/eval.jsonl; rows carry
+    `task` so a stage can pick one (SFT's data.task)."""
     add_train, add_eval = split_rows(make_addition_rows(n_train + n_eval, digits=2, terms=2, seed=seed), n_eval, seed)
     rev_train, rev_eval = split_rows(make_reversal_rows(n_train + n_eval, seed=seed), n_eval, seed)
+    copy_train, copy_eval = split_rows(make_reversal_rows(n_train + n_eval, seed=seed + 1, prefix="copy", copy=True),
+                                       n_eval, seed)
     for r in add_train + add_eval:
         r.pop("hints", None)
-    train = add_train + rev_train
+    train = add_train + rev_train + copy_train
     random.Random(seed).shuffle(train)
     write_jsonl(out / "train.jsonl", train)
-    write_jsonl(out / "eval.jsonl", add_eval + rev_eval)
+    write_jsonl(out / "eval.jsonl", add_eval + rev_eval + copy_eval)
     return out / "train.jsonl", out / "eval.jsonl"
