@@ -8,7 +8,7 @@ endpoints) over the review queue in RUN_DIR/review.sqlite (review_store.py):
                        saves, Esc cancels), r reject, j / k next / previous
     GET  /api/items    the queue with its decisions
     POST /api/decide   {"id", "decision": approve|edit|reject, "completion"?: edited text}
-    POST /api/export   writes RUN_DIR/4_reviewed.jsonl; returns {"path", "count"}
+    POST /api/export   writes RUN_DIR/review_decisions.jsonl; returns {"path", "count"}
 
 A malformed request (not JSON, wrong fields, too large, unknown item) is a 400 with a
 one-line error and writes nothing; the store runs each decision in one transaction.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.phases.cot.review_page import PAGE
-from posttrain.phases.cot.review_store import MAX_TEXT, REVIEW_DB, REVIEWED_FILE, ReviewError, ReviewStore
+from posttrain.phases.cot.review_store import MAX_TEXT, DECISIONS_FILE, REVIEW_DB, ReviewError, ReviewStore
 
 MAX_BODY = 4 * MAX_TEXT + 1024
 
@@ -78,7 +78,7 @@ def make_handler(store: ReviewStore, run_dir: Path) -> type[BaseHTTPRequestHandl
                     print(f"[review] {res['id']}: {res['decision']}", file=sys.stderr, flush=True)
                     self._json(200, {**res, "pending": store.pending()})
                 elif self.path == "/api/export":
-                    path = run_dir / REVIEWED_FILE
+                    path = run_dir / DECISIONS_FILE
                     self._json(200, {"path": str(path), "count": store.export(path)})
                 else:
                     self._json(404, {"error": f"no endpoint {self.path}"})

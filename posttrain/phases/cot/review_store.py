@@ -24,6 +24,7 @@ from typing import Any, Iterator
 from posttrain.core.data import write_jsonl
 
 REVIEW_DB, REVIEWED_FILE = "review.sqlite", "4_reviewed.jsonl"
+DECISIONS_FILE = "review_decisions.jsonl"  # the page's export: every decided item with its decision
 DECISIONS = ("approve", "edit", "reject")
 MAX_TEXT = 20_000
 SCHEMA = """

@@ -16,7 +16,7 @@ import pytest
 
 from posttrain.core.data import read_jsonl
 from posttrain.phases.cot.review_server import make_server
-from posttrain.phases.cot.review_store import REVIEW_DB, REVIEWED_FILE, ReviewError, ReviewStore
+from posttrain.phases.cot.review_store import DECISIONS_FILE, REVIEW_DB, ReviewError, ReviewStore
 from tests.posttrain.phases.cot.cdp import CHROMIUM, Browser
 
 ITEMS = [{"id": f"cot-{i}#1", "prompt": f"What is {i} + {i}?", "answer": str(2 * i),
@@ -123,7 +123,7 @@ def test_review_page_in_headless_chromium(run_dir):
         browser.close()
         server.shutdown()
         server.server_close()
-    exported = {r["id"]: r for _, r in read_jsonl(run_dir / REVIEWED_FILE)}
+    exported = {r["id"]: r for _, r in read_jsonl(run_dir / DECISIONS_FILE)}
     assert {k: v["review"] for k, v in exported.items()} == {
         ITEMS[0]["id"]: "approve", ITEMS[1]["id"]: "edit", ITEMS[2]["id"]: "reject"}
     assert exported[ITEMS[1]["id"]]["completion"] == "ones 2+2=4 write 4 carry 0. The answer is 4 (checked)"
