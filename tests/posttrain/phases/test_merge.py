@@ -122,3 +122,32 @@ def test_bad_experts_are_named(experts, tmp_path):
         merge.run(_cfg(d, base, [ex[0], tmp_path / "nope"]), tmp_path / "m")
     with pytest.raises(ConfigError, match="one weight per expert"):
         merge.run(_cfg(d, base, ex, "candidates=[{method: linear, weights: [1]}]"), tmp_path / "m")
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_merged_folder_loads_in_vllm_and_matches_transformers(experts, tmp_path):
+    """The merged folder is a plain HF checkpoint: a vLLM engine (Ray actor) serves it, and its greedy
+    completions mostly equal transformers' (an untrained model's logits are near ties, so a few may
+    differ by float rounding)."""
+    from posttrain.core.config import EngineConfig, RayConfig
+    from rewards.config import default_reward
+    from rewards.scorer import Scorer
+    from rollouts.actors import RolloutPool
+    from rollouts.evaluate import greedy_eval, hf_greedy_eval
+
+    d, base, ex = experts
+    merge.run(_cfg(d, base, ex, "candidates=[{method: ties, density: 0.5}]"), tmp_path / "m")
+    final = tmp_path / "m" / "final"
+    rows = make_addition_rows(6, seed=2)
+    tok = load_tokenizer(final)
+    with Scorer.from_config(default_reward("exact", workers=1)) as scorer:
+        hf = hf_greedy_eval(load_causal_lm(final), tok, rows, scorer, 6)
+        pool = RolloutPool(str(final), EngineConfig(num_actors=1, max_model_len=256), RayConfig(num_cpus=2),
+                           unit_timeout_s=300)
+        try:
+            vl = greedy_eval(pool, tok, rows, scorer, 6)
+        finally:
+            pool.close()
+    assert len(vl.completions) == len(rows)
+    assert sum(vl.completions[k] == hf.completions[k] for k in hf.completions) >= len(rows) - 2
