@@ -109,3 +109,19 @@ def test_empty_tier_a_is_a_clear_error(setup, tmp_path):
         stage.run(_cfg(d, model, "review.mode=auto", "sampling.k=1",
                        "judge.answer={components: [{name: exact}], workers: 1}"), tmp_path / "r",
                   generator=ScriptedGenerator(rows))
+
+
+def test_cli_auto_with_an_untrained_model_names_the_empty_tier(setup, tmp_path):
+    from typer.testing import CliRunner
+
+    from posttrain.cli import app
+
+    d, rows, model = setup
+    res = CliRunner().invoke(app, ["data", "cot", "--auto", "--run-dir", str(tmp_path / "r"), f"model.path={model}",
+                                   f"data.sources={d}/a.jsonl", "data.max_prompts=3", "sampling.k=2",
+                                   "sampling.max_tokens=6", "generator=hf",
+                                   f"judge.answer={{components: [{{name: '{ANSWER}'}}], workers: 1}}"])
+    assert res.exit_code == 2, res.output
+    assert "cot: tier A is empty" in res.output
+    counts = json.loads((tmp_path / "r" / stage.COUNTS).read_text())
+    assert counts["generate"]["paths"] == 6 and counts["judge"]["tier_A"] == 0
