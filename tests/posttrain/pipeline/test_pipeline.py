@@ -287,3 +287,14 @@ def test_experts_summary_carries_the_merge_table_and_errors_name_the_stage(tmp_p
     monkeypatch.setattr(pipeline, "run_stage", failing)
     with pytest.raises(Exception, match="stage 'base' \\(sft\\): cot: tier A is empty"):
         pipeline.run_pipeline(load_pipeline_config(experts, ["report=false", "data.train=/t/u.jsonl"]), tmp_path / "b")
+
+
+def test_cot_recipe_feeds_the_cot_file_to_the_student(tmp_path):
+    cfg = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "cot.yaml"), tmp_path)
+    plan = {st.name: st for st in resolve(cfg, tmp_path)}
+    assert plan["cot"].cfg.model.path == str(tmp_path / "teacher" / "final")
+    assert plan["cot"].cfg.data.sources == str(tmp_path / "data" / "train.jsonl")
+    assert plan["cot"].outputs == {"model": str(tmp_path / "teacher" / "final"),
+                                   "sft_data": str(tmp_path / "cot" / "sft.jsonl")}
+    assert plan["student"].cfg.data.train == str(tmp_path / "cot" / "sft.jsonl")
+    assert plan["student"].cfg.model.path == str(tmp_path / "teacher" / "final")
