@@ -57,8 +57,9 @@ class SFTData(Section):
         "hinted prompts (a large pretrained model already does).")
     hint_template: str | None = Field(None, description="How the hint is appended (default: hints' template); "
                                                         "use the RL stage's hints.template.")
-    task: str | None = Field(None, description="Train and evaluate only on rows whose 'task' field is this "
-                                               "(an expert trained on one task of a multi-task file).")
+    task: str | list[str] | None = Field(None, description="Train and evaluate only on rows whose 'task' field "
+                                                          "is this (or one of these): an expert trained on one "
+                                                          "task of a multi-task file.")
 
     @field_validator("hint_template")
     @classmethod
@@ -103,12 +104,16 @@ def build_train_dataset(data: SFTData):
     return to_dataset(mix_sources(loaded, [s.weight for s in srcs], data.mix_rows, data.seed))
 
 
+def _tasks(task: str | list[str]) -> list[str]:
+    return [task] if isinstance(task, str) else list(task)
+
+
 def load_eval_rows(data: SFTData, max_rows: int | None) -> list[dict]:
     if not data.eval:
         return []
     rows = load_rows(data.eval)
     if data.task:
-        rows = [r for r in rows if r.get("task") == data.task]
+        rows = [r for r in rows if r.get("task") in _tasks(data.task)]
         if not rows:
             raise DatasetError(f"{data.eval}: no held-out rows with task {data.task!r} (data.task)")
     return rows[:max_rows] if max_rows else rows
