@@ -167,7 +167,6 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     cand_path = run.path / CANDIDATES_FILE
     try:
         accuracy = {"base": evaluate(base_model)}
-        task_of = {}
         for e, state in zip(cfg.experts, states):
             base_model.load_state_dict(state)
             accuracy[e.name] = evaluate(base_model)
