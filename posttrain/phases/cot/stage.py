@@ -92,6 +92,8 @@ class Score(Section):
 
 class Config(SamplingPhase):
     phase: Literal["cot"] = "cot"
+    generator: Literal["hf", "vllm"] = Field("vllm", description="vllm: the Ray + vLLM pool (engine settings "
+                                                                "under `engine`); hf: transformers in process.")
     data: CotData = Field(default_factory=CotData)
     collect: Collect = Field(default_factory=Collect)
     judge: Judge = Field(default_factory=Judge)

@@ -125,3 +125,16 @@ def test_cli_auto_with_an_untrained_model_names_the_empty_tier(setup, tmp_path):
     assert "cot: tier A is empty" in res.output
     counts = json.loads((tmp_path / "r" / stage.COUNTS).read_text())
     assert counts["generate"]["paths"] == 6 and counts["judge"]["tier_A"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.engine
+def test_paths_from_the_ray_vllm_pool(setup, tmp_path):
+    """Step 2 through the real engines: k paths per prompt with the engine's log-probs and an entropy."""
+    d, rows, model = setup
+    cfg = _cfg(d, model, "generator=vllm", "data.max_prompts=3", "sampling.k=2", "sampling.max_tokens=8",
+               "review.mode=human", "engine.max_model_len=256", "ray.num_cpus=2")
+    summary = stage.run(cfg, tmp_path / "r")
+    assert summary["counts"]["generate"]["paths"] == 6
+    paths = [o for _, o in read_jsonl(tmp_path / "r" / stage.PATHS)]
+    assert all(p["n_tokens"] > 0 and p["mean_logprob"] <= 0 and p["entropy"] > 0 for p in paths)
