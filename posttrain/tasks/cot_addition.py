@@ -82,7 +82,11 @@ def make_cot_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path
     rows = make_cot_rows(2 * n_train + n_eval, seed=seed)
     train, rest = rows[:n_train], rows[n_train:]
     pool, held = split_rows(rest, n_eval, seed)
-    write_jsonl(out / "train.jsonl", train)
+    # `messages`: SFT trains on the reference path in the chat template (a plain prompt/completion
+    # string pair would be trained as raw text, and a chat-templated eval would never match it)
+    write_jsonl(out / "train.jsonl", [dict(r, messages=[{"role": "user", "content": r["prompt"]},
+                                                        {"role": "assistant", "content": r["completion"]}])
+                                      for r in train])
     write_jsonl(out / "eval.jsonl", held)
     write_jsonl(out / "pool.jsonl", [{k: v for k, v in r.items() if k != "completion"} for r in pool])
     return out / "train.jsonl", out / "eval.jsonl"

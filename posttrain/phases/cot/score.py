@@ -11,7 +11,7 @@ So a tier-A path the model was sure of scores 5, an unsure one 4, an approved ti
 mapped to 1-5: 1 + round(4 * value)).
 
 Upsampling: every path scoring >= `upsample_min_score` appears `upsample_factor` times in
-the SFT file, others once; rows are prompt/completion pairs (SFT reads them as is).
+the SFT file, others once; rows are chat prompt/completion pairs (SFT applies the chat template).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import random
 import statistics
 from typing import Any
 
+from posttrain.core.data import prompt_messages
 from posttrain.phases.cot.judge import score_all
 from rewards.config import RewardConfig
 
@@ -57,10 +58,19 @@ def sft_rows(records: list[dict[str, Any]], factor: int, min_score: int, seed: i
     for r in records:
         copies = factor if r["score"] >= min_score else 1
         for c in range(copies):
-            out.append({"id": r["id"] if c == 0 else f"{r['id']}#up{c}", "prompt": r["prompt"],
-                        "completion": r["completion"], "score": r["score"]})
+            out.append({"id": r["id"] if c == 0 else f"{r['id']}#up{c}", **chat_row(r), "score": r["score"]})
     random.Random(seed).shuffle(out)
     return out
+
+
+def chat_row(r: dict[str, Any]) -> dict[str, Any]:
+    """An SFT row in the conversational form, so SFT applies the chat template (a plain-string
+    prompt/completion pair would be trained as raw text, without it).
+
+    >>> chat_row({"prompt": "q", "completion": "a"})["completion"]
+    [{'role': 'assistant', 'content': 'a'}]
+    """
+    return {"prompt": prompt_messages(r), "completion": [{"role": "assistant", "content": r["completion"]}]}
 
 
 def histogram(scores: list[int]) -> dict[str, int]:

@@ -37,7 +37,7 @@ from posttrain.phases.cot.generate import mean_entropies, path_records
 from posttrain.phases.cot.judge import judge, tier_counts
 from posttrain.phases.cot.report import write_cot_report
 from posttrain.phases.cot.review_store import REVIEW_DB, REVIEWED_FILE, ReviewStore
-from posttrain.phases.cot.score import histogram, judge_scores, rule_scores, sft_rows
+from posttrain.phases.cot.score import chat_row, histogram, judge_scores, rule_scores, sft_rows
 from posttrain.phases.rft import SamplingPhase, make_generator, sample
 from rewards.config import RewardConfig, default_reward
 from rollouts.evaluate import encode_rows
@@ -177,8 +177,7 @@ def step_generate(cfg: Config, st: Steps, rows: list[dict[str, Any]], generator=
     model = load_causal_lm(cfg.model.path, cfg.model.dtype, cfg.model.trust_remote_code)
     for r, h in zip(records, mean_entropies(model, tok, records, cfg.judge.entropy_batch)):
         r["entropy"] = h
-    write_jsonl(st.run.path / UNFILTERED, [{"id": r["id"], "prompt": r["prompt"], "completion": r["completion"]}
-                                           for r in records if r["completion"].strip()])
+    write_jsonl(st.run.path / UNFILTERED, [{"id": r["id"], **chat_row(r)} for r in records if r["completion"].strip()])
     st.write("generate", PATHS, records, {"prompts": len(rows), "paths": len(records), "k": cfg.sampling.k,
                                           "empty": sum(not r["completion"].strip() for r in records)})
     return records
