@@ -28,7 +28,9 @@ def score_all(records: list[dict[str, Any]], reward: RewardConfig) -> list[float
 
 
 def tier_of(answer_ok: bool, steps_ok: bool | None) -> str:
-    """>>> [tier_of(a, s) for a, s in [(True, True), (True, False), (False, True), (False, False), (True, None)]]
+    """Tier from the two judge levels (steps None: answer only).
+
+    >>> [tier_of(a, s) for a, s in [(True, True), (True, False), (False, True), (False, False), (True, None)]]
     ['A', 'B', 'B', 'C', 'A']
     """
     if steps_ok is None:

@@ -26,10 +26,12 @@ from rewards.config import RewardConfig
 
 
 def rule_scores(records: list[dict[str, Any]]) -> list[int]:
-    """>>> rs = [{"tier": "A", "mean_logprob": -0.1}, {"tier": "A", "mean_logprob": -2.0},
-    ...       {"tier": "B", "mean_logprob": -0.5, "steps_reward": 0.0, "answer_reward": 1.0}]
-    >>> rule_scores(rs)
-    [5, 4, 3]
+    """The rule score of each kept path (module docstring).
+
+    >>> rs = [{"tier": "A", "mean_logprob": -0.1}, {"tier": "A", "mean_logprob": -2.0},
+    ...       {"tier": "B", "mean_logprob": -3.0, "steps_reward": 0.0, "answer_reward": 1.0}]
+    >>> rule_scores(rs)  # the median log-prob is -2.0
+    [5, 5, 3]
     """
     if not records:
         return []
