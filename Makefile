@@ -8,7 +8,7 @@ STAMP := $(VENV)/.posttrain-installed
 TORCH_CPU := torch==2.13.0+cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
-.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos
+.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos cot-demo experts-demo
 
 setup: $(STAMP)
 
@@ -60,3 +60,13 @@ align-demo: setup
 # turn at seeded moments, resumed with --resume; writes runs/chaos/summary.json (docs/reliability.md).
 chaos: setup
 	$(BIN)/python scripts/chaos.py --out runs/chaos
+
+# LongCoT data pipeline: teacher SFT -> `posttrain data cot` (auto review) -> student SFT, against a
+# student on the unfiltered k paths at equal steps (docs/data.md).
+cot-demo: setup
+	$(BIN)/python -m posttrain.pipeline.cot_demo --run-dir runs/cot-demo
+
+# Experts and merging: one SFT base, two experts, PEFT merge candidates; the table in
+# runs/experts/summary.json (docs/merge.md).
+experts-demo: setup
+	$(BIN)/posttrain pipeline --config configs/recipes/experts.yaml --run-dir runs/experts

@@ -195,6 +195,42 @@ def make_task_cmd(
     typer.echo(f"wrote {len(rows)} rows to {out}" + (f" and {n_eval} to {eval_out}" if eval_out else ""))
 
 
+@data_app.command("cot")
+def data_cot_cmd(
+    overrides: Optional[list[str]] = typer.Argument(None, help="key.sub=value config overrides."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (phase: cot)."),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Output directory (default runs/cot-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run (e.g. after the review)."),
+    auto: bool = typer.Option(False, "--auto", help="Unattended: keep tier A, drop tier B, no human review."),
+) -> None:
+    """The 5-step LongCoT data pipeline: collect, k paths with confidence, judge into tiers A/B/C,
+    human review (`posttrain data review RUN_DIR`) or --auto, score 1-5 and upsample (docs/data.md)."""
+    run_phase("cot", config, [*(overrides or []), *(["review.mode=auto"] if auto else [])], run_dir, resume)
+
+
+@data_app.command("review")
+def data_review_cmd(
+    run_dir: Path = typer.Argument(..., help="A `posttrain data cot` run directory (with review.sqlite)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8765, help="Port (0: any free port)."),
+) -> None:
+    """Serve the review page of RUN_DIR's queue: a approve, e edit, r reject, j/k move, x export."""
+    from posttrain.phases.cot.review_server import make_server
+
+    try:
+        server = make_server(run_dir, host, port)
+    except (FileNotFoundError, OSError) as e:
+        _fail(str(e))
+    typer.echo(f"review page: http://{host}:{server.server_address[1]}/  (Ctrl+C stops; decisions are saved "
+               f"as you make them)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 @data_app.command("pairs")
 def pairs_cmd(
     input: Path = typer.Option(..., "--input", help="Scored rollouts JSONL (prompt_id, prompt, completion, reward)."),

@@ -45,7 +45,7 @@ class Phase:
 _TRAIN_EVAL = {"train": "data.train", "eval": "data.eval"}
 PHASES: dict[str, Phase] = {p.name: p for p in (
     Phase("sft", "posttrain.phases.sft", "Supervised fine-tuning (TRL SFTTrainer; LoRA, weighted dataset mixes).",
-          inputs={"model": "model.path"}, outputs=("model", "sft_data"), data=_TRAIN_EVAL),
+          inputs={"model": "model.path", "dataset": "data.train"}, outputs=("model", "sft_data"), data=_TRAIN_EVAL),
     Phase("mpo", "posttrain.phases.mpo",
           "Mixed Preference Optimization: DPO + BCO pair (with delta) + NLL on preference pairs.",
           inputs={"model": "model.path", "pairs": "data.train"}, data={"eval": "data.eval_rows"}),
@@ -70,6 +70,12 @@ PHASES: dict[str, Phase] = {p.name: p for p in (
     Phase("align", "posttrain.rl.align", "Alignment RL: GSPO over a reward mix (IFEval constraints, formats, "
           "judge, reward model) with a guard on held-out task accuracy.",
           inputs={"model": "model.path", "prompts": "data.train"}),
+    Phase("cot", "posttrain.phases.cot.stage",
+          "LongCoT data: collect, k paths with confidence, two-level judge into tiers, review, score and upsample.",
+          inputs={"model": "model.path"}, outputs=("model", "sft_data"), data={"train": "data.sources"}),
+    Phase("merge", "posttrain.phases.merge",
+          "Merge experts that share a base (linear, TIES, DARE via PEFT); keep the best candidate on their tasks.",
+          inputs={"model": "model.path", "experts": "experts"}),
     Phase("rm", "posttrain.phases.rm",
           "Bradley-Terry reward model (TRL RewardTrainer), optional length-debias stage.", in_pipeline=False),
 )}

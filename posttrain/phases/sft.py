@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from hints.inject import check_template
 from posttrain.core.config import ConfigError, ModelConfig, OptimConfig, Section
-from posttrain.core.data import load_rows
+from posttrain.core.data import DatasetError, load_rows
 from posttrain.core.models import load_causal_lm, load_tokenizer
 from posttrain.core.run_dir import FINAL_DIR, RunDir
 from posttrain.phases.sft_data import check_lengths, load_source, mix_sources, to_dataset
@@ -60,6 +60,9 @@ class SFTData(Section):
         "hinted prompts (a large pretrained model already does).")
     hint_template: str | None = Field(None, description="How the hint is appended (default: hints' template); "
                                                         "use the RL stage's hints.template.")
+    task: str | list[str] | None = Field(None, description="Train and evaluate only on rows whose 'task' field "
+                                                          "is this (or one of these): an expert trained on one "
+                                                          "task of a multi-task file.")
 
     @field_validator("hint_template")
     @classmethod
@@ -97,8 +100,8 @@ def build_train_dataset(data: SFTData, tokenizer=None, max_length: int | None = 
     srcs = data.sources()
     if not srcs:
         raise ConfigError("field 'data.train' is an empty list; give at least one source")
-    loaded = [load_source(s.path, s.name, s.subset, s.split, data.hinted_copies, data.seed, data.hint_template)
-              for s in srcs]
+    loaded = [load_source(s.path, s.name, s.subset, s.split, data.hinted_copies, data.seed, data.hint_template,
+                          task=data.task) for s in srcs]
     for src in loaded if tokenizer is not None else []:
         check_lengths(src, tokenizer, max_length)
     if len(loaded) == 1 and data.mix_rows is None:
@@ -106,10 +109,18 @@ def build_train_dataset(data: SFTData, tokenizer=None, max_length: int | None = 
     return to_dataset(mix_sources(loaded, [s.weight for s in srcs], data.mix_rows, data.seed))
 
 
+def _tasks(task: str | list[str]) -> list[str]:
+    return [task] if isinstance(task, str) else list(task)
+
+
 def load_eval_rows(data: SFTData, max_rows: int | None) -> list[dict]:
     if not data.eval:
         return []
     rows = load_rows(data.eval)
+    if data.task:
+        rows = [r for r in rows if r.get("task") in _tasks(data.task)]
+        if not rows:
+            raise DatasetError(f"{data.eval}: no held-out rows with task {data.task!r} (data.task)")
     return rows[:max_rows] if max_rows else rows
 
 

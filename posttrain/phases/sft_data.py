@@ -169,10 +169,16 @@ def add_hinted_copies(objs: list[tuple[int, Any]], where: str, copies: int, seed
 
 def load_source(path: str | None = None, name: str | None = None, subset: str | None = None,
                 split: str = "train", hinted_copies: int = 0, hint_seed: int = 0,
-                hint_template: str | None = None) -> SourceRows:
+                hint_template: str | None = None, task: str | list[str] | None = None) -> SourceRows:
+    """A source's rows; with `task`, only the rows whose 'task' field is that (or one of those)."""
     if not path and not name:
         raise DatasetError("a data source needs 'path' (local JSONL/Parquet) or 'name' (a datasets name)")
     where, objs = _raw_rows(path, name, subset, split)
+    if task is not None:
+        tasks = [task] if isinstance(task, str) else list(task)
+        objs = [(n, o) for n, o in objs if isinstance(o, dict) and o.get("task") in tasks]
+        if not objs:
+            raise DatasetError(f"{where}: no rows with task {task!r} (data.task)")
     if hinted_copies:
         objs = add_hinted_copies(objs, where, hinted_copies, hint_seed, hint_template)
     return normalize_rows(objs, where)

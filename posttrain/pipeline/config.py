@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KINDS = [name for name, ph in PHASES.items() if ph.in_pipeline]
 Kind = Literal[tuple(KINDS)]  # type: ignore[valid-type]
 # a slot's output comes from the slot of the same name, except `start_model`, which is a model
-OUTPUT_OF = {"start_model": "model"}
+OUTPUT_OF = {"start_model": "model", "experts": "model", "dataset": "sft_data"}
+LIST_SLOTS = {"experts"}  # slots that take several stages (`from: {experts: [a, b]}`)
 RESERVED = {"data", INIT_MODEL_DIR, "tensorboard"}
 
 
@@ -49,8 +50,13 @@ class StageSpec(Section):
     config: str | None = Field(None, description="Phase YAML (relative to the working directory or the repo).")
     values: dict[str, Any] = Field(default_factory=dict, description="Inline values merged over the YAML.")
     overrides: list[str] = Field(default_factory=list, description="key.sub=value overrides, applied last.")
-    from_: dict[str, str] = Field(default_factory=dict, alias="from",
-                                  description="slot -> earlier stage name (model, start_model, prompts, ...).")
+    from_: dict[str, str | list[str]] = Field(
+        default_factory=dict, alias="from",
+        description="slot -> earlier stage name (model, start_model, prompts, ...); `experts` takes a list.")
+
+    def source_names(self) -> list[tuple[str, str]]:
+        """(slot, stage) pairs, a list-valued slot (experts) giving one pair per stage."""
+        return [(slot, s) for slot, v in self.from_.items() for s in ([v] if isinstance(v, str) else v)]
 
 
 class PipelineData(Section):
@@ -58,6 +64,10 @@ class PipelineData(Section):
     eval: str | None = Field(None, description="Held-out rows for each stage's greedy accuracy.")
     demo_train_rows: int = Field(8000, ge=1, description="Demo task size when data.train is not given.")
     demo_eval_rows: int = Field(200, ge=1)
+    demo_task: Literal["addition", "experts", "cot"] = Field(
+        "addition", description="The demo task written when data.train is not given: addition; experts "
+        "(addition and digit reversal in one file, rows tagged by 'task', demo_train_rows of each); or cot "
+        "(addition with reference reasoning paths, tasks/cot_addition.py).")
     seed: int = 0
 
 
@@ -81,7 +91,10 @@ def check_stages(pipe: Config) -> None:
             raise ConfigError(f"stage name {name!r} must be letters, digits, '-' or '_' and not one of "
                               f"{sorted(RESERVED)}; rename it")
         inputs = PHASES[st.kind].inputs
-        for slot, src in st.from_.items():
+        for slot, src in st.source_names():
+            if (slot in LIST_SLOTS) != isinstance(st.from_[slot], list) and slot in inputs:
+                raise ConfigError(f"stage {name!r}: from.{slot} must be "
+                                  f"{'a list of stage names' if slot in LIST_SLOTS else 'one stage name'}")
             if slot not in inputs:
                 raise ConfigError(f"stage {name!r} ({st.kind}): from.{slot} is not an input of {st.kind}; "
                                   f"use one of {sorted(inputs)}")
@@ -149,6 +162,10 @@ def _wire(kind: str, raw: dict[str, Any], src: dict[str, Resolved], d: Path) -> 
     (a pairs file the pipeline builds from the source's scored samples)."""
     for slot, st in src.items():
         field_ = PHASES[kind].inputs[slot]
+        if slot in LIST_SLOTS:  # experts: each stage's model, its held-out rows and its task filter
+            _put(raw, field_, [{"name": e.name, "model": e.outputs["model"], "eval": _cfg_get(e.cfg, "data.eval"),
+                                "task": _cfg_get(e.cfg, "data.task")} for e in st])
+            continue
         value = st.outputs[OUTPUT_OF.get(slot, slot)]
         if slot == "accuracy":
             _put(raw, f"{field_}.accuracy", value)
@@ -167,6 +184,12 @@ def _wire(kind: str, raw: dict[str, Any], src: dict[str, Resolved], d: Path) -> 
             _put(raw, field_, value)
         if slot == "model":
             _put(raw, "model.init", "path")
+
+
+def _cfg_get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part, None)
+    return cfg
 
 
 def rows_have_hints(path: str | None) -> bool:
@@ -207,11 +230,12 @@ def resolve_stage(pipe: Config, name: str, spec: StageSpec, run_dir: Path, done:
                     "(add 5 hints per row, or set hints.source=teacher)", name, pipe.data.train)
         raw["hints"]["enabled"] = False
     d = run_dir / name
-    src = {slot: done[s] for slot, s in spec.from_.items()}
+    src = {slot: [done[s] for s in v] if isinstance(v, list) else done[v] for slot, v in spec.from_.items()}
     _wire(spec.kind, raw, src, d)
     cfg = build_config(phase.config_class(), raw, f"stage {name!r} ({spec.config or 'inline'})")
-    h = stage_hash(spec.kind, cfg.model_dump(mode="json"), [s.hash for s in src.values()])
-    return Resolved(name, spec.kind, d, cfg, h, phase.load().outputs(cfg, d), dict(spec.from_), tiny)
+    h = stage_hash(spec.kind, cfg.model_dump(mode="json"), [done[s].hash for _, s in spec.source_names()])
+    sources = {slot: v for slot, v in spec.from_.items() if isinstance(v, str)}
+    return Resolved(name, spec.kind, d, cfg, h, phase.load().outputs(cfg, d), sources, tiny)
 
 
 def resolve(pipe: Config, run_dir: Path) -> list[Resolved]:

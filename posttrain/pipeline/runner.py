@@ -5,7 +5,7 @@ The shipped recipe (configs/recipes/keye.yaml) is Keye-VL 1.5's iterative schedu
 SFT -> RL -> (RFT -> SFT) -> filter -> RL. Stage configs and wiring: posttrain/pipeline_config.py.
 
 RUN_DIR/pipeline.yaml        the pipeline config as given (--resume reads it)
-RUN_DIR/pipeline_state.json  per stage: status (running/interrupted/done), config hash,
+RUN_DIR/pipeline_state.json  per stage: status (running/interrupted/failed/done), config hash,
                              attempts, wall time, summary; written atomically
 RUN_DIR/<stage>/             each stage's own run directory (phase contract)
 RUN_DIR/summary.json         stages [{name, kind, accuracy, model}] in run order, sft_model,
@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.core.config import ConfigError
-from posttrain.core.data import write_jsonl
+from posttrain.core.data import DatasetError, write_jsonl
 from posttrain.core.run_dir import INIT_MODEL_DIR, SCORED_FILE, atomic_write_text
 from posttrain.phases import PHASES
 from posttrain.phases.pairs import build_pairs
 from posttrain.pipeline.config import Config, Resolved, dump_pipeline_config, resolve, with_data_defaults
 from posttrain.pipeline.report import write_report
 from posttrain.tasks.addition import make_demo_data
+from posttrain.tasks.cot_addition import make_cot_data
+from posttrain.tasks.reversal import make_experts_data
 from posttrain.tasks.tiny import make_tiny_model
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,8 @@ def prepare_inputs(pipe: Config, run_dir: Path, st: Resolved) -> None:
     """Files a stage needs that the pipeline makes: the demo task, the tiny model, MPO pairs."""
     train = Path(pipe.data.train)
     if not train.is_file() and train.parent == run_dir / "data":
-        make_demo_data(run_dir / "data", pipe.data.demo_train_rows, pipe.data.demo_eval_rows, pipe.data.seed)
+        make = {"experts": make_experts_data, "cot": make_cot_data}.get(pipe.data.demo_task, make_demo_data)
+        make(run_dir / "data", pipe.data.demo_train_rows, pipe.data.demo_eval_rows, pipe.data.seed)
     if st.tiny_init and not (run_dir / INIT_MODEL_DIR / "config.json").is_file():
         m, tmp = st.cfg.model, run_dir / ".init_model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)  # built aside, then renamed: a kill never leaves half a model
@@ -151,7 +154,11 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
         state.start(st, fresh)
         t0, c0 = time.monotonic(), time.process_time()
         say(f"stage {st.name} ({st.kind}): {'starting' if fresh else 'resuming from its checkpoint'} in {st.dir}")
-        summary = run_stage(st, resume=not fresh)
+        try:
+            summary = run_stage(st, resume=not fresh)
+        except (ConfigError, DatasetError) as e:  # bad input found while running: name the stage
+            state.finish(st, "failed", None, time.monotonic() - t0, time.process_time() - c0)
+            raise type(e)(f"stage {st.name!r} ({st.kind}): {e}") from None
         if summary.get("interrupted"):
             state.finish(st, "interrupted", summary, time.monotonic() - t0, time.process_time() - c0)
             raise PipelineInterrupted(f"stage {st.name!r} stopped at step {summary.get('steps')}; continue with "
@@ -179,6 +186,8 @@ def pipeline_summary(pipe: Config, plan: list[Resolved], state: PipelineState) -
         acc_by_model[model] = acc
         stages.append({"name": st.name, "kind": st.kind, "accuracy": acc, "model": model})
         walls[st.name] = rec.get("wall_s")
+    merge = next((st for st in reversed(plan) if st.kind == "merge"), None)
+    merge_sum = state.stages[merge.name].get("summary", {}) if merge else {}
     first_sft = next((s for s in stages if s["kind"] == "sft"), None)
     first_rl = next((st for st in plan if st.kind == "rl"), None)
     rl_sum = state.stages[first_rl.name].get("summary", {}) if first_rl else {}
@@ -195,6 +204,8 @@ def pipeline_summary(pipe: Config, plan: list[Resolved], state: PipelineState) -
         "sft_wall_s": walls.get(first_sft["name"]) if first_sft else None,
         "stage_wall_s": walls,
         "wall_s": round(sum(w or 0.0 for w in walls.values()), 1),
+        **({"accuracy": merge_sum.get("accuracy"), "merge_retention": merge_sum.get("merge_retention")}
+           if merge else {}),  # the last merge stage's table {model: {task: value}}
     }
 
 
@@ -204,4 +215,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     for s in summary["stages"]:
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
         print(f"  {s['name']:<12} {s['kind']:<7} {acc:>7}   ({summary['stage_wall_s'].get(s['name'], 0):.0f} s)")
+    if summary.get("accuracy"):
+        tasks = sorted({t for accs in summary["accuracy"].values() for t in accs})
+        print("\nheld-out accuracy by model and task:\n  " + f"{'model':<14}" + "".join(f"{t:>12}" for t in tasks))
+        for m, accs in summary["accuracy"].items():
+            print(f"  {m:<14}" + "".join(f"{accs.get(t, float('nan')):>12.1%}" for t in tasks))
+        print(f"merge retention (min merged/expert on the expert's task): {summary['merge_retention']:.3f}")
     print(f"total {summary['wall_s']:.0f} s; final model {summary['final_model']}")

@@ -236,3 +236,65 @@ def test_rft_can_mix_the_sft_stage_data_into_its_retraining(tmp_path):
     assert rft.sft.kept_weight == 2
     with pytest.raises(ConfigError, match="no sft_data output"):
         _plan(tmp_path, "stages.rft.from.sft_data=rl1")
+
+
+def test_experts_recipe_wires_experts_and_their_tasks(tmp_path):
+    cfg = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml"), tmp_path)
+    plan = {st.name: st for st in resolve(cfg, tmp_path)}
+    m = plan["merge"].cfg
+    assert m.model.path == str(tmp_path / "base" / "final")
+    assert [(e.name, e.model, e.task) for e in m.experts] == [
+        ("add_expert", str(tmp_path / "add_expert" / "final"), "addition"),
+        ("rev_expert", str(tmp_path / "rev_expert" / "final"), "reversal")]
+    assert all(e.eval == str(tmp_path / "data" / "eval.jsonl") for e in m.experts)
+    assert plan["add_expert"].cfg.model.path == str(tmp_path / "base" / "final")
+    changed = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml",
+                                                      ["stages.rev_expert.values.train.max_steps=7"]), tmp_path)
+    b = {st.name: st for st in resolve(changed, tmp_path)}  # a changed expert changes the merge's hash
+    assert b["merge"].hash != plan["merge"].hash and b["add_expert"].hash == plan["add_expert"].hash
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.merge.from.experts=add_expert", "from.experts must be a list of stage names"),
+    ("stages.merge.from.experts=[add_expert,nope]", "'nope' must name an earlier stage"),
+    ("stages.merge.from.model=[base]", "from.model must be one stage name"),
+])
+def test_bad_merge_wiring_names_the_stage(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml", [override])
+
+
+def test_experts_summary_carries_the_merge_table_and_errors_name_the_stage(tmp_path, monkeypatch):
+    table = {"base": {"addition": 0.0, "reversal": 0.0}, "add_expert": {"addition": 0.5, "reversal": 0.0},
+             "rev_expert": {"addition": 0.0, "reversal": 0.9}, "merged": {"addition": 0.48, "reversal": 0.9}}
+
+    def run_stage(st, resume):
+        st.dir.mkdir(parents=True, exist_ok=True)
+        if st.kind == "merge":
+            return {"eval/accuracy": 0.69, "accuracy": table, "merge_retention": 0.96}
+        return {"eval/accuracy": 0.5}
+
+    monkeypatch.setattr(pipeline, "run_stage", run_stage)
+    monkeypatch.setattr(pipeline, "prepare_inputs", lambda *a: None)
+    experts = ROOT / "configs" / "recipes" / "experts.yaml"
+    s = pipeline.run_pipeline(load_pipeline_config(experts, ["report=false", "data.train=/t/t.jsonl"]), tmp_path)
+    assert s["accuracy"] == table and s["merge_retention"] == 0.96
+
+    def failing(st, resume):
+        from posttrain.core.data import DatasetError
+        raise DatasetError("cot: tier A is empty")
+
+    monkeypatch.setattr(pipeline, "run_stage", failing)
+    with pytest.raises(Exception, match="stage 'base' \\(sft\\): cot: tier A is empty"):
+        pipeline.run_pipeline(load_pipeline_config(experts, ["report=false", "data.train=/t/u.jsonl"]), tmp_path / "b")
+
+
+def test_cot_recipe_feeds_the_cot_file_to_the_student(tmp_path):
+    cfg = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "cot.yaml"), tmp_path)
+    plan = {st.name: st for st in resolve(cfg, tmp_path)}
+    assert plan["cot"].cfg.model.path == str(tmp_path / "teacher" / "final")
+    assert plan["cot"].cfg.data.sources == str(tmp_path / "data" / "train.jsonl")
+    assert plan["cot"].outputs == {"model": str(tmp_path / "teacher" / "final"),
+                                   "sft_data": str(tmp_path / "cot" / "sft.jsonl")}
+    assert plan["student"].cfg.data.train == str(tmp_path / "cot" / "sft.jsonl")
+    assert plan["student"].cfg.model.path == str(tmp_path / "teacher" / "final")
