@@ -124,6 +124,51 @@ def make_task_cmd(
     typer.echo(f"wrote {len(rows)} rows to {out}" + (f" and {n_eval} to {eval_out}" if eval_out else ""))
 
 
+@data_app.command("video-plan")
+def video_plan_cmd(
+    model: Path = typer.Option(..., "--model", help="Model folder whose processor prices a frame (AutoProcessor)."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="A directory of frame images (name order)."),
+    fps: float = typer.Option(1.0, "--fps", help="Frame rate of --frames; with --video, the sample rate."),
+    video: Optional[Path] = typer.Option(None, "--video", help="A video file (needs OpenCV)."),
+    budget: int = typer.Option(..., "--budget", help="Total visual token budget of the clip."),
+    threshold: float = typer.Option(0.95, help="Patch similarity at or above which a frame is fast."),
+    fast_ratio: float = typer.Option(0.3, "--fast-ratio", help="A fast frame's share of a slow frame's budget."),
+    step: int = typer.Option(28, help="Frame sizes are tried on this grid of longest-edge pixels."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Print the SlowFast plan of a clip: which frames are slow or fast, their sizes and token costs."""
+    from transformers import AutoProcessor
+
+    from posttrain.core.media import MediaError, decode_video_file, frames_in_dir, load_video
+    from posttrain.core.video import plan_clip, processor_token_counter
+
+    if (frames is None) == (video is None):
+        _fail("give exactly one of --frames DIR or --video FILE")
+    try:
+        if video is not None:
+            clip, times = decode_video_file(str(video), fps=fps)
+            if not clip:
+                _fail(f"--video {video}: OpenCV could not decode a frame")
+        else:
+            clip, times = load_video({"frames": frames_in_dir(frames), "fps": fps})
+        processor = AutoProcessor.from_pretrained(str(model))
+        tokenizer = getattr(processor, "tokenizer", None)
+        text_tokens = (lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])) if tokenizer else None
+        plan = plan_clip(clip, times, processor_token_counter(processor), budget, threshold, fast_ratio, step,
+                         text_tokens=text_tokens)
+    except (MediaError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(plan.to_dict(), indent=2))
+        return
+    for f in plan.frames:
+        typer.echo(f"{f.index:4d} {f.time_s:8.2f}s {'slow' if f.slow else 'fast'} {f.height}x{f.width} {f.tokens} tokens")
+    d = plan.to_dict()
+    typer.echo(f"{d['slow_frames']} slow + {d['fast_frames']} fast frames: {plan.visual_tokens} visual + "
+               f"{plan.marker_tokens} marker tokens = {plan.total_tokens} of {budget} "
+               f"(slow-frame budget {plan.slow_budget}, fast {plan.fast_budget})")
+
+
 @data_app.command("pairs")
 def pairs_cmd(
     input: Path = typer.Option(..., "--input", help="Scored rollouts JSONL (prompt_id, prompt, completion, reward)."),
