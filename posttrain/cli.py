@@ -85,14 +85,25 @@ def make_tiny_model_cmd(
     head_dim: int = typer.Option(32, help="Head dim; vLLM's CPU attention needs >= 32."),
     vocab_size: int = typer.Option(512, help="Upper bound on the BPE vocabulary."),
     seed: int = typer.Option(0, help="Seed of the initial weights."),
+    vision: bool = typer.Option(False, "--vision", help="An image-text model (Idefics3 family) and its processor."),
+    image_size: int = typer.Option(56, "--image-size", help="With --vision: the side every image is resized to."),
+    vision_hidden: int = typer.Option(64, "--vision-hidden", help="With --vision: vision tower hidden size."),
+    vision_layers: int = typer.Option(1, "--vision-layers", help="With --vision: vision tower layers."),
 ) -> None:
-    """Build a deterministic tiny Qwen2 model and a BPE tokenizer trained on DATA."""
+    """Build a deterministic tiny Qwen2 model (or, with --vision, an Idefics3 image-text model and
+    processor) and a BPE tokenizer trained on DATA."""
     from posttrain.core.data import DatasetError
     from posttrain.tasks.tiny import make_tiny_model
+    from posttrain.tasks.tiny_vision import make_tiny_vision_model
 
     try:
-        path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
-                               head_dim=head_dim, vocab_size=vocab_size, seed=seed)
+        if vision:
+            path = make_tiny_vision_model(data, out, hidden=hidden, layers=layers, heads=heads, head_dim=head_dim,
+                                          vision_hidden=vision_hidden, vision_layers=vision_layers,
+                                          image_size=image_size, vocab_size=vocab_size, seed=seed)
+        else:
+            path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
+                                   head_dim=head_dim, vocab_size=vocab_size, seed=seed)
     except (DatasetError, ValueError) as e:
         _fail(str(e))
     typer.echo(str(path))
@@ -107,11 +118,23 @@ def make_task_cmd(
     seed: int = typer.Option(0, help="Seed."),
     eval_out: Optional[Path] = typer.Option(None, "--eval-out", help="Also write a held-out split here."),
     n_eval: int = typer.Option(200, "--n-eval", help="Held-out rows (with --eval-out)."),
+    kind: str = typer.Option("addition", "--kind", help="addition, or a visual task: visual-count, visual-add, "
+                             "visual-video (PNG media written next to --out)."),
+    difficulty: int = typer.Option(2, help="Visual tasks: 1 (easiest) to 5."),
+    image_size: int = typer.Option(56, "--image-size", help="Visual tasks: image side in pixels."),
 ) -> None:
-    """Write an offline addition task (rows with answers and five hint levels)."""
+    """Write an offline task (rows with answers and five hint levels): addition, or images / video."""
     from posttrain.core.data import write_jsonl
     from posttrain.tasks.addition import make_addition_rows, split_rows
+    from posttrain.tasks.visual import write_visual_task
 
+    if kind != "addition":
+        try:
+            n_train, n_held = write_visual_task(kind, out, n, difficulty, seed, image_size, eval_out, n_eval)
+        except ValueError as e:
+            _fail(str(e))
+        typer.echo(f"wrote {n_train} {kind} rows to {out}" + (f" and {n_held} to {eval_out}" if eval_out else ""))
+        return
     try:
         rows = make_addition_rows(n + (n_eval if eval_out else 0), digits=digits, terms=terms, seed=seed)
     except ValueError as e:
