@@ -83,6 +83,9 @@ class EngineConfig(Section):
         "rollout batch per engine so one step's samples decode in one wave.")
     placement: Literal["pack", "spread", "strict_spread"] = "pack"
     start_timeout_s: float = 300.0
+    max_images_per_prompt: int = Field(
+        0, ge=0, description="Image-text models: images one prompt may carry (video frames count as images); "
+        "0 leaves vLLM's default.")
 
 
 class OptimConfig(Section):

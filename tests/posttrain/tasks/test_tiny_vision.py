@@ -1,4 +1,5 @@
-"""The tiny Idefics3 model: transformers loads and runs it, its processor prices frames, vLLM samples from it."""
+"""The tiny Idefics3 model: transformers loads and runs it, its processor prices frames (vLLM runs it in
+tests/rollouts/test_vllm_media.py)."""
 
 from __future__ import annotations
 
@@ -61,24 +62,3 @@ def test_the_processor_prices_a_frame_as_the_prompt_grows(tiny_vlm):
     assert [f.tokens for f in plan.frames] == [7, 7, 7]
     with pytest.raises(ValueError, match="cannot say what an image costs"):
         processor_token_counter(object())
-
-
-@pytest.mark.engine
-def test_vllm_samples_from_images_of_two_sizes(tiny_vlm):
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(model=str(tiny_vlm), dtype="float32", limit_mm_per_prompt={"image": 2}, max_model_len=256,
-              enforce_eager=True, seed=0)
-    try:
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(tiny_vlm)
-        outs = llm.generate([{"prompt": _prompt(processor, 2), "multi_modal_data": {"image": [
-            Image.new("RGB", (56, 56), (255, 0, 0)), Image.new("RGB", (28, 28), (0, 0, 255))]}}],
-            SamplingParams(max_tokens=6, temperature=1.0, seed=0, logprobs=0))
-        out = outs[0].outputs[0]
-        assert 0 < len(out.token_ids) <= 6 and len(out.logprobs) == len(out.token_ids)
-        assert len(outs[0].prompt_token_ids) == len(processor(text=_prompt(processor, 2), images=[
-            Image.new("RGB", (56, 56)), Image.new("RGB", (28, 28))])["input_ids"][0])
-    finally:
-        del llm
