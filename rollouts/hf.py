@@ -79,6 +79,9 @@ class HFGenerator:
 
     def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, step: int = 0) -> list[Rollout]:
         """Prompts are batched (up to max_batch sequences per generate call); samples stay grouped by prompt."""
+        if any(p.media for p in prompts):
+            raise ValueError("the hf rollout backend takes text prompts only; use rollout.backend=vllm for rows "
+                             "with images or video (docs/multimodal.md)")
         out: list[Rollout] = []
         per_call = max(1, self.max_batch // sampling.n)
         for i in range(0, len(prompts), per_call):

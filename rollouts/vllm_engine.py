@@ -119,6 +119,11 @@ class VLLMEngine:
         self.llm.collective_rpc(_reload, args=(state_dict,))
         # cached prefixes were computed with the old weights
         self.llm.reset_prefix_cache()
+        # so were cached vision-encoder outputs (image prompts); without this reset a reused image
+        # is either embedded with stale weights or missed ("Encoder cache miss") after the reload
+        engine = self.llm.llm_engine
+        if hasattr(engine, "reset_encoder_cache"):
+            engine.reset_encoder_cache()
         self.weight_version = version
         return version
 

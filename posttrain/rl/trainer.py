@@ -22,18 +22,20 @@ from hints.sampler import Draw, HintSampler
 from posttrain.advantages import group_advantages
 from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from posttrain.core.data import PromptSampler, dataset_fingerprint, load_rows
-from posttrain.core.models import load_policy, save_hf
+from posttrain.core.models import is_image_text_model, load_policy, load_processor, save_hf
 from posttrain.core.progress import StepProgress
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, RunDir
 from posttrain.core.seeding import set_rng_state, set_seed
 from posttrain.core.stop import StopFlag
 from posttrain.rl.config import Config
+from posttrain.rl.logprobs import vision_inputs
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.policy_losses import POLICY_LOSSES
 from posttrain.rl.update import UpdateResult, gspo_update
 from rewards.scorer import Scorer
 from rollouts.evaluate import encode_rows, greedy_eval
 from rollouts.factory import make_generator
+from rollouts.media import load_media
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,9 @@ class GSPOTrainer:
         ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
         model_path = str(ckpt / "model") if ckpt else cfg.model.path
         self.model, self.tok = load_policy(model_path, cfg.model.dtype, cfg.model.device, cfg.model.trust_remote_code)
+        # image-text models: the processor encodes media prompts, builds pixel inputs, and is saved with the model
+        self.processor = (load_processor(model_path, cfg.model.trust_remote_code)
+                          if is_image_text_model(model_path) else None)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -123,7 +128,7 @@ class GSPOTrainer:
         log.info("resumed from %s at step %d", ckpt, self.step)
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.run.checkpoints, self.step, self.model, self.tok, self._state(),
+        return save_checkpoint(self.run.checkpoints, self.step, self.model, self.processor or self.tok, self._state(),
                                self.cfg.train.keep_checkpoints)
 
     # ------------------------------------------------------------------ the step
@@ -163,9 +168,15 @@ class GSPOTrainer:
         r = self.cfg.rollout
         spec = SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
                             max_tokens=r.max_new_tokens, seed=self.cfg.train.seed)
-        encoded = encode_rows(self.tok, [d.prompt_row for d in draws])
-        prompts = [PromptInput(draw_key(d), e.token_ids) for d, e in zip(draws, encoded)]
+        encoded = encode_rows(self.tok, [d.prompt_row for d in draws], self.processor)
+        prompts = [PromptInput(draw_key(d), e.token_ids, e.media) for d, e in zip(draws, encoded)]
         rollouts = self.generator.generate(prompts, spec, step)
+        if self.processor is not None:
+            if any(d.train_row is not d.prompt_row for d in draws):
+                raise ValueError("hints.train_prompt=plain is not supported for image-text models yet")
+            media = {p.prompt_id: p.media for p in prompts}
+            for ro in rollouts:
+                ro.meta["media"] = media[ro.prompt_id]
         retrain = [k for k, d in enumerate(draws) if d.train_row is not d.prompt_row]
         bare = encode_rows(self.tok, [draws[k].train_row for k in retrain])
         for k, enc in zip(retrain, bare):  # hints.train_prompt=plain: train on the bare question
@@ -200,9 +211,14 @@ class GSPOTrainer:
     def update(self, chosen: list[Rollout], adv: torch.Tensor, step: int) -> UpdateResult:
         upd = gspo_update(self.model, self.optimizer, self.scheduler, self.loss_fn, chosen, adv,
                           self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
-                          self.cfg.algo.old_logprobs, self.torch_gen)
+                          self.cfg.algo.old_logprobs, self.torch_gen,
+                          vision=self._vision if self.processor is not None else None)
         self._guard(upd, step)
         return upd
+
+    def _vision(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
+        """Pixel inputs of the rollouts' prompts, in rollout order (image tokens stay in the prompt)."""
+        return vision_inputs(self.processor.image_processor, [load_media(r.meta["media"]) for r in rollouts])
 
     def sync(self, version: int) -> None:
         self.generator.update_weights(self.model.state_dict(), version)
@@ -227,13 +243,15 @@ class GSPOTrainer:
         max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
         metrics: dict[str, float] = {}
         if self.eval_rows:
-            metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step).metrics
+            metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step,
+                                  processor=self.processor).metrics
         for name, rows, scorer in self.extra_evals:
-            m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step).metrics
+            m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step,
+                            processor=self.processor).metrics
             metrics[f"eval/{name}"] = m.pop("eval/accuracy")
             metrics.update({f"eval/{name}/{k.removeprefix('eval/')}": v for k, v in m.items()})
         if hard:  # the training prompts that needed hints, asked without them
-            res = greedy_eval(self.generator, self.tok, hard, self.scorer, max_new, self.step)
+            res = greedy_eval(self.generator, self.tok, hard, self.scorer, max_new, self.step, processor=self.processor)
             metrics.update(self.hints.eval_metrics(res.rewards))
         for hook in self.eval_hooks:
             metrics.update(hook(self.step, metrics) or {})
@@ -262,7 +280,7 @@ class GSPOTrainer:
             last_eval = self.evaluate()
         self.checkpoint()
         wall = self.wall_offset + time.monotonic() - self.t_start
-        save_hf(self.model, self.tok, self.run.final)
+        save_hf(self.model, self.processor or self.tok, self.run.final)
         summary = {"accuracy_before_rl": before, "accuracy_after_rl": last_eval.get("eval/accuracy"),
                    "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
                    "final_model": str(self.run.final), "start_model": cfg.model.path,

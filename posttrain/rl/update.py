@@ -30,14 +30,18 @@ def _mean(xs: Sequence[float]) -> float:
 
 def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, rollouts: list[Rollout],
                 advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
-                old_logprobs: str = "trainer", generator: torch.Generator | None = None) -> UpdateResult:
+                old_logprobs: str = "trainer", generator: torch.Generator | None = None,
+                vision: Callable[[list[Rollout]], dict[str, torch.Tensor]] | None = None) -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
-    (posttrain.rl.policy_losses)."""
+    (posttrain.rl.policy_losses). `vision(rollouts)` gives an image-text model its pixel inputs."""
     result = UpdateResult()
     if not rollouts:
         return result
     device = next(model.parameters()).device
-    batch = collate([r.prompt_token_ids for r in rollouts], [r.token_ids for r in rollouts], pad_id).to(device)
+    batch = collate([r.prompt_token_ids for r in rollouts], [r.token_ids for r in rollouts], pad_id)
+    if vision is not None:
+        batch.vision = vision(rollouts)
+    batch = batch.to(device)
     adv = advantages.to(device=device, dtype=torch.float32)  # (N,)
     model.train()
     if old_logprobs == "engine":

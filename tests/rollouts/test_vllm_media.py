@@ -53,16 +53,19 @@ def test_image_and_video_prompts_sample_and_match_the_trainer_after_a_sync(engin
     image_id = model.config.image_token_id
     assert [p.token_ids.count(image_id) for p in prompts] == [2, 2, 2, 6, 6]  # unexpanded: one per image / frame
 
-    # New weights everywhere, the vision tower and connector included, in both the engine and the trainer.
+    units = [((0, p.prompt_id, 0), p.token_ids, p.media) for p in prompts]
+    before = engine.generate(units, temperature=1.0, top_p=1.0, max_tokens=6, base_seed=3)  # caches the images
+    # New weights everywhere, the vision tower and connector included, in both the engine and the trainer:
+    # the images embedded above must be embedded again with the new weights, not served from a cache.
     torch.manual_seed(0)
     sd = {k: v + 0.02 * torch.randn_like(v) for k, v in model.state_dict().items()}
     assert any(k.startswith("model.vision_model.") for k in sd) and any("connector" in k for k in sd)
     model.load_state_dict(sd)
     engine.load_weights(sd, version=1)
 
-    units = [((0, p.prompt_id, 0), p.token_ids, p.media) for p in prompts]
     outs = engine.generate(units, temperature=1.0, top_p=1.0, max_tokens=6, base_seed=3)
     assert all(o.weight_version == 1 and len(o.token_ids) > 0 for o in outs)
+    assert all(b.weight_version == 0 for b in before)
     # the engine expanded each image token into <fake><global-img> 4 x <image> <fake>
     assert [o.prompt_token_ids.count(image_id) for o in outs] == [8, 8, 8, 24, 24]
 
