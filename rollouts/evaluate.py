@@ -64,10 +64,12 @@ def greedy_eval(generator: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], 
 def hf_greedy_eval(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], scorer: Any,
                    max_new_tokens: int, batch_size: int = 64) -> EvalResult:
     """`greedy_eval` on a model held in this process (e.g. inside a TRL trainer); its
-    train/eval mode is restored afterwards."""
+    train/eval mode is restored afterwards. `tokenizer` may be an image-text model's processor."""
     was_training = model.training
+    processor = tokenizer if hasattr(tokenizer, "image_processor") else None  # an image-text model's processor
+    tokenizer = processor.tokenizer if processor is not None else tokenizer
     try:
-        gen = HFGenerator(model, tokenizer, device=None, max_batch=batch_size)
-        return greedy_eval(gen, tokenizer, rows, scorer, max_new_tokens)
+        gen = HFGenerator(model, tokenizer, device=None, max_batch=batch_size, processor=processor)
+        return greedy_eval(gen, tokenizer, rows, scorer, max_new_tokens, processor=processor)
     finally:
         model.train(was_training)

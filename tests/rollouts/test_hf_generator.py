@@ -57,9 +57,3 @@ def test_update_weights_stamps_version(gen):
     (p,) = _prompts(gen, ["What is 1 + 1?"])
     assert gen.generate([p], SamplingSpec(n=1, max_tokens=2))[0].weight_version == 3
 
-
-def test_media_prompts_are_refused_not_silently_dropped(gen):
-    from rollouts.types import Media
-
-    with pytest.raises(ValueError, match="text prompts only; use rollout.backend=vllm"):
-        gen.generate([PromptInput("p", [1, 2], Media(("a.png",)))], SamplingSpec(n=1, max_tokens=2))
