@@ -23,11 +23,13 @@ from rollouts.media import encode_media_rows
 from rollouts.types import PromptInput, SamplingSpec
 
 
-def encode_rows(tokenizer: Any, rows: Sequence[dict[str, Any]], processor: Any = None) -> list[PromptInput]:
+def encode_rows(tokenizer: Any, rows: Sequence[dict[str, Any]], processor: Any = None,
+                video_budget: int | None = None) -> list[PromptInput]:
     """Each row's prompt through the chat template, the assistant turn opened; with an image-text
-    model's `processor`, rows with images or video become media prompts (rollouts/media.py)."""
+    model's `processor`, rows with images or video become media prompts (rollouts/media.py), a
+    video SlowFast-encoded within `video_budget` tokens."""
     if processor is not None and any(has_media(r) for r in rows):
-        return encode_media_rows(processor, rows)
+        return encode_media_rows(processor, rows, video_budget)
     return [PromptInput(r["id"], chat_prompt_ids(tokenizer, prompt_messages(r))) for r in rows]
 
 
@@ -43,10 +45,11 @@ class EvalResult:
 
 
 def greedy_eval(generator: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], scorer: Any,
-                max_new_tokens: int, step: int = 0, processor: Any = None) -> EvalResult:
+                max_new_tokens: int, step: int = 0, processor: Any = None,
+                video_budget: int | None = None) -> EvalResult:
     """Greedy completions of `rows` from `generator`, scored by `scorer` (`score(texts, rows).rewards`)."""
     t0 = time.monotonic()
-    outs = generator.generate(encode_rows(tokenizer, rows, processor), SamplingSpec(n=1, temperature=0.0,
+    outs = generator.generate(encode_rows(tokenizer, rows, processor, video_budget), SamplingSpec(n=1, temperature=0.0,
                                                                          max_tokens=max_new_tokens), step=-1 - step)
     rewards = scorer.score([o.text for o in outs], list(rows)).rewards
     values = [v if v is not None else 0.0 for v in rewards]

@@ -42,6 +42,8 @@ class ModelConfig(Section):
     tiny_heads: int = 4
     tiny_head_dim: int = 32
     tiny_vocab: int = 512
+    tiny_vision: bool = Field(False, description="With init: tiny, an image-text model (Idefics3) and its "
+                                                 "processor instead of a Qwen2 LM (docs/multimodal.md).")
 
 
 class DataConfig(Section):

@@ -24,6 +24,9 @@ class RolloutConfig(Section):
     timeout_s: float = Field(600.0, gt=0, description="Deadline for one step's rollouts.")
     sync_timeout_s: float = Field(120.0, gt=0, description="Deadline for a weight sync to every engine.")
     max_restarts: int = Field(3, ge=0, description="Ray restarts of a dead rollout actor.")
+    video_token_budget: int | None = Field(
+        None, ge=1, description="Image-text models: visual + marker tokens of one video under SlowFast encoding "
+        "(core/video.py); null keeps every frame at its native size.")
 
 
 class AlgoConfig(Section):

@@ -168,7 +168,7 @@ class GSPOTrainer:
         r = self.cfg.rollout
         spec = SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
                             max_tokens=r.max_new_tokens, seed=self.cfg.train.seed)
-        encoded = encode_rows(self.tok, [d.prompt_row for d in draws], self.processor)
+        encoded = encode_rows(self.tok, [d.prompt_row for d in draws], self.processor, r.video_token_budget)
         prompts = [PromptInput(draw_key(d), e.token_ids, e.media) for d, e in zip(draws, encoded)]
         rollouts = self.generator.generate(prompts, spec, step)
         if self.processor is not None:
@@ -243,20 +243,22 @@ class GSPOTrainer:
         max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
         metrics: dict[str, float] = {}
         if self.eval_rows:
-            metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step,
-                                  processor=self.processor).metrics
+            metrics = self._greedy(self.eval_rows, self.eval_scorer, max_new).metrics
         for name, rows, scorer in self.extra_evals:
-            m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step,
-                            processor=self.processor).metrics
+            m = self._greedy(rows, scorer, max_new).metrics
             metrics[f"eval/{name}"] = m.pop("eval/accuracy")
             metrics.update({f"eval/{name}/{k.removeprefix('eval/')}": v for k, v in m.items()})
         if hard:  # the training prompts that needed hints, asked without them
-            res = greedy_eval(self.generator, self.tok, hard, self.scorer, max_new, self.step, processor=self.processor)
+            res = self._greedy(hard, self.scorer, max_new)
             metrics.update(self.hints.eval_metrics(res.rewards))
         for hook in self.eval_hooks:
             metrics.update(hook(self.step, metrics) or {})
         self.run.log(self.step, metrics)
         return metrics
+
+    def _greedy(self, rows: list[dict[str, Any]], scorer: Any, max_new: int) -> Any:
+        return greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step, processor=self.processor,
+                           video_budget=self.cfg.rollout.video_token_budget)
 
     def fit(self) -> dict[str, Any]:
         cfg, self.t_start = self.cfg, time.monotonic()

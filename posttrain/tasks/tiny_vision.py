@@ -21,7 +21,7 @@ import torch
 
 from posttrain.core.data import load_rows
 from posttrain.core.video import frame_marker
-from posttrain.tasks.tiny import IM_END, row_texts, train_tokenizer
+from posttrain.tasks.tiny import IM_END, make_tiny_model, row_texts, train_tokenizer
 
 IDEFICS3_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>"]
 # Strings as content or as content parts ({"type": "image"} -> "<image>"), one template for both.
@@ -109,3 +109,11 @@ def make_tiny_vision_model(
          "patch_size": patch_size, "image_seq_len": image_seq_len, "vocab_size": len(tokenizer), "seed": seed,
          "parameters": sum(p.numel() for p in model.parameters())}, indent=2))
     return out
+
+
+def make_tiny_from_config(model: Any, data: str | Path, out: str | Path) -> Path:
+    """The `model.init: tiny` model of a ModelConfig: a Qwen2 LM, or with `tiny_vision` an Idefics3
+    image-text model, its tokenizer trained on `data`."""
+    kw = dict(hidden=model.tiny_hidden, layers=model.tiny_layers, heads=model.tiny_heads,
+              head_dim=model.tiny_head_dim, vocab_size=model.tiny_vocab, seed=0)
+    return make_tiny_vision_model(data, out, **kw) if model.tiny_vision else make_tiny_model(data, out, **kw)

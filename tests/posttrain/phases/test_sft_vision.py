@@ -29,16 +29,14 @@ def test_media_rows_become_content_parts_and_image_paths(tmp_path):
 def test_sft_trains_an_image_text_model(tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from posttrain.tasks.tiny_vision import make_tiny_vision_model
-
     write_visual_task("visual-count", tmp_path / "train.jsonl", 16, difficulty=1, seed=0,
                       eval_out=tmp_path / "eval.jsonl", n_eval=4)
-    model = make_tiny_vision_model(tmp_path / "train.jsonl", tmp_path / "vlm", layers=1, seed=0)
-    cfg = load_config(sft.Config, None, [
-        f"model.path={model}", f"data.train={tmp_path / 'train.jsonl'}", f"data.eval={tmp_path / 'eval.jsonl'}",
+    cfg = load_config(sft.Config, None, [  # model.init=tiny + tiny_vision: the tiny Idefics3 built from the rows
+        "model.init=tiny", "model.tiny_vision=true", "model.tiny_layers=1", f"data.train={tmp_path / 'train.jsonl'}", f"data.eval={tmp_path / 'eval.jsonl'}",
         "train.max_steps=3", "train.batch_size=4", "train.max_length=128", "train.logging_steps=1",
         "optim.lr=1e-3", "eval.every=0", "eval.max_new_tokens=3"])
     s = sft.run(cfg, tmp_path / "run")
+    assert AutoProcessor.from_pretrained(s["start_model"]).image_processor is not None
     assert s["steps"] == 3 and s["train_loss"] > 0 and s["eval/accuracy"] is not None
     AutoProcessor.from_pretrained(tmp_path / "run" / "final")
     AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "final")

@@ -31,6 +31,7 @@ def test_rl_on_images_and_video_through_ray_vllm(tmp_path):
           "data.max_eval_rows=4", "rollout.backend=vllm", "rollout.prompts_per_step=4", "rollout.group_size=4",
           "rollout.max_new_tokens=4", "train.steps=2", "eval.every=0", "optim.lr=1e-3",
           "engine.max_model_len=256", "engine.max_images_per_prompt=8", "ray.num_cpus=2",
+          "rollout.video_token_budget=200",
           f"reward.components=[{{name: '{PLUGIN}:digit_fraction'}}]", "reward.workers=1"]
     summary = rl.run(load_config(rl.Config, None, ov), tmp_path / "run")
     lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
