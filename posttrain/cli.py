@@ -143,16 +143,27 @@ def make_tiny_model_cmd(
     vocab_size: int = typer.Option(512, help="Upper bound on the BPE vocabulary."),
     seed: int = typer.Option(0, help="Seed of the initial weights."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out folder."),
+    vision: bool = typer.Option(False, "--vision", help="An image-text model (Idefics3 family) and its processor."),
+    image_size: int = typer.Option(56, "--image-size", help="With --vision: the side every image is resized to."),
+    vision_hidden: int = typer.Option(64, "--vision-hidden", help="With --vision: vision tower hidden size."),
+    vision_layers: int = typer.Option(1, "--vision-layers", help="With --vision: vision tower layers."),
 ) -> None:
-    """Build a deterministic tiny Qwen2 model and a BPE tokenizer trained on DATA."""
+    """Build a deterministic tiny Qwen2 model (or, with --vision, an Idefics3 image-text model and
+    processor) and a BPE tokenizer trained on DATA."""
     from posttrain.core.data import DatasetError
     from posttrain.core.run_dir import RunDirError, refuse_existing
     from posttrain.tasks.tiny import make_tiny_model
+    from posttrain.tasks.tiny_vision import make_tiny_vision_model
 
     try:
         refuse_existing(out, force, "--out")
-        path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
-                               head_dim=head_dim, vocab_size=vocab_size, seed=seed)
+        if vision:
+            path = make_tiny_vision_model(data, out, hidden=hidden, layers=layers, heads=heads, head_dim=head_dim,
+                                          vision_hidden=vision_hidden, vision_layers=vision_layers,
+                                          image_size=image_size, vocab_size=vocab_size, seed=seed)
+        else:
+            path = make_tiny_model(data, out, hidden=hidden, layers=layers, heads=heads,
+                                   head_dim=head_dim, vocab_size=vocab_size, seed=seed)
     except (DatasetError, RunDirError, ValueError) as e:
         _fail(str(e))
     typer.echo(str(path))
@@ -168,11 +179,16 @@ def make_task_cmd(
     eval_out: Optional[Path] = typer.Option(None, "--eval-out", help="Also write a held-out split here."),
     n_eval: int = typer.Option(200, "--n-eval", help="Held-out rows (with --eval-out)."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
+    kind: str = typer.Option("addition", "--kind", help="addition, or a visual task: visual-count, visual-add, "
+                             "visual-video (PNG media written next to --out)."),
+    difficulty: int = typer.Option(2, help="Visual tasks: 1 (easiest) to 5."),
+    image_size: int = typer.Option(56, "--image-size", help="Visual tasks: image side in pixels."),
 ) -> None:
-    """Write an offline addition task (rows with answers and five hint levels)."""
+    """Write an offline task (rows with answers and five hint levels): addition, or images / video."""
     from posttrain.core.data import write_jsonl
     from posttrain.core.run_dir import RunDirError, refuse_existing
     from posttrain.tasks.addition import make_addition_rows, split_rows
+    from posttrain.tasks.visual import write_visual_task
 
     if n <= 0:
         _fail(f"--n {n}: the number of training rows must be at least 1")
@@ -184,6 +200,10 @@ def make_task_cmd(
         for path, flag in ((out, "--out"), (eval_out, "--eval-out")):
             if path is not None:
                 refuse_existing(path, force, flag)
+        if kind != "addition":
+            n_train, n_held = write_visual_task(kind, out, n, difficulty, seed, image_size, eval_out, n_eval)
+            typer.echo(f"wrote {n_train} {kind} rows to {out}" + (f" and {n_held} to {eval_out}" if eval_out else ""))
+            return
         rows = make_addition_rows(n + (n_eval if eval_out else 0), digits=digits, terms=terms, seed=seed)
     except (RunDirError, ValueError) as e:
         _fail(str(e))
@@ -229,6 +249,51 @@ def data_review_cmd(
         pass
     finally:
         server.server_close()
+
+
+@data_app.command("video-plan")
+def video_plan_cmd(
+    model: Path = typer.Option(..., "--model", help="Model folder whose processor prices a frame (AutoProcessor)."),
+    frames: Optional[Path] = typer.Option(None, "--frames", help="A directory of frame images (name order)."),
+    fps: float = typer.Option(1.0, "--fps", help="Frame rate of --frames; with --video, the sample rate."),
+    video: Optional[Path] = typer.Option(None, "--video", help="A video file (needs OpenCV)."),
+    budget: int = typer.Option(..., "--budget", help="Total visual token budget of the clip."),
+    threshold: float = typer.Option(0.95, help="Patch similarity at or above which a frame is fast."),
+    fast_ratio: float = typer.Option(0.3, "--fast-ratio", help="A fast frame's share of a slow frame's budget."),
+    step: int = typer.Option(28, help="Frame sizes are tried on this grid of longest-edge pixels."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Print the SlowFast plan of a clip: which frames are slow or fast, their sizes and token costs."""
+    from transformers import AutoProcessor
+
+    from posttrain.core.media import MediaError, decode_video_file, frames_in_dir, load_video
+    from posttrain.core.video import plan_clip, processor_token_counter
+
+    if (frames is None) == (video is None):
+        _fail("give exactly one of --frames DIR or --video FILE")
+    try:
+        if video is not None:
+            clip, times = decode_video_file(str(video), fps=fps)
+            if not clip:
+                _fail(f"--video {video}: OpenCV could not decode a frame")
+        else:
+            clip, times = load_video({"frames": frames_in_dir(frames), "fps": fps})
+        processor = AutoProcessor.from_pretrained(str(model))
+        tokenizer = getattr(processor, "tokenizer", None)
+        text_tokens = (lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])) if tokenizer else None
+        plan = plan_clip(clip, times, processor_token_counter(processor), budget, threshold, fast_ratio, step,
+                         text_tokens=text_tokens)
+    except (MediaError, ValueError) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(plan.to_dict(), indent=2))
+        return
+    for f in plan.frames:
+        typer.echo(f"{f.index:4d} {f.time_s:8.2f}s {'slow' if f.slow else 'fast'} {f.height}x{f.width} {f.tokens} tokens")
+    d = plan.to_dict()
+    typer.echo(f"{d['slow_frames']} slow + {d['fast_frames']} fast frames: {plan.visual_tokens} visual + "
+               f"{plan.marker_tokens} marker tokens = {plan.total_tokens} of {budget} "
+               f"(slow-frame budget {plan.slow_budget}, fast {plan.fast_budget})")
 
 
 @data_app.command("pairs")

@@ -23,7 +23,7 @@ from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
 
 log = logging.getLogger(__name__)
 
-Unit = tuple[tuple[int, str, int], list[int]]
+Unit = tuple  # ((step, prompt_id, sample_idx), prompt token ids[, Media]): Media only for image prompts
 
 
 class RolloutTimeout(TimeoutError):
@@ -137,7 +137,8 @@ class RolloutPool:
                              gpu_memory_utilization=engine.gpu_memory_utilization, seed=seed,
                              trust_remote_code=trust_remote_code, chunked_prefill=engine.chunked_prefill,
                              max_num_batched_tokens=engine.max_num_batched_tokens,
-                             max_num_seqs=engine.max_num_seqs)
+                             max_num_seqs=engine.max_num_seqs,
+                             max_images_per_prompt=engine.max_images_per_prompt)
         split_here = engine.cpu_threads == "all" and device == "cpu"  # each actor splits its own node's cores
         remote_cls = ray.remote(actor_cls or _EngineActor)  # tests inject faulty actors
         self.actors = []
@@ -221,9 +222,10 @@ class RolloutPool:
     # ------------------------------------------------------------------ generation
 
     def generate(self, prompts: Sequence[PromptInput], sampling: SamplingSpec, step: int = 0) -> list[Rollout]:
-        units: list[Unit] = [((step, p.prompt_id, j), list(p.token_ids)) for p in prompts for j in range(sampling.n)]
+        units: list[Unit] = [((step, p.prompt_id, j), list(p.token_ids)) + ((p.media,) if p.media else ())
+                             for p in prompts for j in range(sampling.n)]
         results = self._run_units(units, sampling)
-        return [results[key] for key, _ in units]
+        return [results[u[0]] for u in units]
 
     def _chunks(self, units: list[Unit]) -> list[list[Unit]]:
         # keep a prompt's samples on one engine (prefix cache), balance by count

@@ -17,12 +17,19 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from posttrain.core.data import chat_prompt_ids, prompt_messages
+from posttrain.core.media import has_media
 from rollouts.hf import HFGenerator
+from rollouts.media import encode_media_rows
 from rollouts.types import PromptInput, SamplingSpec
 
 
-def encode_rows(tokenizer: Any, rows: Sequence[dict[str, Any]]) -> list[PromptInput]:
-    """Each row's prompt through the chat template, the assistant turn opened."""
+def encode_rows(tokenizer: Any, rows: Sequence[dict[str, Any]], processor: Any = None,
+                video_budget: int | None = None) -> list[PromptInput]:
+    """Each row's prompt through the chat template, the assistant turn opened; with an image-text
+    model's `processor`, rows with images or video become media prompts (rollouts/media.py), a
+    video SlowFast-encoded within `video_budget` tokens."""
+    if processor is not None and any(has_media(r) for r in rows):
+        return encode_media_rows(processor, rows, video_budget)
     return [PromptInput(r["id"], chat_prompt_ids(tokenizer, prompt_messages(r))) for r in rows]
 
 
@@ -38,10 +45,11 @@ class EvalResult:
 
 
 def greedy_eval(generator: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], scorer: Any,
-                max_new_tokens: int, step: int = 0) -> EvalResult:
+                max_new_tokens: int, step: int = 0, processor: Any = None,
+                video_budget: int | None = None) -> EvalResult:
     """Greedy completions of `rows` from `generator`, scored by `scorer` (`score(texts, rows).rewards`)."""
     t0 = time.monotonic()
-    outs = generator.generate(encode_rows(tokenizer, rows), SamplingSpec(n=1, temperature=0.0,
+    outs = generator.generate(encode_rows(tokenizer, rows, processor, video_budget), SamplingSpec(n=1, temperature=0.0,
                                                                          max_tokens=max_new_tokens), step=-1 - step)
     rewards = scorer.score([o.text for o in outs], list(rows)).rewards
     values = [v if v is not None else 0.0 for v in rewards]
@@ -59,10 +67,12 @@ def greedy_eval(generator: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], 
 def hf_greedy_eval(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], scorer: Any,
                    max_new_tokens: int, batch_size: int = 64) -> EvalResult:
     """`greedy_eval` on a model held in this process (e.g. inside a TRL trainer); its
-    train/eval mode is restored afterwards."""
+    train/eval mode is restored afterwards. `tokenizer` may be an image-text model's processor."""
     was_training = model.training
+    processor = tokenizer if hasattr(tokenizer, "image_processor") else None  # an image-text model's processor
+    tokenizer = processor.tokenizer if processor is not None else tokenizer
     try:
-        gen = HFGenerator(model, tokenizer, device=None, max_batch=batch_size)
-        return greedy_eval(gen, tokenizer, rows, scorer, max_new_tokens)
+        gen = HFGenerator(model, tokenizer, device=None, max_batch=batch_size, processor=processor)
+        return greedy_eval(gen, tokenizer, rows, scorer, max_new_tokens, processor=processor)
     finally:
         model.train(was_training)

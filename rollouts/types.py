@@ -7,9 +7,20 @@ from typing import Any, Protocol, Sequence
 
 
 @dataclass(frozen=True)
+class Media:
+    """The images of one prompt, by path: engines load them where they run, so a prompt's n
+    samples share one decoded copy and nothing is re-encoded per sample. `sizes[i]`, when given,
+    is the (height, width) image i is resized to first (SlowFast frames, core/video.py)."""
+
+    images: tuple[str, ...]
+    sizes: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class PromptInput:
     prompt_id: str
-    token_ids: list[int]
+    token_ids: list[int]  # with media: one image token per image; the engine expands it
+    media: Media | None = None
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,8 @@ class SamplingSpec:
 
 @dataclass
 class Rollout:
-    """One sampled response. `logprobs[t]` is log p(token_ids[t]) under the engine."""
+    """One sampled response. `logprobs[t]` is log p(token_ids[t]) under the engine.
+    With media, `prompt_token_ids` are the engine's expanded prompt (every image token in place)."""
 
     prompt_id: str
     sample_idx: int

@@ -10,8 +10,9 @@ import os
 import time
 from typing import Any, Sequence
 
+from rollouts.media import load_media
 from rollouts.seeding import unit_seed
-from rollouts.types import Rollout
+from rollouts.types import Media, Rollout
 
 
 def engine_env(device: str, kv_cache_gib: int, cpu_threads: str | None) -> dict[str, str]:
@@ -40,7 +41,7 @@ class VLLMEngine:
                  max_model_len: int = 512, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.5, seed: int = 0, trust_remote_code: bool = False,
                  chunked_prefill: bool | None = None, max_num_batched_tokens: int | None = None,
-                 max_num_seqs: int | None = None):
+                 max_num_seqs: int | None = None, max_images_per_prompt: int = 0):
         from vllm import LLM
 
         t0 = time.monotonic()
@@ -58,6 +59,8 @@ class VLLMEngine:
             chunked_prefill = not on_cpu
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
+        if max_images_per_prompt:
+            kwargs["limit_mm_per_prompt"] = {"image": max_images_per_prompt}
         if not chunked_prefill:
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(max_model_len, max_num_seqs or 0, max_num_batched_tokens or 8192)
@@ -67,28 +70,43 @@ class VLLMEngine:
         self.weight_version = 0
         self.startup_s = time.monotonic() - t0
 
-    def generate(self, units: Sequence[tuple[tuple[int, str, int], list[int]]], temperature: float,
+    def generate(self, units: Sequence[tuple], temperature: float,
                  top_p: float, max_tokens: int, base_seed: int, ignore_eos: bool = False) -> list[Rollout]:
-        """Sample one response per unit ((step, prompt_id, sample_idx), prompt token ids).
-        `ignore_eos` samples exactly `max_tokens` tokens (fixed-length benchmarks)."""
+        """Sample one response per unit ((step, prompt_id, sample_idx), prompt token ids[, Media]).
+        `ignore_eos` samples exactly `max_tokens` tokens (fixed-length benchmarks). A prompt's
+        images are loaded once per call and shared by its samples."""
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
-        prompts = [TokensPrompt(prompt_token_ids=list(ids)) for _, ids in units]
+        loaded: dict[Media, list] = {}
+        prompts = [self._prompt(u, loaded) for u in units]
         params = [SamplingParams(n=1, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                 logprobs=0, seed=unit_seed(base_seed, key), ignore_eos=ignore_eos)
-                  for key, _ in units]
+                                 logprobs=0, seed=unit_seed(base_seed, u[0]), ignore_eos=ignore_eos)
+                  for u in units]
         outs = self.llm.generate(prompts, params, use_tqdm=False)
         rollouts = []
-        for (key, ids), out in zip(units, outs):
+        for unit, out in zip(units, outs):
+            key, ids = unit[0], unit[1]
             c = out.outputs[0]
             tokens = list(c.token_ids)
             lps = [float(d[t].logprob) for d, t in zip(c.logprobs or [], tokens)]
-            rollouts.append(Rollout(prompt_id=key[1], sample_idx=key[2], prompt_token_ids=list(ids),
+            # with media the engine expanded the image tokens; the trainer needs that prompt
+            prompt_ids = list(out.prompt_token_ids) if len(unit) > 2 and unit[2] is not None else list(ids)
+            rollouts.append(Rollout(prompt_id=key[1], sample_idx=key[2], prompt_token_ids=prompt_ids,
                                     token_ids=tokens, logprobs=lps, text=c.text,
                                     finish_reason=str(c.finish_reason), weight_version=self.weight_version,
                                     step=key[0]))
         return rollouts
+
+    @staticmethod
+    def _prompt(unit: tuple, loaded: dict[Media, list]) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        media = unit[2] if len(unit) > 2 else None
+        if media is None:
+            return TokensPrompt(prompt_token_ids=list(unit[1]))
+        if media not in loaded:
+            loaded[media] = load_media(media)
+        return TokensPrompt(prompt_token_ids=list(unit[1]), multi_modal_data={"image": loaded[media]})
 
     def load_weights(self, state_dict: dict[str, Any], version: int) -> int:
         """Install an HF state dict. vLLM-CPU post-processes loaded weights, so the
@@ -101,6 +119,11 @@ class VLLMEngine:
         self.llm.collective_rpc(_reload, args=(state_dict,))
         # cached prefixes were computed with the old weights
         self.llm.reset_prefix_cache()
+        # so were cached vision-encoder outputs (image prompts); without this reset a reused image
+        # is either embedded with stale weights or missed ("Encoder cache miss") after the reload
+        engine = self.llm.llm_engine
+        if hasattr(engine, "reset_encoder_cache"):
+            engine.reset_encoder_cache()
         self.weight_version = version
         return version
 

@@ -38,7 +38,8 @@ NEVER = [
 ]
 # Heavy optional dependencies may be imported where used (with a one-line reason there);
 # CLI modules import what a command needs when it runs, so `posttrain --help` stays fast.
-DEFERRABLE = {"ray", "vllm", "trl", "transformers", "datasets", "peft", "tokenizers", "matplotlib", "math_verify"}
+DEFERRABLE = {"ray", "vllm", "trl", "transformers", "datasets", "peft", "tokenizers", "matplotlib", "math_verify",
+              "cv2"}
 LAZY_MODULES = {"posttrain.cli", "rewards.cli", "hints.cli"}
 
 

@@ -44,6 +44,8 @@ class ModelConfig(Section):
     tiny_heads: int = 4
     tiny_head_dim: int = 32
     tiny_vocab: int = 512
+    tiny_vision: bool = Field(False, description="With init: tiny, an image-text model (Idefics3) and its "
+                                                 "processor instead of a Qwen2 LM (docs/multimodal.md).")
 
 
 class DataConfig(Section):
@@ -86,6 +88,9 @@ class EngineConfig(Section):
         "rollout batch per engine so one step's samples decode in one wave.")
     placement: Literal["pack", "spread", "strict_spread"] = "pack"
     start_timeout_s: float = 300.0
+    max_images_per_prompt: int = Field(
+        0, ge=0, description="Image-text models: images one prompt may carry (video frames count as images); "
+        "0 leaves vLLM's default.")
 
 
 class OptimConfig(Section):

@@ -1,8 +1,10 @@
 """Dataset rows (the JSONL contract) and a resumable prompt sampler.
 
 A row is `{"id": str, "prompt": str | [{"role", "content"}, ...], "answer": str,
-"hints": [5 strings] (optional)}`; unknown keys pass through to rewards. Every
-problem is reported with the file and line it came from.
+"hints": [5 strings] (optional)}`; unknown keys pass through to rewards. Rows may carry
+images and a video (`images`, `video`, with `<image>` / `<video>` placeholders: the contract is
+in core/media.py); media paths resolve relative to the file. Every problem is reported with
+the file and line it came from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from posttrain.core.media import MediaError, check_media, valid_content_parts
 
 N_HINT_LEVELS = 5
 
@@ -35,8 +39,9 @@ def validate_row(row: Any, path: Path, line: int, require_answer: bool = True) -
     if isinstance(prompt, list):
         for i, msg in enumerate(prompt):
             if not (isinstance(msg, dict) and isinstance(msg.get("role"), str)
-                    and isinstance(msg.get("content"), str)):
-                raise _row_error(path, line, f"prompt message {i} must have string 'role' and 'content'")
+                    and (isinstance(msg.get("content"), str) or valid_content_parts(msg.get("content")))):
+                raise _row_error(path, line, f"prompt message {i} must have string 'role' and 'content' "
+                                 "(or content parts of type text/image/video)")
         if not prompt:
             raise _row_error(path, line, "field 'prompt' is an empty message list")
     elif not isinstance(prompt, str) or not prompt.strip():
@@ -45,6 +50,10 @@ def validate_row(row: Any, path: Path, line: int, require_answer: bool = True) -
         raise _row_error(path, line, "field 'answer' must be a string")
     if row.get("hints") is not None:
         check_hints(row["hints"], str(path), line)
+    try:
+        check_media(row, Path(path).parent)
+    except MediaError as e:
+        raise _row_error(path, line, f"row {rid!r}: {e}") from None
     return row
 
 

@@ -3,6 +3,7 @@ hard-coded; a local path that does not exist is an error at once (no hub retries
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,26 @@ def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
-    check_model_path(path)
-    from transformers import AutoModelForCausalLM
+def is_image_text_model(path: str | Path) -> bool:
+    """A local HF folder whose config has a vision tower (Idefics3, Qwen2.5-VL, ...)."""
+    config = Path(path) / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text())
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype(dtype),
-                                                trust_remote_code=trust_remote_code)
+
+def load_processor(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The processor (image processor + tokenizer + chat template) of an image-text model folder."""
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+
+
+def load_causal_lm(path: str | Path, dtype: str = "float32", trust_remote_code: bool = False) -> Any:
+    """A causal LM, or an image-text model (AutoModelForImageTextToText) when the folder has a vision tower."""
+    check_model_path(path)
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    auto = AutoModelForImageTextToText if is_image_text_model(path) else AutoModelForCausalLM
+    return auto.from_pretrained(str(path), dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code)
 
 
 def load_policy(path: str | Path, dtype: str = "float32", device: str = "cpu",

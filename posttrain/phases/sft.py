@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from hints.inject import check_template
 from posttrain.core.config import ConfigError, ModelConfig, OptimConfig, Section
 from posttrain.core.data import DatasetError, load_rows
-from posttrain.core.models import load_causal_lm, load_tokenizer
+from posttrain.core.models import is_image_text_model, load_causal_lm, load_processor, load_tokenizer
 from posttrain.core.run_dir import FINAL_DIR, RunDir
 from posttrain.phases.sft_data import check_lengths, load_source, mix_sources, to_dataset
 from posttrain.phases.trl_common import (
@@ -140,7 +140,9 @@ def _first_local_path(data: SFTData) -> str | None:
 def make_trainer(cfg: Config, run: RunDir, model_path: str, train_ds, evaluator: Evaluator):
     from trl import SFTConfig, SFTTrainer  # trl: heavy, imported when a phase runs
 
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    # an image-text model trains and evaluates through its processor (TRL's vision collator)
+    tokenizer = (load_processor(model_path, cfg.model.trust_remote_code) if is_image_text_model(model_path)
+                 else load_tokenizer(model_path, cfg.model.trust_remote_code))
     model = load_causal_lm(model_path, weights_dtype(cfg.model), cfg.model.trust_remote_code)
     args = SFTConfig(**training_kwargs(cfg.train, cfg.optim, cfg.model, run.checkpoints),
                      max_length=cfg.train.max_length, packing=cfg.sft.packing,

@@ -23,6 +23,8 @@ from typing import Any, Iterable
 
 from hints.inject import DEFAULT_TEMPLATE, with_hint
 from posttrain.core.data import N_HINT_LEVELS, DatasetError, check_data_file, check_hints, prompt_messages, read_jsonl
+from posttrain.core.media import MediaError, check_media, has_media
+from rollouts.media import expand_media
 
 FORMATS = ("prompt_completion", "conversational", "text")
 
@@ -78,6 +80,8 @@ def normalize_row(obj: Any, where: str, row: int) -> tuple[str, dict[str, Any]]:
         if not any(m["content"].strip() for m in completion):
             raise _err(where, row, "field 'completion' is empty; every row needs a non-empty completion")
         return "conversational", {"prompt": prompt, "completion": completion}
+    if "prompt" in obj and "answer" in obj and has_media(obj):  # our contract, with images / video
+        return "conversational", media_row(obj, where, row)
     if "prompt" in obj and "answer" in obj:  # our dataset contract
         p = obj["prompt"]
         prompt = prompt_messages({"prompt": _nonempty(p, where, row, "prompt") if isinstance(p, str)
@@ -88,6 +92,20 @@ def normalize_row(obj: Any, where: str, row: int) -> tuple[str, dict[str, Any]]:
         return "text", {"text": _nonempty(obj["text"], where, row, "text")}
     raise _err(where, row, f"unknown row format (keys: {', '.join(sorted(obj)) or 'none'}); expected "
                            "prompt+completion, messages, text, or id+prompt+answer")
+
+
+def media_row(obj: dict[str, Any], where: str, row: int) -> dict[str, Any]:
+    """A contract row with media in TRL's vision format: the prompt as content parts (a video spelled
+    out as its frames with SlowFast markers, every frame at its native size), the answer as the
+    assistant turn, and `images`: the paths in slot order, resolved relative to the file."""
+    try:
+        obj = check_media(dict(obj), Path(where).parent)
+        messages, media = expand_media(obj, count_tokens=lambda h, w: 1)  # no budget: frames keep their size
+    except (MediaError, ValueError) as e:
+        raise _err(where, row, f"row {obj.get('id')!r}: {e}") from None
+    answer = _nonempty(obj["answer"], where, row, "answer")
+    return {"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
+            "images": list(media.images)}
 
 
 def normalize_rows(objs: Iterable[tuple[int, Any]], where: str) -> SourceRows:

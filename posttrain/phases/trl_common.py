@@ -20,7 +20,7 @@ from posttrain.core.devices import DtypeChoice, master_dtype, resolve_dtype
 from posttrain.core.models import save_hf
 from posttrain.core.run_dir import INIT_MODEL_DIR, RunDir
 from posttrain.core.stop import StopFlag
-from posttrain.tasks.tiny import make_tiny_model
+from posttrain.tasks.tiny_vision import make_tiny_from_config
 from rewards.config import RewardConfig, default_reward
 from rewards.scorer import Scorer
 from rollouts.evaluate import EvalResult, hf_greedy_eval
@@ -72,9 +72,7 @@ def resolve_model_path(model: ModelConfig, train_path: str | None, run: RunDir) 
             return str(out)
         if not train_path:
             raise ConfigError("model.init=tiny needs a local training file (data.train) to train the tokenizer on")
-        make_tiny_model(train_path, out, hidden=model.tiny_hidden, layers=model.tiny_layers,
-                        heads=model.tiny_heads, head_dim=model.tiny_head_dim, vocab_size=model.tiny_vocab,
-                        seed=0)
+        make_tiny_from_config(model, train_path, out)
         return str(out)
     if not model.path:
         raise ConfigError("field 'model.path' is required unless model.init=tiny; set model.path=DIR")

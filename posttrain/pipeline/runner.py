@@ -39,7 +39,7 @@ from posttrain.pipeline.report import write_report
 from posttrain.tasks.addition import make_demo_data
 from posttrain.tasks.cot_addition import make_cot_data
 from posttrain.tasks.reversal import make_experts_data
-from posttrain.tasks.tiny import make_tiny_model
+from posttrain.tasks.tiny_vision import make_tiny_from_config
 
 log = logging.getLogger(__name__)
 STATE_FILE, CONFIG_FILE = "pipeline_state.json", "pipeline.yaml"
@@ -114,8 +114,7 @@ def prepare_inputs(pipe: Config, run_dir: Path, st: Resolved) -> None:
     if st.tiny_init and not (run_dir / INIT_MODEL_DIR / "config.json").is_file():
         m, tmp = st.cfg.model, run_dir / ".init_model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)  # built aside, then renamed: a kill never leaves half a model
-        make_tiny_model(pipe.data.train, tmp, hidden=m.tiny_hidden, layers=m.tiny_layers,
-                        heads=m.tiny_heads, head_dim=m.tiny_head_dim, vocab_size=m.tiny_vocab, seed=0)
+        make_tiny_from_config(m, pipe.data.train, tmp)
         tmp.rename(run_dir / INIT_MODEL_DIR)
     if "pairs" in st.sources:
         pairs, _ = build_pairs(run_dir / st.sources["pairs"] / SCORED_FILE)

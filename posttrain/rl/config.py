@@ -31,6 +31,9 @@ class RolloutConfig(Section):
         "finish", description="With max_staleness=1, generations in flight when the weights change: 'finish' "
         "them with the weights they started with (trained one version stale, corrected by off_policy), or "
         "'restart' them with the new weights (on-policy, the overlap is lost). Recorded as rollout/restarted.")
+    video_token_budget: int | None = Field(
+        None, ge=1, description="Image-text models: visual + marker tokens of one video under SlowFast encoding "
+        "(core/video.py); null keeps every frame at its native size.")
 
 
 class AlgoConfig(Section):

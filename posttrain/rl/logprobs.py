@@ -4,12 +4,16 @@ Layout: prompts are left-padded to P and responses right-padded to R, so every
 sequence reads [pad.. prompt | response ..pad] and the logits predicting response
 token t sit at column P - 1 + t for all rows. Position ids are computed from the
 attention mask so left padding does not shift positions.
+
+Image-text models: `vision` holds the processor's pixel inputs for the batch (e.g.
+`pixel_values`, `pixel_attention_mask`), passed to the model with the ids. Image tokens sit in
+the (engine-expanded) prompt, so they are never in the response mask.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor
@@ -22,15 +26,17 @@ class ResponseBatch:
     position_ids: Tensor  # (B, P + R)
     response_mask: Tensor  # (B, R)
     prompt_len: int  # P
+    vision: dict[str, Tensor] = field(default_factory=dict)  # pixel inputs, batch-first (image-text models)
 
     def to(self, device: torch.device | str) -> "ResponseBatch":
         return ResponseBatch(self.input_ids.to(device), self.attention_mask.to(device),
-                             self.position_ids.to(device), self.response_mask.to(device), self.prompt_len)
+                             self.position_ids.to(device), self.response_mask.to(device), self.prompt_len,
+                             {k: v.to(device) for k, v in self.vision.items()})
 
     def select(self, idx: Tensor | Sequence[int]) -> "ResponseBatch":
         idx = torch.as_tensor(idx, dtype=torch.long)
         return ResponseBatch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx],
-                             self.response_mask[idx], self.prompt_len)
+                             self.response_mask[idx], self.prompt_len, {k: v[idx] for k, v in self.vision.items()})
 
 
 def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int) -> ResponseBatch:
@@ -56,7 +62,7 @@ def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature:
     P, R = batch.prompt_len, batch.response_mask.shape[1]
     # the LM head runs only on the R + 1 last positions (the prompt's logits are never used)
     inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                  use_cache=False)
+                  use_cache=False, **batch.vision)
     try:
         out = model(**inputs, logits_to_keep=R + 1)
     except TypeError:  # a model whose forward has no logits_to_keep: all logits, same slice below
@@ -67,3 +73,10 @@ def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature:
     targets = batch.input_ids[:, P:P + R]  # (B, R)
     lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return lp * batch.response_mask
+
+
+def vision_inputs(image_processor: Any, images: Sequence[Sequence[Any]]) -> dict[str, Tensor]:
+    """The image processor's pixel inputs for a batch: `images[i]` are row i's images in prompt
+    order (rows with fewer images are padded, and masked, by the processor)."""
+    out = image_processor([list(im) for im in images], return_tensors="pt")
+    return {k: v for k, v in out.items() if isinstance(v, Tensor) and k not in ("rows", "cols")}

@@ -28,12 +28,13 @@ from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, sav
 from posttrain.core.config import ConfigError
 from posttrain.core.data import PromptSampler, check_prompt_lengths, dataset_fingerprint, load_rows
 from posttrain.core.devices import master_dtype, resolve_dtype
-from posttrain.core.models import load_policy, save_hf
+from posttrain.core.models import is_image_text_model, load_policy, load_processor, save_hf
 from posttrain.core.progress import StepProgress
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, TEACHER_CACHE_FILE, RunDir
 from posttrain.core.seeding import set_rng_state, set_seed
 from posttrain.core.stop import StopFlag
 from posttrain.rl.config import Config
+from posttrain.rl.logprobs import vision_inputs
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.policy_losses import POLICY_LOSSES
 from posttrain.rl.shaping import informative_groups, overlong_penalty
@@ -44,6 +45,7 @@ from rollouts.cluster import RayCluster
 from rollouts.evaluate import encode_rows, greedy_eval
 from rollouts.factory import engine_dtype, make_generator
 from rollouts.hf import HFGenerator
+from rollouts.media import load_media
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,9 @@ class GSPOTrainer:
         self.model, self.tok = load_policy(model_path, master_dtype(self.precision.dtype), cfg.model.device,
                                            cfg.model.trust_remote_code)
         self._check_prompt_lengths()
+        # image-text models: the processor encodes media prompts, builds pixel inputs, and is saved with the model
+        self.processor = (load_processor(model_path, cfg.model.trust_remote_code)
+                          if is_image_text_model(model_path) else None)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
         self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -189,7 +194,7 @@ class GSPOTrainer:
                                      f" the model's max_position_embeddings) leaves beside {new} new tokens")
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.run.checkpoints, self.step, self.model, self.tok, self._state(),
+        return save_checkpoint(self.run.checkpoints, self.step, self.model, self.processor or self.tok, self._state(),
                                self.cfg.train.keep_checkpoints)
 
     # ------------------------------------------------------------------ the step
@@ -260,9 +265,15 @@ class GSPOTrainer:
         r = self.cfg.rollout
         spec = SamplingSpec(n=r.group_size, temperature=r.temperature, top_p=r.top_p,
                             max_tokens=r.max_new_tokens, seed=self.cfg.train.seed)
-        encoded = encode_rows(self.tok, [d.prompt_row for d in draws])
-        prompts = [PromptInput(draw_key(d), e.token_ids) for d, e in zip(draws, encoded)]
+        encoded = encode_rows(self.tok, [d.prompt_row for d in draws], self.processor, r.video_token_budget)
+        prompts = [PromptInput(draw_key(d), e.token_ids, e.media) for d, e in zip(draws, encoded)]
         rollouts = self.generator.generate(prompts, spec, step)
+        if self.processor is not None:
+            if any(d.train_row is not d.prompt_row for d in draws):
+                raise ValueError("hints.train_prompt=plain is not supported for image-text models yet")
+            media = {p.prompt_id: p.media for p in prompts}
+            for ro in rollouts:
+                ro.meta["media"] = media[ro.prompt_id]
         retrain = [k for k, d in enumerate(draws) if d.train_row is not d.prompt_row]
         bare = encode_rows(self.tok, [draws[k].train_row for k in retrain])
         for k, enc in zip(retrain, bare):  # hints.train_prompt=plain: train on the bare question
@@ -315,9 +326,13 @@ class GSPOTrainer:
                           self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
                           self.cfg.algo.old_logprobs, self.torch_gen,
                           (self.cfg.correction_mode(), self.cfg.off_policy.level, self.cfg.off_policy.clip),
-                          self.precision.dtype)
+                          self.precision.dtype, vision=self._vision if self.processor is not None else None)
         self._guard(upd, step)
         return upd
+
+    def _vision(self, rollouts: list[Rollout]) -> dict[str, torch.Tensor]:
+        """Pixel inputs of the rollouts' prompts, in rollout order (image tokens stay in the prompt)."""
+        return vision_inputs(self.processor.image_processor, [load_media(r.meta["media"]) for r in rollouts])
 
     def sync(self, version: int) -> int:
         """Install the new weights in the engines once the generation in flight (if any) is done.
@@ -357,18 +372,22 @@ class GSPOTrainer:
         max_new = self.cfg.eval.max_new_tokens or self.cfg.rollout.max_new_tokens
         metrics: dict[str, float] = {}
         if self.eval_rows:
-            metrics = greedy_eval(self.generator, self.tok, self.eval_rows, self.eval_scorer, max_new, self.step).metrics
+            metrics = self._greedy(self.eval_rows, self.eval_scorer, max_new).metrics
         for name, rows, scorer in self.extra_evals:
-            m = greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step).metrics
+            m = self._greedy(rows, scorer, max_new).metrics
             metrics[f"eval/{name}"] = m.pop("eval/accuracy")
             metrics.update({f"eval/{name}/{k.removeprefix('eval/')}": v for k, v in m.items()})
         if hard:  # the training prompts that needed hints, asked without them
-            res = greedy_eval(self.generator, self.tok, hard, self.scorer, max_new, self.step)
+            res = self._greedy(hard, self.scorer, max_new)
             metrics.update(self.hints.eval_metrics(res.rewards))
         for hook in self.eval_hooks:
             metrics.update(hook(self.step, metrics) or {})
         self.run.log(self.step, metrics)
         return metrics
+
+    def _greedy(self, rows: list[dict[str, Any]], scorer: Any, max_new: int) -> Any:
+        return greedy_eval(self.generator, self.tok, rows, scorer, max_new, self.step, processor=self.processor,
+                           video_budget=self.cfg.rollout.video_token_budget)
 
     def fit(self) -> dict[str, Any]:
         cfg, self.t_start = self.cfg, time.monotonic()
@@ -393,7 +412,7 @@ class GSPOTrainer:
         self.checkpoint()
         wall = self.wall_offset + time.monotonic() - self.t_start
         if not preempted:  # a preempted run leaves its checkpoint, never a final/ that looks finished
-            save_hf(self.model, self.tok, self.run.final)
+            save_hf(self.model, self.processor or self.tok, self.run.final)
         summary = {"accuracy_before_rl": before, "accuracy_after_rl": last_eval.get("eval/accuracy"),
                    "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
                    "preempted": preempted, "final_model": None if preempted else str(self.run.final),

@@ -44,17 +44,22 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
                 advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
                 old_logprobs: str = "trainer", generator: torch.Generator | None = None,
                 correction: tuple[str, str, float] = ("none", "sequence", 2.0),
-                precision: str = "float32") -> UpdateResult:
+                precision: str = "float32",
+                vision: Callable[[list[Rollout]], dict[str, torch.Tensor]] | None = None) -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
     (posttrain.rl.policy_losses). `correction` = (mode, level, clip) of the off-policy correction
     (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages.
     `precision=bfloat16` runs the forward passes under bf16 autocast (fp32 weights, gradients and
-    optimizer state; log-probs in fp32 from the bf16 logits)."""
+    optimizer state; log-probs in fp32 from the bf16 logits). `vision(rollouts)` gives an image-text
+    model its pixel inputs."""
     result = UpdateResult()
     if not rollouts:
         return result
     device = next(model.parameters()).device
-    batch = collate([r.prompt_token_ids for r in rollouts], [r.token_ids for r in rollouts], pad_id).to(device)
+    batch = collate([r.prompt_token_ids for r in rollouts], [r.token_ids for r in rollouts], pad_id)
+    if vision is not None:
+        batch.vision = vision(rollouts)
+    batch = batch.to(device)
     adv = advantages.to(device=device, dtype=torch.float32)  # (N,)
     model.train()
     engine = _engine_logprobs(rollouts, batch)  # (N, R) or None

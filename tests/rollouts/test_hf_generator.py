@@ -56,3 +56,4 @@ def test_update_weights_stamps_version(gen):
     gen.update_weights({k: v.clone() for k, v in gen.model.state_dict().items()}, version=3)
     (p,) = _prompts(gen, ["What is 1 + 1?"])
     assert gen.generate([p], SamplingSpec(n=1, max_tokens=2))[0].weight_version == 3
+

@@ -1,0 +1,185 @@
+"""Offline visual tasks: PIL-drawn images and frame sequences, with answers and five hint levels.
+
+Three kinds, each verified by `exact` (the answer is an integer string):
+- `visual-count`: one image with a few filled circles (and, at higher difficulty, squares that
+  do not count): "How many circles are in the image?"
+- `visual-add`: two images with circles: "How many circles are in the two images together?"
+- `visual-video`: a clip of frames where a dot jumps to a new place at some frames and stays
+  still otherwise: "How many times did the dot move?" The answer lives only in the frames where
+  something changes (the slow frames of SlowFast, core/video.py).
+
+`difficulty` (1-5) is the knob: more objects, more distractor squares, more frames and moves.
+Hints follow Keye-VL 1.5's levels and are cumulative like the addition task's (level k repeats
+level k-1 and adds one true piece; level 5 gives the answer): 1 what to count, 2 how to split the
+work, 3 a partial count, 4 all partial counts, 5 the answer.
+
+Media are written as PNG files under `media_dir`; rows name them relative to `base_dir` (the
+directory the JSONL goes to), as the data contract resolves them (core/media.py).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from posttrain.core.data import write_jsonl
+from posttrain.tasks.addition import split_rows
+
+KINDS = ("visual-count", "visual-add", "visual-video")
+COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 160, 20), (150, 50, 180)]
+
+
+def _levels(difficulty: int) -> dict[str, int]:
+    if not 1 <= difficulty <= 5:
+        raise ValueError(f"difficulty={difficulty}: use 1 (easiest) to 5")
+    return {"max_objects": 2 + difficulty, "distractors": difficulty - 1,
+            "frames": 4 + 2 * difficulty, "max_moves": 1 + difficulty}
+
+
+def _place(rng: random.Random, n: int, size: int, r: int, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`n` centres at least 2r+2 apart (and from `taken`), inside the image."""
+    out: list[tuple[int, int]] = []
+    for _ in range(2000):
+        if len(out) == n:
+            return out
+        c = (rng.randint(r + 1, size - r - 2), rng.randint(r + 1, size - r - 2))
+        if all((c[0] - x) ** 2 + (c[1] - y) ** 2 >= (2 * r + 2) ** 2 for x, y in out + taken):
+            out.append(c)
+    raise ValueError(f"cannot place {n} objects of radius {r} in a {size}-px image; raise image_size")
+
+
+def draw_scene(rng: random.Random, circles: int, squares: int, size: int) -> tuple[Image.Image, list[tuple[int, int]]]:
+    """A white image with `circles` filled circles and `squares` filled squares; the circle centres."""
+    r = max(3, size // 14)
+    centres = _place(rng, circles + squares, size, r, [])
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    for i, (x, y) in enumerate(centres):
+        box = (x - r, y - r, x + r, y + r)
+        colour = rng.choice(COLOURS)
+        (d.ellipse if i < circles else d.rectangle)(box, fill=colour)
+    return img, centres[:circles]
+
+
+def _count_hints(left: int, right: int, distractors: bool, what: str = "the image") -> list[str]:
+    total = left + right
+    pieces = [
+        "count only the circles" + (", not the squares" if distractors else ""),
+        f"count the left half of {what}, then the right half, and add",
+        f"the left half has {left}",
+        f"the right half has {right}",
+        f"{left} + {right} = {total}. The answer is {total}",
+    ]
+    return ["Hint: " + "; ".join(pieces[:k]) + "." for k in range(1, 6)]
+
+
+def _halves(centres: list[tuple[int, int]], size: int) -> tuple[int, int]:
+    left = sum(x < size / 2 for x, _ in centres)
+    return left, len(centres) - left
+
+
+def _save(img: Image.Image, media_dir: Path, name: str, base_dir: Path) -> str:
+    path = media_dir / name
+    img.save(path)
+    return os.path.relpath(path, base_dir)
+
+
+def count_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path, base_dir: Path) -> dict[str, Any]:
+    n = rng.randint(1, lv["max_objects"])
+    squares = rng.randint(0, lv["distractors"])
+    img, centres = draw_scene(rng, n, squares, size)
+    return {"id": rid, "prompt": "<image>How many circles are in the image?", "answer": str(n),
+            "images": [_save(img, media_dir, f"{rid}.png", base_dir)],
+            "hints": _count_hints(*_halves(centres, size), squares > 0), "task": "visual-count"}
+
+
+def add_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path, base_dir: Path) -> dict[str, Any]:
+    counts = [rng.randint(1, lv["max_objects"]) for _ in range(2)]
+    paths = []
+    for j, n in enumerate(counts):
+        img, _ = draw_scene(rng, n, rng.randint(0, lv["distractors"]), size)
+        paths.append(_save(img, media_dir, f"{rid}-{j}.png", base_dir))
+    a, b = counts
+    pieces = ["count only the circles, in each image", "count the first image, then the second, and add",
+              f"the first image has {a}", f"the second image has {b}", f"{a} + {b} = {a + b}. The answer is {a + b}"]
+    return {"id": rid, "prompt": "<image><image>How many circles are in the two images together?",
+            "answer": str(a + b), "images": paths,
+            "hints": ["Hint: " + "; ".join(pieces[:k]) + "." for k in range(1, 6)], "task": "visual-add"}
+
+
+def video_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path, base_dir: Path,
+              fps: float = 2.0) -> dict[str, Any]:
+    n_frames = lv["frames"]
+    moves = sorted(rng.sample(range(1, n_frames), rng.randint(0, min(lv["max_moves"], n_frames - 1))))
+    r = max(3, size // 10)
+    colour = rng.choice(COLOURS)
+    pos = _place(rng, 1, size, r, [])[0]
+    paths = []
+    for i in range(n_frames):
+        if i in moves:
+            pos = _place(rng, 1, size, r, [pos])[0]
+        img = Image.new("RGB", (size, size), (255, 255, 255))
+        ImageDraw.Draw(img).ellipse((pos[0] - r, pos[1] - r, pos[0] + r, pos[1] + r), fill=colour)
+        paths.append(_save(img, media_dir, f"{rid}-f{i:02d}.png", base_dir))
+    times = [f"{m / fps:.1f}s" for m in moves]
+    k = len(moves)
+    pieces = ["compare each frame with the one before; a move is a frame where the dot is somewhere new",
+              "most frames repeat the previous one; only the changed frames matter",
+              f"the first move is at {times[0]}" if moves else "the dot is in the same place in every frame",
+              f"moves at {', '.join(times)}" if moves else "no frame differs from the first",
+              f"It moved {k} times. The answer is {k}"]
+    return {"id": rid, "prompt": "<video>How many times did the dot move?", "answer": str(k),
+            "video": {"frames": paths, "fps": fps},
+            "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)], "task": "visual-video"}
+
+
+MAKERS = {"visual-count": count_row, "visual-add": add_row, "visual-video": video_row}
+
+
+def make_visual_rows(kind: str, n: int, base_dir: str | Path, difficulty: int = 2, seed: int = 0,
+                     image_size: int = 56, prefix: str | None = None, media_name: str = "media"
+                     ) -> list[dict[str, Any]]:
+    """`n` rows of a visual task; their images go to BASE_DIR/MEDIA_NAME/, named relative to BASE_DIR."""
+    if kind not in MAKERS:
+        raise ValueError(f"unknown visual task kind {kind!r}; choose one of {', '.join(KINDS)}")
+    lv = _levels(difficulty)
+    base_dir = Path(base_dir)
+    media_dir = base_dir / media_name
+    media_dir.mkdir(parents=True, exist_ok=True)
+    prefix = prefix or kind.split("-")[1]
+    rng = random.Random(f"{kind}:{difficulty}:{seed}:{image_size}")
+    return [MAKERS[kind](rng, f"{prefix}-{i:06d}", lv, image_size, media_dir, base_dir) for i in range(n)]
+
+
+def relocate(rows: list[dict[str, Any]], from_dir: str | Path, to_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows with media paths rewritten relative to `to_dir` (a JSONL written elsewhere)."""
+    def move(p: str) -> str:
+        return os.path.relpath(Path(from_dir) / p, to_dir)
+
+    out = []
+    for row in rows:
+        row = dict(row)
+        if row.get("images"):
+            row["images"] = [move(p) for p in row["images"]]
+        if row.get("video") and "frames" in row["video"]:
+            row["video"] = {**row["video"], "frames": [move(p) for p in row["video"]["frames"]]}
+        out.append(row)
+    return out
+
+
+def write_visual_task(kind: str, out: Path, n: int, difficulty: int = 2, seed: int = 0, image_size: int = 56,
+                      eval_out: Path | None = None, n_eval: int = 0) -> tuple[int, int]:
+    """Write OUT (and EVAL_OUT, held out, media shared) with media in OUT's directory; (train, eval) row counts."""
+    out = Path(out)
+    rows = make_visual_rows(kind, n + (n_eval if eval_out else 0), out.parent, difficulty, seed, image_size,
+                            media_name=f"{out.stem}-media")
+    held: list[dict[str, Any]] = []
+    if eval_out:
+        rows, held = split_rows(rows, n_eval, seed)
+        write_jsonl(eval_out, relocate(held, out.parent, Path(eval_out).parent))
+    write_jsonl(out, rows)
+    return len(rows), len(held)

@@ -1,0 +1,84 @@
+"""The offline visual tasks: rows meet the data contract, answers are what the pixels say, hints are true."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from posttrain.core.data import load_rows
+from posttrain.core.media import load_image, load_video
+from posttrain.core.video import classify_frames
+from posttrain.tasks.visual import make_visual_rows, write_visual_task
+
+
+def _blobs(img, colour_test) -> int:
+    """Connected components of pixels passing colour_test (4-neighbour flood fill)."""
+    a = np.asarray(img).astype(int)
+    mask = colour_test(a)
+    seen = np.zeros_like(mask)
+    n = 0
+    for y, x in zip(*np.nonzero(mask)):
+        if seen[y, x]:
+            continue
+        n += 1
+        stack = [(y, x)]
+        while stack:
+            cy, cx = stack.pop()
+            if 0 <= cy < mask.shape[0] and 0 <= cx < mask.shape[1] and mask[cy, cx] and not seen[cy, cx]:
+                seen[cy, cx] = True
+                stack += [(cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)]
+    return n
+
+
+def _not_white(a):
+    return (a < 200).any(axis=-1)
+
+
+@pytest.mark.parametrize("kind", ["visual-count", "visual-add", "visual-video"])
+def test_rows_load_through_the_contract_with_five_cumulative_hints(tmp_path, kind):
+    train, held = write_visual_task(kind, tmp_path / "d" / "train.jsonl", 12, difficulty=3, seed=1,
+                                    eval_out=tmp_path / "e" / "eval.jsonl", n_eval=4)
+    assert (train, held) == (12, 4)
+    rows = load_rows(tmp_path / "d" / "train.jsonl") + load_rows(tmp_path / "e" / "eval.jsonl")  # paths resolve
+    assert len({r["id"] for r in rows}) == 16
+    for r in rows:
+        assert len(r["hints"]) == 5 and r["hints"][4].endswith(f"The answer is {r['answer']}.")
+        assert all(r["hints"][k].rstrip(".") in r["hints"][k + 1] for k in range(4))  # cumulative
+
+
+def test_count_answers_match_the_drawn_circles(tmp_path):
+    rows = make_visual_rows("visual-count", 20, tmp_path, difficulty=4, seed=0, image_size=84)
+    shapes_total = 0
+    for r in rows:
+        img = load_image(str(tmp_path / r["images"][0]))
+        shapes = _blobs(img, _not_white)  # circles and squares never touch (placed 2r+2 apart)
+        shapes_total += shapes
+        assert shapes >= int(r["answer"]) >= 1
+        left = int(r["hints"][2].split("left half has ")[1].rstrip("."))
+        assert left <= int(r["answer"])
+    assert shapes_total > sum(int(r["answer"]) for r in rows)  # difficulty 4 draws distractor squares
+
+
+def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path):
+    rows = make_visual_rows("visual-video", 15, tmp_path, difficulty=3, seed=2)
+    assert {len(r["video"]["frames"]) for r in rows} == {10}
+    answers = set()
+    for r in rows:
+        video = {**r["video"], "frames": [str(tmp_path / p) for p in r["video"]["frames"]]}
+        frames, times = load_video(video)
+        changed = sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
+        assert changed == int(r["answer"]) and times[1] == 0.5
+        assert sum(classify_frames(frames)) == 1 + changed  # every move is a slow frame, the rest fast
+        answers.add(r["answer"])
+    assert len(answers) >= 3  # the answer varies
+
+
+def test_seeded_and_knob_checked(tmp_path):
+    a = make_visual_rows("visual-add", 5, tmp_path / "a", seed=7)
+    b = make_visual_rows("visual-add", 5, tmp_path / "b", seed=7)
+    assert [r["answer"] for r in a] == [r["answer"] for r in b]
+    assert (tmp_path / "a" / a[0]["images"][0]).read_bytes() == (tmp_path / "b" / b[0]["images"][0]).read_bytes()
+    with pytest.raises(ValueError, match="difficulty=6"):
+        make_visual_rows("visual-count", 1, tmp_path, difficulty=6)
+    with pytest.raises(ValueError, match="unknown visual task kind"):
+        make_visual_rows("visual-sing", 1, tmp_path)
