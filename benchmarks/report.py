@@ -214,7 +214,7 @@ def _accuracy_long(x: dict | None) -> list[str]:
 def _ablation(x: dict | None) -> list[str]:
     if not x or "variants" not in x:
         return []
-    rows = [[f"`{v['variant']}`", " ".join(v["overrides"]) or "(demo rl.yaml)", v["sft_accuracy"], v["final"],
+    rows = [[f"`{v['variant']}`", " ".join(v["overrides"]) or "(none)", v["sft_accuracy"], v["final"],
              v["gain"], v["gain_per_min"], v["steps"], v["train_s"], v["means"].get("time/generate"),
              v["means"].get("time/update"), v["means"].get("time/rollout_wait"), v["means"].get("rl/groups_kept"),
              v["means"].get("offpolicy/kl"), v.get("loadavg_1m")] for v in x["variants"]]
@@ -222,7 +222,8 @@ def _ablation(x: dict | None) -> list[str]:
             f"posttrain alone, task `{x.get('task', 'demo')}` (demo: the accuracy workload's SFT checkpoint and "
             f"GSPO settings, exact match; long: the accuracy_long workload's model, task and settings) from "
             f"{x['source']}, plus the overrides shown, {x['budget_s']:.0f} s of training time each (evaluation "
-            f"excluded), held-out mean greedy reward on {x['eval_rows']} rows. Means over the run's steps.", ""] + table(
+            f"excluded); held-out accuracy on {x['eval_rows']} rows (demo: greedy exact match; long and tiny: mean "
+            f"reward of 2 sampled completions per row). Step columns are means over the run's steps.", ""] + table(
         ["variant", "overrides", "SFT acc", "final acc", "gain", "gain / min", "steps", "train s", "generate s",
          "update s", "rollout wait s", "groups kept", "KL engine‖trainer", "load 1m"], rows, 3) + [""]
 

@@ -76,7 +76,6 @@ def _trl_update(model, tok, rollouts, adv, order, tmp_path):
     return model
 
 
-@pytest.mark.slow
 def test_one_update_matches_trl_gspo(tiny_model, tmp_path):
     pytest.importorskip("trl")
     model, tok = load_policy(str(tiny_model), "float32", "cpu")
