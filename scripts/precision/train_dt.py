@@ -59,10 +59,9 @@ if what == "logprobs":
                 lp = torch.log_softmax(lg, -1).gather(-1, batch.input_ids[:, P:P+R, None]).squeeze(-1).float()
                 return lp * batch.response_mask
             if mode == "bf16_head32":
-                from posttrain.core.devices import no_autocast
                 lm = model.get_output_embeddings(); orig = lm.forward
                 def fwd(x):
-                    with no_autocast("cpu"):
+                    with torch.autocast("cpu", enabled=False):
                         return torch.nn.functional.linear(x.float(), lm.weight.float())
                 lm.forward = fwd
                 try:
