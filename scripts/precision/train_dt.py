@@ -40,8 +40,12 @@ rolls = []
 NP = int(os.environ.get('NP', 8)); NT = int(os.environ.get('NT', 128))
 for i, e in enumerate(enc[:NP]):
     ids = torch.tensor([e.token_ids] * 8)
-    with torch.no_grad():
-        out = m.generate(input_ids=ids, do_sample=True, top_k=0, max_new_tokens=NT, min_new_tokens=NT, pad_token_id=tok.pad_token_id)
+    if os.environ.get("RANDOM_TOKENS"):  # timing only: the update's cost does not depend on the tokens
+        out = torch.cat([ids, torch.randint(5, len(tok), (8, NT))], 1)
+    else:
+        with torch.no_grad():
+            out = m.generate(input_ids=ids, do_sample=True, top_k=0, max_new_tokens=NT, min_new_tokens=NT,
+                             pad_token_id=tok.pad_token_id)
     for k in range(8):
         rolls.append(Rollout(f"p{i}", k, list(e.token_ids), out[k, len(e.token_ids):].tolist(), [], "", "length", 0, 0))
 batch = collate([r.prompt_token_ids for r in rolls], [r.token_ids for r in rolls], tok.pad_token_id)
