@@ -19,15 +19,12 @@ Lake, AMD Zen 4/5) runs `auto` in fp32. An explicit `bfloat16` still works there
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
-
-log = logging.getLogger(__name__)
 
 # The CPU flags that matter for precision, reported with every benchmark figure.
 PRECISION_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
@@ -120,10 +117,3 @@ def autocast(device: torch.device | str, dtype: str) -> contextlib.AbstractConte
     if half is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=half)
-
-
-@contextlib.contextmanager
-def no_autocast(device: torch.device | str) -> Iterator[None]:
-    """Leave autocast (fp32 math inside a mixed-precision forward)."""
-    with torch.autocast(device_type=torch.device(device).type, enabled=False):
-        yield
