@@ -134,7 +134,8 @@ def test_paths_from_the_ray_vllm_pool(setup, tmp_path):
     d, rows, model = setup
     cfg = _cfg(d, model, "generator=vllm", "data.max_prompts=3", "sampling.k=2", "sampling.max_tokens=8",
                "review.mode=human", "engine.max_model_len=256", "ray.num_cpus=2")
-    summary = stage.run(cfg, tmp_path / "r")
-    assert summary["counts"]["generate"]["paths"] == 6
+    with pytest.raises(DatasetError, match="no path kept"):  # an untrained model: every path is tier C
+        stage.run(cfg, tmp_path / "r")
+    assert json.loads((tmp_path / "r" / stage.COUNTS).read_text())["generate"]["paths"] == 6
     paths = [o for _, o in read_jsonl(tmp_path / "r" / stage.PATHS)]
     assert all(p["n_tokens"] > 0 and p["mean_logprob"] <= 0 and p["entropy"] > 0 for p in paths)
