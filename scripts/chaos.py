@@ -162,7 +162,9 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
             time.sleep(1.0)
             lost += lost_after(before, run)
     code = proc.wait()
-    while code not in (0, 2):  # ended by a kill we did not make (or a preemption): resume
+    for _ in range(3):  # ended by a kill we did not make (or a preemption): resume, a bounded number of times
+        if code in (0, 2):
+            break
         proc, attempt, resumes = start(run, overrides, True, log), attempt + 1, resumes + 1
         code = proc.wait()
     time.sleep(3.0)
