@@ -1,7 +1,10 @@
-"""A rich progress bar for step loops (plain lines when not on a terminal)."""
+"""A rich progress bar for step loops (plain lines when not on a terminal), and the process's
+resident memory for the per-step metrics."""
 
 from __future__ import annotations
 
+import os
+import resource
 import sys
 from typing import Any
 
@@ -34,3 +37,14 @@ class StepProgress:
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def rss_mb() -> float:
+    """This process's resident set size now, in MiB (Linux /proc; elsewhere the peak so far,
+    which still shows growth). Logged every step as `mem/rss_mb` so a leak is visible."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return peak / (2**20 if sys.platform == "darwin" else 2**10)

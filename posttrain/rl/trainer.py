@@ -29,7 +29,7 @@ from posttrain.core.config import ConfigError
 from posttrain.core.data import PromptSampler, check_prompt_lengths, dataset_fingerprint, load_rows
 from posttrain.core.devices import master_dtype, resolve_dtype
 from posttrain.core.models import is_image_text_model, load_policy, load_processor, save_hf
-from posttrain.core.progress import StepProgress
+from posttrain.core.progress import StepProgress, rss_mb
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, TEACHER_CACHE_FILE, RunDir
 from posttrain.core.seeding import set_rng_state, set_seed
 from posttrain.core.stop import StopFlag
@@ -398,6 +398,7 @@ class GSPOTrainer:
         with StepProgress(cfg.train.steps, self.step) as bar:
             while self.step < cfg.train.steps and not self.stop.requested:
                 metrics = self.train_step(self.step)
+                metrics["mem/rss_mb"] = rss_mb()
                 self.step += 1
                 self.run.log(self.step, metrics)
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.train.steps:

@@ -269,3 +269,16 @@ def test_teacher_hints_from_the_config(tiny_model, tiny_task, tmp_path):
     cache = [json.loads(x) for x in (tmp_path / "run" / "hint_cache.jsonl").read_text().splitlines()]
     # an untrained teacher may answer with nothing: such a hint is recorded as a failure, not cached
     assert len(cache) + len(teacher.failures) >= 2 and all(c["teacher"] == str(tiny_model) for c in cache)
+
+
+@pytest.mark.slow  # 100 steps (~1-2 min on 2 cores)
+def test_memory_does_not_grow_step_over_step(tiny_model, tiny_task, tmp_path):
+    """RELIABILITY.md #10: the trainer's RSS (`mem/rss_mb`, every step) over 100 steps has no
+    trend: the last 40 steps' mean is within 64 MiB of the 40 before them (allocator noise on
+    the tiny model is a few MiB; a leak of one batch's tensors per step would add far more)."""
+    cfg = load_config(rl.Config, None, _overrides(tiny_model, tiny_task, steps=100, **{"eval.every": 0}))
+    rl.run(cfg, tmp_path / "run")
+    rss = [l["mem/rss_mb"] for l in _metrics(tmp_path / "run") if "mem/rss_mb" in l]
+    assert len(rss) == 100 and all(r > 0 for r in rss)
+    early, late = sum(rss[20:60]) / 40, sum(rss[60:]) / 40
+    assert late - early < 64, (early, late)
