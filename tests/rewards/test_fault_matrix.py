@@ -35,7 +35,9 @@ def test_each_fault_is_a_named_failure(name, reason, no_children_left):
                 retries=0, max_failed_fraction=1.0, memory_mb=1024) as scorer:
         t0 = time.monotonic()
         batch = scorer.score(["a", "b"], [{}, {}])
-        assert time.monotonic() - t0 < 8
+        # a fault that is never cut off would run into pytest's timeout; 30 s leaves room for starting
+        # two workers on a loaded 2-core machine (20 s measured under load 8+), which is not what is tested
+        assert time.monotonic() - t0 < 30
         assert batch.rewards == [None, None]
         for err in batch.errors:
             assert err.startswith(f"{name}: ") and reason in err, err
