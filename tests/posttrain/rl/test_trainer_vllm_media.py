@@ -15,7 +15,9 @@ from posttrain.tasks.tiny_vision import make_tiny_vision_model
 from posttrain.tasks.visual import write_visual_task
 from tests.posttrain.rl.test_trainer import PLUGIN
 
-pytestmark = pytest.mark.engine
+# engine + slow: two GSPO steps through Ray+vLLM on image and video rows (~110 s); `make test` keeps the
+# faster multimodal engine check, tests/rollouts/test_vllm_media.py
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 
 def test_rl_on_images_and_video_through_ray_vllm(tmp_path):
