@@ -86,6 +86,11 @@ CASES = [
     ("rewards score", ["--reward", "exact", "--input", "{good}", "--output", "{tmp}"], r"--output .* is a directory"),
     ("rewards score", ["--reward", "exact", "--input", "{utf8}", "--output", "{tmp}/s.jsonl"],
      r"utf8\.jsonl:2: not valid UTF-8"),
+    ("data cot", ["model.path={tmp}/nope", "--run-dir", "{tmp}/cot"], r"data\.sources is empty"),
+    ("data review", ["{tmp}"], r"no review\.sqlite"),
+    ("data video-plan", ["--model", "{tmp}/nope", "--frames", "{tmp}", "--budget", "100"], r"no image files"),
+    ("cot", ["model.path={tmp}/nope", "--run-dir", "{tmp}/cot2"], r"data\.sources is empty"),
+    ("merge", ["--run-dir", "{tmp}/merged"], r"field 'model\.path' .* is required"),
 ]
 
 
