@@ -107,6 +107,12 @@ def resolve_reward(name: str) -> RewardFn:
                       "'path/to/file.py:function' or 'package.module:function'")
 
 
+def uses_services(*rewards: Any) -> bool:
+    """True when any component of these reward configs (None skipped) is a service (a judge, a
+    reward model): those run as Ray actors, so the command must start Ray with its own settings first."""
+    return any(resolve_reward(c.name).service for r in rewards if r is not None for c in r.components)
+
+
 def resolve_ref(ref: RewardRef) -> RewardFn:
     """In a worker process: import what registered the reward, then look it up."""
     if ref.name not in REWARDS and ":" not in ref.name:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 class RayCluster:
@@ -36,3 +37,22 @@ class RayCluster:
         if self.owned and ray.is_initialized():
             ray.shutdown()
             self.owned = False
+
+
+def start_ray(ray_cfg: Any, needed: bool) -> RayCluster | None:
+    """Start or join Ray once, with a run's `ray` settings (address, num_cpus, namespace), when
+    its rollouts or reward services need it; the pool and the services then join this cluster
+    instead of starting one with defaults."""
+    return RayCluster(ray_cfg.address, ray_cfg.num_cpus, ray_cfg.namespace) if needed else None
+
+
+@contextmanager
+def ray_session(ray_cfg: Any, needed: bool) -> Iterator[RayCluster | None]:
+    """`start_ray` for the length of a block: a sampling phase keeps one cluster from its first
+    rollout to its last reward, and stops it (when it started it) however the block ends."""
+    cluster = start_ray(ray_cfg, needed)
+    try:
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.close()

@@ -23,9 +23,8 @@ from pydantic import Field
 
 from posttrain.core.config import ConfigError, Section
 from posttrain.core.data import DatasetError, load_rows, read_jsonl, write_jsonl
-from posttrain.core.models import load_tokenizer
 from posttrain.core.run_dir import PROMPT_ACCURACY_FILE, RL_PROMPTS_FILE, RunDir
-from posttrain.phases.rft import SamplingPhase, make_generator, sample, verifier_scores
+from posttrain.phases.rft import SamplingPhase, sample_with, sampling_ray, verifier_scores
 from rewards.config import RewardConfig, default_reward
 
 
@@ -78,13 +77,9 @@ def read_accuracy(path: str | Path) -> dict[str, float]:
 
 def sample_accuracy(cfg: Config, rows: list[dict[str, Any]], generator=None) -> list[dict[str, Any]]:
     """[{"id", "accuracy", "n"}] from k samples per prompt scored by the verifier."""
-    gen = generator or make_generator(cfg, cfg.model.path)
-    try:
-        groups = sample(gen, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code), rows, cfg.sampling)
-    finally:
-        if generator is None:
-            gen.close()
-    _, accepted = verifier_scores(groups, cfg.reward)
+    with sampling_ray(cfg, cfg.reward, generator):
+        groups = sample_with(cfg, rows, generator)
+        _, accepted = verifier_scores(groups, cfg.reward)
     return [{"id": row["id"], "accuracy": sum(ok) / max(len(ok), 1), "n": len(ok)}
             for (row, _), ok in zip(groups, accepted)]
 

@@ -31,7 +31,9 @@ from posttrain.phases.pair_eval import reward_scores
 from posttrain.phases.sft import DataSource
 from posttrain.phases.trl_common import EvalSection, LoraSection, TrainLoop
 from rewards.config import RewardConfig, default_reward
+from rewards.resolve import uses_services
 from rewards.scorer import Scorer
+from rollouts.cluster import ray_session
 from rollouts.evaluate import encode_rows
 from rollouts.factory import make_generator as make_rollout_generator
 from rollouts.types import SamplingSpec
@@ -105,6 +107,23 @@ def make_generator(cfg: SamplingPhase, model_path: str):
     """The rollout Generator of a sampling phase (rft, filter): in-process HF, or the Ray + vLLM pool."""
     return make_rollout_generator(cfg.generator, model_path, cfg.engine, cfg.ray, device=cfg.model.device,
                                   seed=cfg.sampling.seed, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def sampling_ray(cfg: SamplingPhase, reward: RewardConfig | None, generator=None):
+    """One Ray cluster, with the phase's `ray` settings, from the first rollout to the last reward
+    (when the vLLM pool or a reward service needs it): nothing starts Ray with defaults."""
+    needs = (generator is None and cfg.generator == "vllm") or uses_services(reward)
+    return ray_session(cfg.ray, needs)
+
+
+def sample_with(cfg: SamplingPhase, rows: list[dict], generator=None) -> list[tuple[dict, list[Any]]]:
+    """`sample` with the phase's generator (built and closed here unless a test passes one)."""
+    gen = generator or make_generator(cfg, cfg.model.path)
+    try:
+        return sample(gen, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code), rows, cfg.sampling)
+    finally:
+        if generator is None:
+            gen.close()
 
 
 def sample(generator, tokenizer, rows: list[dict], s: RFTSampling) -> list[tuple[dict, list[Any]]]:
@@ -199,16 +218,14 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, generator=None) -> dic
     rows = load_rows(cfg.data.prompts)[:cfg.data.max_prompts]
     kept_path = run.path / KEPT_FILE
     if not (resume and kept_path.is_file()):
-        gen = generator or make_generator(cfg, cfg.model.path)
-        groups = sample(gen, load_tokenizer(cfg.model.path), rows, cfg.sampling)
-        if generator is None:
-            gen.close()
-        if cfg.filter.reward is not None:
-            rewards, accepted = verifier_scores(groups, cfg.filter.reward)
-        elif cfg.filter.reward_model:
-            rewards, accepted = reward_model_scores(groups, cfg.filter, cfg.model.device)
-        else:
+        if cfg.filter.reward is None and not cfg.filter.reward_model:
             raise ConfigError("set filter.reward (a verifier) or filter.reward_model (an RM folder)")
+        with sampling_ray(cfg, cfg.filter.reward, generator):
+            groups = sample_with(cfg, rows, generator)
+            if cfg.filter.reward is not None:
+                rewards, accepted = verifier_scores(groups, cfg.filter.reward)
+            else:
+                rewards, accepted = reward_model_scores(groups, cfg.filter, cfg.model.device)
         write_jsonl(run.path / SCORED_FILE, scored_rows(groups, rewards))
         kept, acc = select(groups, accepted, cfg.filter)
         write_jsonl(run.path / PROMPT_ACCURACY_FILE, acc)

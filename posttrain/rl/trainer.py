@@ -39,9 +39,9 @@ from posttrain.rl.optim import make_optimizer
 from posttrain.rl.policy_losses import POLICY_LOSSES
 from posttrain.rl.shaping import informative_groups, overlong_penalty
 from posttrain.rl.update import UpdateResult, gspo_update
-from rewards.resolve import resolve_reward
+from rewards.resolve import uses_services
 from rewards.scorer import Scorer
-from rollouts.cluster import RayCluster
+from rollouts.cluster import RayCluster, start_ray as start_cluster
 from rollouts.evaluate import encode_rows, greedy_eval
 from rollouts.factory import engine_dtype, make_generator
 from rollouts.hf import HFGenerator
@@ -72,14 +72,10 @@ def outputs(cfg: Config, stage_dir: Path) -> dict[str, str | None]:
 
 
 def start_ray(cfg: Config) -> RayCluster | None:
-    """Start or join Ray once, with the run's `ray` settings (address, num_cpus, namespace),
-    when the rollouts or a reward service (judge, reward model) need it; the pool and the
-    services then join this cluster instead of starting one with defaults."""
-    rewards = [cfg.reward, cfg.eval.reward, *(e.reward for e in cfg.eval.extra_evals)]
-    services = any(resolve_reward(c.name).service for r in rewards for c in r.components)
-    if cfg.rollout.backend != "vllm" and not services:
-        return None
-    return RayCluster(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.namespace)
+    """Ray with the run's settings, started before any reward service could start it with defaults."""
+    needed = cfg.rollout.backend == "vllm" or uses_services(cfg.reward, cfg.eval.reward,
+                                                             *(e.reward for e in cfg.eval.extra_evals))
+    return start_cluster(cfg.ray, needed)
 
 
 def teacher_hints(cfg: Config, run_dir: Path) -> TeacherHints | None:

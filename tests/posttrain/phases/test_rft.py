@@ -141,3 +141,53 @@ def test_retraining_can_keep_hinted_copies_of_the_sft_data(setup):
         return sum("\nHint: " in r["prompt"][-1]["content"] for r in build_train_dataset(d))
 
     assert hinted(plain) == 0 and hinted(data) > 0
+
+
+SERVICE_PLUGIN = '''
+import ray
+
+
+class SeesRay:
+    """A service reward (like a judge) that scores 1 only when Ray is up with the run's namespace."""
+
+    def __init__(self, namespace):
+        self.namespace = namespace
+
+    def score(self, completions, samples):
+        ok = ray.is_initialized() and ray.get_runtime_context().namespace == self.namespace
+        return [1.0 if ok else 0.0] * len(completions)
+
+    def close(self):
+        pass
+'''
+
+
+@pytest.mark.parametrize("phase", ["rft", "filter"])
+def test_reward_services_score_inside_the_runs_ray(setup, phase):
+    """A service reward (judge, reward model) runs on the Ray the phase started with its own `ray`
+    settings, after the rollouts (the pool used to stop Ray first, and the service started one with
+    defaults); and Ray is stopped when the phase ends."""
+    import ray
+
+    from posttrain.core.config import load_config
+    from posttrain.core.data import DatasetError
+    from posttrain.phases import filter as filter_phase
+    from posttrain.phases import rft
+
+    tmp_path, train, held, model, answers = setup
+    plugin = tmp_path / "sees_ray.py"
+    plugin.write_text(SERVICE_PLUGIN)
+    reward = f"{{components: [{{name: '{plugin}:SeesRay', kwargs: {{namespace: mine}}}}], threshold: 0.5}}"
+    common = [f"model.path={model}", f"data.prompts={train}", "sampling.k=2", "ray.num_cpus=1", "ray.namespace=mine"]
+    if phase == "rft":
+        cfg = load_config(rft.Config, TINY / "rft.yaml", [*common, f"data.eval={held}", f"filter.reward={reward}", "sft.train.max_steps=1",
+                                                          "sft.train.batch_size=4"])
+        rft.run(cfg, tmp_path / "run", generator=ScriptedGenerator(answers))
+        accuracy = tmp_path / "run" / "prompt_accuracy.jsonl"
+    else:
+        cfg = load_config(filter_phase.Config, None, [*common, f"reward={reward}"])
+        with pytest.raises(DatasetError, match="no prompt has"):  # every prompt is right: none left to filter in
+            filter_phase.run(cfg, tmp_path / "run", generator=ScriptedGenerator(answers))
+        accuracy = tmp_path / "run" / "prompt_accuracy.jsonl"
+    assert [json.loads(x)["accuracy"] for x in accuracy.read_text().splitlines()] == [1.0] * 12
+    assert not ray.is_initialized()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from posttrain.core.config import load_config
 from posttrain.rl import trainer as rl
+from rollouts import cluster
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -19,7 +20,7 @@ def test_start_ray_uses_the_run_settings_when_rollouts_or_services_need_it(monke
         def __init__(self, address, num_cpus, namespace):
             started.append((address, num_cpus, namespace))
 
-    monkeypatch.setattr(rl, "RayCluster", FakeCluster)
+    monkeypatch.setattr(cluster, "RayCluster", FakeCluster)
     base = ["ray.num_cpus=1", "ray.namespace=mine"]
     assert rl.start_ray(load_config(rl.Config, None, [*base, "rollout.backend=hf", "reward=exact"])) is None
     assert started == []
