@@ -29,7 +29,7 @@ from posttrain.core.data import load_rows
 from posttrain.core.models import load_causal_lm, load_tokenizer
 from posttrain.core.run_dir import RunDir, final_output
 from posttrain.phases.pair_eval import pair_margins
-from posttrain.phases.pairs import load_pairs
+from posttrain.phases.pairs import check_pair_lengths, load_pairs
 from posttrain.phases.trl_common import (
     EvalSection,
     Evaluator,
@@ -157,6 +157,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     run.start(cfg, resume)
     model_path = resolve_model_path(cfg.model, cfg.data.train, run)
     train_rows = load_pairs(cfg.data.train)
+    check_pair_lengths(cfg.data.train, load_tokenizer(model_path, cfg.model.trust_remote_code), cfg.train.max_length)
     eval_pairs = load_pairs(cfg.data.eval, cfg.eval.max_rows) if cfg.data.eval else []
     rows = load_rows(cfg.data.eval_rows)[:cfg.eval.max_rows] if cfg.data.eval_rows else []
     trainer = make_trainer(cfg, run, model_path, train_rows)

@@ -175,3 +175,19 @@ def load_pairs(path: str | Path, max_rows: int | None = None) -> list[dict[str, 
     if not rows:
         raise DatasetError(f"{path}: no preference pairs in the file")
     return rows[:max_rows] if max_rows else rows
+
+
+def check_pair_lengths(path: str | Path, tokenizer: Any, max_length: int | None) -> None:
+    """Refuse pairs whose prompt + side is over train.max_length tokens, by file and line: TRL
+    would cut the side (DPO/MPO then prefers a truncated answer) or drop the pair unseen (RM)."""
+    if not max_length:
+        return
+    tok = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's text tokenizer
+    path = Path(path)
+    for line, obj in read_jsonl(path):
+        pair = normalize_pair(obj, path, line)
+        texts = [tok.apply_chat_template(pair["prompt"] + pair[side], tokenize=False) for side in ("chosen", "rejected")]
+        for side, ids in zip(("chosen", "rejected"), tok(texts, add_special_tokens=False)["input_ids"]):
+            if len(ids) > max_length:
+                raise _err(path, line, f"prompt + {side} is {len(ids)} tokens, over train.max_length={max_length} "
+                           "(it would be cut or dropped); shorten or drop the pair, or raise train.max_length")

@@ -19,7 +19,7 @@ from posttrain.core.config import ModelConfig, OptimConfig, Section
 from posttrain.core.models import load_tokenizer, torch_dtype
 from posttrain.core.run_dir import RunDir, final_output
 from posttrain.phases.pair_eval import ranking_accuracy
-from posttrain.phases.pairs import load_pairs
+from posttrain.phases.pairs import check_pair_lengths, load_pairs
 from posttrain.phases.trl_common import (
     EvalSection,
     LoraSection,
@@ -128,6 +128,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     pairs = load_pairs(cfg.data.train)
     eval_pairs = load_pairs(cfg.data.eval, cfg.eval.max_rows) if cfg.data.eval else []
     tok = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    check_pair_lengths(cfg.data.train, tok, cfg.train.max_length)
     model = load_reward_model(model_path, cfg.model, tok)
     trainer = make_trainer(model, tok, pairs, cfg.train, cfg.optim, cfg, run.checkpoints, run,
                            lora_config(cfg.lora, "SEQ_CLS"))

@@ -38,6 +38,7 @@ def files(tmp_path, tiny_model, monkeypatch):
     put("noprompt.jsonl", json.dumps(ROW) + "\n" + json.dumps({"id": "b", "answer": "1"}) + "\n")
     put("wrongtype.jsonl", json.dumps({"id": "a", "prompt": 7, "answer": "2"}) + "\n")
     put("badpairs.jsonl", json.dumps(PAIR) + "\n" + json.dumps({"id": "b", "prompt": "q", "chosen": "x"}) + "\n")
+    put("longpairs.jsonl", json.dumps(PAIR) + "\n" + json.dumps({**PAIR, "id": "b", "chosen": "2 " * 400}) + "\n")
     put("plainfile.txt", "not a directory\n")
     run = tmp_path / "oldrun"
     run.mkdir()
@@ -58,6 +59,8 @@ CASES = [
     ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{plainfile}/run"], r"a parent of it is a file"),
     ("mpo", ["--config", TINY / "mpo.yaml", M, "data.train={badpairs}", "data.eval=null", "data.eval_rows=null"],
      r"badpairs\.jsonl:2: .*rejected"),
+    ("mpo", ["--config", TINY / "mpo.yaml", M, "data.train={longpairs}", "data.eval=null", "data.eval_rows=null",
+             "train.max_length=128"], r"longpairs\.jsonl:2: prompt \+ chosen is \d+ tokens, over train\.max_length=128"),
     ("rl", [M, "data.train={utf8}"], r"utf8\.jsonl:2: not valid UTF-8"),
     ("rl", [M, "data.train={good}", "rollout.group_size=1"], r"field 'rollout\.group_size'.*greater than or equal to 2"),
     ("rl", ["data.train={good}"], r"field 'model\.path' is not set"),
@@ -69,6 +72,8 @@ CASES = [
     ("align", ["--config", TINY / "align.yaml", M, "data.train={badjson}", "data.eval=null"],
      r"badjson\.jsonl:2: not valid JSON"),
     ("rm", ["--config", TINY / "rm.yaml", M, "data.train={badpairs}", "data.eval=null"], r"badpairs\.jsonl:2: "),
+    ("rm", ["--config", TINY / "rm.yaml", M, "data.train={longpairs}", "data.eval=null", "train.max_length=128"],
+     r"longpairs\.jsonl:2: prompt \+ chosen is \d+ tokens, over train\.max_length=128"),
     ("make-tiny-model", ["--data", "{tmp}/none.jsonl", "--out", "{tmp}/m"], r"none\.jsonl: dataset file does not exist"),
     ("make-tiny-model", ["--data", "{good}", "--out", "{oldrun}"], r"--out .*oldrun already exists; pass --force"),
     ("data make-task", ["--out", "{tmp}/t.jsonl", "--n", "0"], r"--n 0: the number of training rows"),
