@@ -1,0 +1,90 @@
+"""Trainer workers (posttrain/rl/workers.py): 2 Ray actors in a gloo group with FSDP2 give the
+single-process update, and a worker that dies stops the call with an error naming it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from posttrain.core.config import load_config
+from posttrain.rl.config import Config
+from posttrain.rl.policy import LocalPolicy
+from posttrain.rl.update import UpdateResult, minibatch_indices
+from posttrain.rl.workers import WorkerFailed, WorkerGroup, merge_results, split_minibatches
+from rollouts.types import Rollout
+
+
+def test_split_minibatches_gives_each_rank_a_slice_and_scales_to_the_global_mean():
+    mbs = minibatch_indices(7, 2, torch.Generator().manual_seed(0))  # sizes 4, 3
+    shards = split_minibatches(mbs, 2)
+    assert sorted(i for idx, *_ in shards for i in idx) == list(range(7))
+    for k, mb in enumerate(mbs):
+        # scale_r = N b_r / B: the mean over the N workers of scale_r * (local mean) is the minibatch mean
+        parts = [(len(local[k]), scales[k]) for _, local, scales, _ in shards]
+        assert all(s == pytest.approx(2 * b / len(mb)) for b, s in parts)
+        assert sum(b for b, _ in parts) == len(mb)
+    assert [real for *_, real in shards] == [4, 3]
+    one = split_minibatches([torch.tensor([5])], 2)  # fewer samples than workers: rank 1 runs sample 5 at scale 0
+    assert one[1][0] == [5] and one[1][2] == [0.0] and one[1][3] == 0 and one[0][2] == [2.0]
+
+
+def test_merge_results_weighs_metrics_by_samples():
+    a = UpdateResult(metrics={"rl/loss": 1.0, "rl/clip_frac": 1.0, "rl/minibatches_skipped": 0.0}, applied=2)
+    b = UpdateResult(metrics={"rl/loss": 4.0, "rl/clip_frac": 4.0, "rl/minibatches_skipped": 0.0}, applied=2,
+                     bad_sample_ids=["p#1"])
+    m = merge_results([a, b], [3, 1])
+    assert m.applied == 2 and m.bad_sample_ids == ["p#1"]
+    assert m.metrics["rl/clip_frac"] == pytest.approx(1.75) and m.metrics["rl/loss"] == pytest.approx(2.5)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    from rollouts.cluster import RayCluster
+
+    cluster = RayCluster(None, num_cpus=2, namespace="test-workers")
+    yield cluster
+    cluster.close()
+
+
+def _cfg(tiny_model, *extra: str) -> Config:
+    return load_config(Config, None, [f"model.path={tiny_model}", "optim.lr=1e-3", "algo.num_minibatches=2",
+                                      "algo.eps_low=0.2", "algo.eps_high=0.2", "train.steps=4",
+                                      "trainer.timeout_s=60", *extra])
+
+
+def _batch(n: int = 7) -> tuple[list[Rollout], torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    ro = []
+    for i in range(n):
+        p = torch.randint(3, 200, (int(torch.randint(2, 6, (1,), generator=g)),), generator=g).tolist()
+        r = torch.randint(3, 200, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g).tolist()
+        ro.append(Rollout(f"p{i // 2}", i % 2, p, r, [], "x"))
+    return ro, torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_two_workers_update_equals_the_single_process_update(ray_cluster, tiny_model, strategy):
+    rollouts, adv = _batch()
+    local = LocalPolicy(_cfg(tiny_model), str(tiny_model), "float32", pad_id=0)
+    before = {k: v.clone() for k, v in local.state_dict().items()}
+    ref = local.update(rollouts, adv, torch.Generator().manual_seed(0))
+    group = WorkerGroup(_cfg(tiny_model, f"trainer.strategy={strategy}", "trainer.num_workers=2",
+                             "trainer.num_cpus_per_worker=1"), str(tiny_model), "float32", pad_id=0)
+    try:
+        got = group.update(rollouts, adv, torch.Generator().manual_seed(0))
+        params = group.state_dict()
+    finally:
+        group.close()
+    assert got.applied == ref.applied == 2
+    want = local.state_dict()
+    assert set(params) == set(want)
+    moved = max(float((want[k] - before[k]).abs().max()) for k in want)
+    assert moved > 1e-4  # the update is large against the tolerance: the test can fail
+    worst = max(float((params[k] - want[k]).abs().max()) for k in want)
+    assert worst < 1e-5, worst
+    assert got.metrics["rl/grad_norm"] == pytest.approx(ref.metrics["rl/grad_norm"], rel=1e-4)
+    assert got.metrics["rl/loss"] == pytest.approx(ref.metrics["rl/loss"], abs=1e-5)
