@@ -88,3 +88,32 @@ def test_two_workers_update_equals_the_single_process_update(ray_cluster, tiny_m
     assert worst < 1e-5, worst
     assert got.metrics["rl/grad_norm"] == pytest.approx(ref.metrics["rl/grad_norm"], rel=1e-4)
     assert got.metrics["rl/loss"] == pytest.approx(ref.metrics["rl/loss"], abs=1e-5)
+
+
+def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ray_cluster, tiny_model, tiny_task,
+                                                                             tmp_path):
+    """`posttrain rl` with trainer.num_workers=2 (fsdp) on the in-process generator: the loop runs, each
+    checkpoint holds DCP shards, --resume continues at the next step, final/ is one HF folder."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from posttrain.rl import trainer as rl
+    from tests.posttrain.rl.test_trainer import _overrides
+
+    ov = _overrides(tiny_model, tiny_task, steps=2, **{"trainer.strategy": "fsdp", "trainer.num_workers": 2,
+                                                        "trainer.timeout_s": 120, "train.checkpoint_every": 1,
+                                                        "eval.every": 0})
+    first = rl.run(load_config(Config, None, ov), tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    latest = ckpts / (ckpts / "latest").read_text().strip()
+    assert first["steps"] == 2 and latest.name.startswith("step-000002")
+    assert (latest / "shards" / ".metadata").is_file() and not (latest / "model").exists()
+    resumed = rl.run(load_config(Config, tmp_path / "run" / "config.yaml", ["train.steps=3"]), tmp_path / "run",
+                     resume=True)
+    assert resumed["steps"] == 3
+    lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if "reward/mean" in l] == [1, 2, 3]
+    assert any(l["rl/steps_applied"] > 0 for l in lines if "reward/mean" in l)
+    final = AutoModelForCausalLM.from_pretrained(resumed["final_model"])
+    assert final.config.architectures == ["Qwen2ForCausalLM"]
