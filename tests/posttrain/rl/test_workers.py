@@ -14,7 +14,7 @@ from posttrain.core.config import load_config
 from posttrain.rl.config import Config
 from posttrain.rl.policy import LocalPolicy
 from posttrain.rl.update import UpdateResult, minibatch_indices
-from posttrain.rl.workers import WorkerFailed, WorkerGroup, merge_results, split_minibatches
+from posttrain.rl.workers import PolicyWorker, WorkerFailed, WorkerGroup, merge_results, split_minibatches
 from rollouts.types import Rollout
 
 
@@ -66,7 +66,7 @@ def _batch(n: int = 7) -> tuple[list[Rollout], torch.Tensor]:
     return ro, torch.randn(n, generator=g)
 
 
-@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+@pytest.mark.parametrize("strategy", ["fsdp", pytest.param("ddp", marks=pytest.mark.slow)])
 def test_two_workers_update_equals_the_single_process_update(ray_cluster, tiny_model, strategy):
     rollouts, adv = _batch()
     local = LocalPolicy(_cfg(tiny_model), str(tiny_model), "float32", pad_id=0)
@@ -117,3 +117,30 @@ def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ra
     assert any(l["rl/steps_applied"] > 0 for l in lines if "reward/mean" in l)
     final = AutoModelForCausalLM.from_pretrained(resumed["final_model"])
     assert final.config.architectures == ["Qwen2ForCausalLM"]
+
+
+class _SlowRank0(PolicyWorker):
+    """A worker whose rank 0 sleeps in `nap` (a hang, as the driver sees it)."""
+
+    def nap(self, seconds):
+        if self.rank == 0:
+            time.sleep(seconds)
+        return os.getpid()
+
+
+def test_a_hung_or_killed_worker_stops_the_call_with_its_rank_pid_and_node(ray_cluster, tiny_model):
+    group = WorkerGroup(_cfg(tiny_model, "trainer.strategy=fsdp", "trainer.num_workers=2"), str(tiny_model),
+                        "float32", pad_id=0, actor_cls=_SlowRank0)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(WorkerFailed, match=r"rank 0 \(pid \d+, node [\d.]+\) did not answer nap within"):
+            group.call("nap", 6.0, timeout_s=1.5)
+        assert time.monotonic() - t0 < 5
+        victim = group.info[1]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        with pytest.raises(WorkerFailed, match=rf"rank 1 \(pid {victim}, node [\d.]+\) died.*--resume"):
+            group.update(*_batch(), torch.Generator().manual_seed(0))
+        assert time.monotonic() - t0 < 30  # the dead worker is seen at once, not after trainer.timeout_s
+    finally:
+        group.close()
