@@ -144,3 +144,38 @@ def test_a_hung_or_killed_worker_stops_the_call_with_its_rank_pid_and_node(ray_c
         assert time.monotonic() - t0 < 30  # the dead worker is seen at once, not after trainer.timeout_s
     finally:
         group.close()
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_worker_mid_run_stops_the_run_and_resume_finishes_it(tiny_model, tiny_task, tmp_path):
+    """`posttrain rl` with 2 FSDP workers: SIGKILL one worker after step 2's checkpoint; the command
+    exits non-zero within a bounded time with an error naming the worker; --resume finishes the run."""
+    import json
+
+    import psutil
+
+    from tests.posttrain.rl.test_trainer import _overrides, _run_cli
+
+    ov = _overrides(tiny_model, tiny_task, steps=5, **{"trainer.strategy": "fsdp", "trainer.num_workers": 2,
+                                                        "trainer.timeout_s": 120, "train.checkpoint_every": 1,
+                                                        "eval.every": 0, "ray.num_cpus": 2})
+    run = tmp_path / "run"
+    victim = _run_cli([*ov, "--run-dir", str(run)])
+    latest = run / "checkpoints" / "latest"
+    deadline = time.time() + 600
+    while not (latest.exists() and latest.read_text().strip() >= "step-000002"):
+        assert time.time() < deadline and victim.poll() is None, victim.stdout.read().decode()[-2000:]
+        time.sleep(0.1)
+    workers = [p for p in psutil.Process(victim.pid).children(recursive=True)
+               if "PolicyWorker" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    workers[1].send_signal(signal.SIGKILL)
+    t0 = time.time()
+    assert victim.wait(timeout=300) != 0
+    out = victim.stdout.read().decode()
+    assert time.time() - t0 < 150, "the run must stop within trainer.timeout_s"
+    assert "trainer worker rank" in out and f"pid {workers[1].pid}" in out, out[-3000:]
+    resumed = _run_cli(["--resume", str(run)])
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 5 and summary["final_model"]
