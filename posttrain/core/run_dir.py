@@ -44,7 +44,8 @@ INPUTS_FILE = "inputs.json"  # {config field: {"path", "sha256"}} of the input f
 RESUME_MAY_CHANGE = ("train.steps", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.save_steps", "train.save_total_limit", "train.logging_steps", "eval.every",
                      "ray.", "rollout.timeout_s", "rollout.sync_timeout_s", "rollout.max_restarts",
-                     "engine.start_timeout_s")
+                     "engine.start_timeout_s", "trainer.num_workers", "trainer.num_cpus_per_worker",
+                     "trainer.num_gpus_per_worker", "trainer.backend", "trainer.timeout_s", "trainer.placement")
 # What a start that failed before its first step leaves (bad data, a missing model): no run to lose.
 NOT_A_RUN_YET = {CONFIG_FILE, INPUTS_FILE, INIT_MODEL_DIR}
 RUN_MARKERS = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, "pipeline.yaml")  # a folder holding one is a posttrain run

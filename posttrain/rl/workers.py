@@ -237,8 +237,12 @@ class WorkerGroup:
                                                                  placement_group_bundle_index=r),
         ).remote(r, self.world, cfg, model_path, precision, pad_id, total) for r in range(self.world)]
         self.info: list[dict[str, Any]] = [{"rank": r, "pid": "?", "node": "?"} for r in range(self.world)]
-        self.info = self.call("describe")
-        self.call("setup", self.info[0]["node"], self.info[0]["port"])
+        try:
+            self.info = self.call("describe")
+            self.call("setup", self.info[0]["node"], self.info[0]["port"])
+        except BaseException:  # no actors or placement group left behind by a failed start
+            self.close()
+            raise
         log.info("trainer workers up: %s", ", ".join(f"rank {i['rank']} pid {i['pid']} on {i['node']}"
                                                       for i in self.info))
 
