@@ -33,7 +33,7 @@ def test_phase_under_torchrun_on_two_cpu_processes(phase, tmp_path):
     pairs, pairs_held = easy_pairs(tmp_path)
     data = {"sft": [f"data.train={train}", f"data.eval={held}", "eval.max_rows=8", "eval.every=2"],
             "mpo": [f"data.train={pairs}", f"data.eval={pairs_held}", f"data.eval_rows={held}", "eval.max_rows=8"],
-            "rm": [f"data.train={pairs}", f"data.eval={pairs_held}"]}[phase]
+            "rm": [f"data.train={pairs}", f"data.eval={pairs_held}", "length_debias.enabled=false"]}[phase]
     res = _torchrun(phase, data, tmp_path)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert res.stdout.count('"phase"') == 1  # one summary: rank 0's
