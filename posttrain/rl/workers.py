@@ -333,7 +333,10 @@ class WorkerGroup:
                 ray.kill(w, no_restart=True)
             except Exception as e:  # cleanup must not hide the real error
                 log.warning("killing a trainer worker failed: %s", e)
+        self.workers = []
         try:
-            remove_placement_group(self.pg)
+            if getattr(self, "pg", None) is not None:
+                remove_placement_group(self.pg)
         except Exception as e:
             log.warning("removing the trainer placement group failed: %s", e)
+        self.pg = None

@@ -45,7 +45,7 @@ def test_merge_results_weighs_metrics_by_samples():
 def ray_cluster():
     from rollouts.cluster import RayCluster
 
-    cluster = RayCluster(None, num_cpus=2, namespace="test-workers")
+    cluster = RayCluster(None, num_cpus=4, namespace="test-workers")  # logical CPUs: two groups may coexist
     yield cluster
     cluster.close()
 
@@ -66,19 +66,38 @@ def _batch(n: int = 7) -> tuple[list[Rollout], torch.Tensor]:
     return ro, torch.randn(n, generator=g)
 
 
+class _SlowRank0(PolicyWorker):
+    """A worker whose rank 0 sleeps in `nap` (a hang, as the driver sees it); otherwise a PolicyWorker."""
+
+    def nap(self, seconds):
+        if self.rank == 0:
+            time.sleep(seconds)
+        return os.getpid()
+
+
+@pytest.fixture(scope="module")
+def fsdp_group(ray_cluster, tiny_model):
+    """One 2-worker FSDP group for the parity test and then the failure test (which kills a worker)."""
+    group = WorkerGroup(_cfg(tiny_model, "trainer.strategy=fsdp", "trainer.num_workers=2"), str(tiny_model),
+                        "float32", pad_id=0, actor_cls=_SlowRank0)
+    yield group
+    group.close()
+
+
 @pytest.mark.parametrize("strategy", ["fsdp", pytest.param("ddp", marks=pytest.mark.slow)])
-def test_two_workers_update_equals_the_single_process_update(ray_cluster, tiny_model, strategy):
+def test_two_workers_update_equals_the_single_process_update(request, ray_cluster, tiny_model, strategy):
     rollouts, adv = _batch()
     local = LocalPolicy(_cfg(tiny_model), str(tiny_model), "float32", pad_id=0)
     before = {k: v.clone() for k, v in local.state_dict().items()}
     ref = local.update(rollouts, adv, torch.Generator().manual_seed(0))
-    group = WorkerGroup(_cfg(tiny_model, f"trainer.strategy={strategy}", "trainer.num_workers=2",
-                             "trainer.num_cpus_per_worker=1"), str(tiny_model), "float32", pad_id=0)
+    group = request.getfixturevalue("fsdp_group") if strategy == "fsdp" else WorkerGroup(
+        _cfg(tiny_model, f"trainer.strategy={strategy}", "trainer.num_workers=2"), str(tiny_model), "float32", pad_id=0)
     try:
         got = group.update(rollouts, adv, torch.Generator().manual_seed(0))
         params = group.state_dict()
     finally:
-        group.close()
+        if strategy != "fsdp":
+            group.close()
     assert got.applied == ref.applied == 2
     want = local.state_dict()
     assert set(params) == set(want)
@@ -121,18 +140,9 @@ def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ra
     assert final.config.architectures == ["Qwen2ForCausalLM"]
 
 
-class _SlowRank0(PolicyWorker):
-    """A worker whose rank 0 sleeps in `nap` (a hang, as the driver sees it)."""
-
-    def nap(self, seconds):
-        if self.rank == 0:
-            time.sleep(seconds)
-        return os.getpid()
-
-
-def test_a_hung_or_killed_worker_stops_the_call_with_its_rank_pid_and_node(ray_cluster, tiny_model):
-    group = WorkerGroup(_cfg(tiny_model, "trainer.strategy=fsdp", "trainer.num_workers=2"), str(tiny_model),
-                        "float32", pad_id=0, actor_cls=_SlowRank0)
+def test_a_hung_or_killed_worker_stops_the_call_with_its_rank_pid_and_node(fsdp_group):
+    group = fsdp_group
+    # the group is spent afterwards (a worker is killed): closed here, before the next test needs the CPUs
     try:
         t0 = time.monotonic()
         with pytest.raises(WorkerFailed, match=r"rank 0 \(pid \d+, node [\d.]+\) did not answer nap within"):
