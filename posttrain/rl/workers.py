@@ -157,11 +157,14 @@ class PolicyWorker:
         iterate (each tensor is an all-gather); only rank 0's values are meant to be used. A streamed
         weight sync can send these as they come instead of collecting the dict."""
         for name, t in self.model.state_dict().items():
-            full = t.full_tensor() if hasattr(t, "full_tensor") else t
-            yield name, full.detach().cpu()
+            full = (t.full_tensor() if hasattr(t, "full_tensor") else t).detach()
+            yield name, full.cpu() if self.rank == 0 else full  # the other ranks drop theirs at once
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        out = {name: t for name, t in self.full_tensors()}
+        out = {}
+        for name, t in self.full_tensors():
+            if self.rank == 0:
+                out[name] = t
         return out if self.rank == 0 else None
 
     def last_lr(self) -> float:

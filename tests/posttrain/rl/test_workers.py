@@ -138,6 +138,10 @@ def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ra
     assert any(l["rl/steps_applied"] > 0 for l in lines if "reward/mean" in l)
     final = AutoModelForCausalLM.from_pretrained(resumed["final_model"])
     assert final.config.architectures == ["Qwen2ForCausalLM"]
+    start = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    weights = final.state_dict()
+    assert all(torch.isfinite(v).all() for v in weights.values())
+    assert any(not torch.equal(weights[k], start[k]) for k in start)  # the trained weights, not the start
 
 
 def test_a_hung_or_killed_worker_stops_the_call_with_its_rank_pid_and_node(fsdp_group):
