@@ -195,3 +195,52 @@ def test_sigkill_of_a_worker_mid_run_stops_the_run_and_resume_finishes_it(tiny_m
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["final_model"]
+
+
+@pytest.mark.engine
+def test_two_fsdp_workers_sync_a_vllm_engine(tiny_model, tiny_task, tmp_path):
+    """The real path: 2 FSDP workers train, a vLLM engine in a Ray actor samples and receives the
+    gathered weights every step (its weight version follows the steps)."""
+    import ray
+
+    from posttrain.rl import trainer as rl
+
+    ov = [f"model.path={tiny_model}", f"data.train={tiny_task[0]}", f"data.eval={tiny_task[1]}",
+          "data.max_eval_rows=8", "rollout.backend=vllm", "rollout.prompts_per_step=4", "rollout.group_size=4",
+          "rollout.max_new_tokens=6", "train.steps=2", "eval.every=0", "optim.lr=1e-3", "algo.eps_low=0.2",
+          "algo.eps_high=0.2", "engine.max_model_len=256", "ray.num_cpus=3", "trainer.strategy=fsdp",
+          "trainer.num_workers=2", "trainer.timeout_s=300", "reward=exact"]
+    trainer = rl.GSPOTrainer(load_config(Config, None, ov), tmp_path / "run")
+    try:
+        summary = trainer.fit()
+        engines = ray.get([a.state.remote() for a in trainer.generator.actors])
+    finally:
+        trainer.close()
+    assert [version for _, version in engines] == [2] and summary["steps"] == 2
+    assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_two_fsdp_workers_train_like_the_single_process(tiny_model, tiny_task, tmp_path):
+    """The same run (seed, prompts, in-process generator) with 2 FSDP workers and in one process:
+    the same rewards step by step (the sampled tokens agree while the weights agree to float noise)
+    and the same losses, so the 2-worker run learns what the single process learns."""
+    import json
+
+    from posttrain.rl import trainer as rl
+    from tests.posttrain.rl.test_trainer import _overrides
+
+    def run(name: str, *extra: str) -> list[dict]:
+        ov = _overrides(tiny_model, tiny_task, steps=5, **{"eval.every": 0, "ray.num_cpus": 4})
+        rl.run(load_config(Config, None, [*ov, *extra]), tmp_path / name)
+        lines = [json.loads(l) for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        return [l for l in lines if "reward/mean" in l]
+
+    single = run("single")
+    fsdp = run("fsdp", "trainer.strategy=fsdp", "trainer.num_workers=2")
+    assert [l["step"] for l in fsdp] == [1, 2, 3, 4, 5]
+    assert [l["reward/mean"] for l in fsdp] == pytest.approx([l["reward/mean"] for l in single], abs=1e-9)
+    assert any(l["rl/steps_applied"] > 0 for l in single)
+    for a, b in zip(single, fsdp):
+        if "rl/loss" in a:
+            assert b["rl/loss"] == pytest.approx(a["rl/loss"], abs=1e-5)
