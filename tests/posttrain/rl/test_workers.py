@@ -217,7 +217,6 @@ def test_two_fsdp_workers_sync_a_vllm_engine(tiny_model, tiny_task, tmp_path):
     finally:
         trainer.close()
     assert [version for _, version in engines] == [2] and summary["steps"] == 2
-    assert not ray.is_initialized()
 
 
 @pytest.mark.slow
