@@ -87,6 +87,7 @@ def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir:
     a config or dataset that changed since the run started (RunDir.start)."""
     from posttrain.core.config import ConfigError, load_config
     from posttrain.core.data import DatasetError
+    from posttrain.core.distributed import is_main, main_first
     from posttrain.core.run_dir import claim_run_dir, default_run_dir
 
     module = PHASES[phase].load()
@@ -101,10 +102,14 @@ def run_phase(phase: str, config: Optional[Path], overrides: list[str], run_dir:
             run_dir = Path(resume)
         else:
             cfg = load_config(module.Config, config, overrides)
-            run_dir = claim_run_dir(run_dir or default_run_dir(phase), force=force)
+            run_dir = run_dir or default_run_dir(phase)
+            with main_first():  # under torchrun rank 0 claims the folder the others then share
+                run_dir = claim_run_dir(run_dir, force=force) if is_main() else Path(run_dir)
         summary = module.run(cfg, run_dir, resume=resume is not None)
     except (ConfigError, DatasetError) as e:
         _fail(str(e))
+    if not is_main():
+        return
     typer.echo(json.dumps(summary, indent=2, default=str))
     if summary.get("preempted"):
         typer.secho(f"{phase} stopped by a signal at step {summary.get('steps')} after a checkpoint (exit code "

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from posttrain.core.config import ConfigError, dump_config
 from posttrain.core.data import DatasetError
+from posttrain.core.distributed import is_main
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.json"
 CHECKPOINTS_DIR, FINAL_DIR, INIT_MODEL_DIR = "checkpoints", "final", "init_model"
@@ -43,7 +44,8 @@ INPUTS_FILE = "inputs.json"  # {config field: {"path", "sha256"}} of the input f
 RESUME_MAY_CHANGE = ("train.steps", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.save_steps", "train.save_total_limit", "train.logging_steps", "eval.every",
                      "ray.", "rollout.timeout_s", "rollout.sync_timeout_s", "rollout.max_restarts",
-                     "engine.start_timeout_s")
+                     "engine.start_timeout_s", "trainer.num_workers", "trainer.num_cpus_per_worker",
+                     "trainer.num_gpus_per_worker", "trainer.backend", "trainer.timeout_s", "trainer.placement")
 # What a start that failed before its first step leaves (bad data, a missing model): no run to lose.
 NOT_A_RUN_YET = {CONFIG_FILE, INPUTS_FILE, INIT_MODEL_DIR}
 RUN_MARKERS = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE, "pipeline.yaml")  # a folder holding one is a posttrain run
@@ -161,12 +163,16 @@ class RunDir:
         self.final = self.path / FINAL_DIR
 
     def write_config(self, cfg: BaseModel) -> None:
+        if not is_main():  # under torchrun only rank 0 writes the run directory
+            return
         atomic_write_text(self.path / CONFIG_FILE, dump_config(cfg))
 
     def start(self, cfg: BaseModel, resume: bool = False) -> None:
         """Record the config and input files of a new run; on resume, refuse a changed
         config (outside RESUME_MAY_CHANGE) or changed input files instead of overwriting
         the record. config.yaml is rewritten on resume only to record an allowed change."""
+        if not is_main():
+            return
         new = flat_config(cfg.model_dump(mode="json"))
         saved_path = self.path / CONFIG_FILE
         if not (resume and saved_path.is_file()):
@@ -200,11 +206,15 @@ class RunDir:
     def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         record = {"phase": self.phase, "step": step, "time": round(time.time(), 3)}
         record.update({k: _jsonable(v) for k, v in metrics.items()})
+        if not is_main():
+            return record
         with (self.path / METRICS_FILE).open("a") as f:
             f.write(json.dumps(record) + "\n")
         return record
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        if not is_main():
+            return
         atomic_write_text(self.path / SUMMARY_FILE,
                           json.dumps({k: _jsonable(v) for k, v in summary.items()}, indent=2) + "\n")
 

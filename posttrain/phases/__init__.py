@@ -55,7 +55,10 @@ PHASES: dict[str, Phase] = {p.name: p for p in (
           "min_informative_groups} (DAPO: sample more prompts until enough groups have unequal rewards); "
           "off_policy.{mode=auto|none|tis|mis, level=sequence|token, clip} (engine-vs-trainer log-prob "
           "correction; auto is tis with max_staleness 1 or a non-fp32 engine); overlong.{mode=none|mask|"
-          "soft_penalty, buffer, penalty} (responses cut at rollout.max_new_tokens).",
+          "soft_penalty, buffer, penalty} (responses cut at rollout.max_new_tokens).\n\n"
+          "Scale (docs/scale.md): trainer.{strategy=single|ddp|fsdp, num_workers, num_gpus_per_worker, "
+          "num_cpus_per_worker, backend=auto|gloo|nccl, timeout_s, placement} (ddp/fsdp: the policy in "
+          "num_workers Ray actors, one torch.distributed group, sharded checkpoints).",
           inputs={"model": "model.path", "prompts": "data.train", "hints": "hints.init_state"},
           outputs=("model", "hints"), data=_TRAIN_EVAL),
     Phase("rft", "posttrain.phases.rft",

@@ -42,6 +42,7 @@ from posttrain.phases.trl_common import (
     resolve_model_path,
     run_dir_callback,
     save_final,
+    shared_dataset,
     training_kwargs,
     weights_dtype,
 )
@@ -130,8 +131,7 @@ def mpo_trainer_class():
 
 
 def make_trainer(cfg: Config, run: RunDir, model_path: str, train_rows: list[dict]):
-    from datasets import Dataset  # datasets and trl: heavy, imported when a phase runs
-    from trl import DPOConfig
+    from trl import DPOConfig  # trl: heavy, imported when a phase runs
 
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     model = load_causal_lm(model_path, weights_dtype(cfg.model), cfg.model.trust_remote_code)
@@ -139,7 +139,7 @@ def make_trainer(cfg: Config, run: RunDir, model_path: str, train_rows: list[dic
                      max_length=cfg.train.max_length, beta=cfg.mpo.beta,
                      loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=list(cfg.mpo.weights),
                      precompute_ref_log_probs=True)
-    return mpo_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+    return mpo_trainer_class()(model=model, args=args, train_dataset=shared_dataset(train_rows, run, "train"),
                                processing_class=tokenizer, peft_config=lora_config(cfg.lora),
                                callbacks=[run_dir_callback(run, "mpo")], use_delta=cfg.mpo.use_delta)
 

@@ -8,6 +8,7 @@ the atomic save of `final/`.
 
 from __future__ import annotations
 
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import Field
 
 from posttrain.core.config import ConfigError, ModelConfig, OptimConfig, Section
 from posttrain.core.devices import DtypeChoice, master_dtype, resolve_dtype
+from posttrain.core.distributed import barrier, is_main, main_first, world_size
 from posttrain.core.models import save_hf
 from posttrain.core.run_dir import INIT_MODEL_DIR, RunDir
 from posttrain.core.stop import StopFlag
@@ -68,11 +70,12 @@ def resolve_model_path(model: ModelConfig, train_path: str | None, run: RunDir) 
     """The model folder to start from; `init: tiny` builds one from the training rows."""
     if model.init == "tiny":
         out = run.path / INIT_MODEL_DIR
-        if (out / "config.json").is_file():  # resume: reuse the same initial model
-            return str(out)
-        if not train_path:
-            raise ConfigError("model.init=tiny needs a local training file (data.train) to train the tokenizer on")
-        make_tiny_from_config(model, train_path, out)
+        with main_first():  # under torchrun: rank 0 builds it, the others reuse it
+            if (out / "config.json").is_file():  # resume: reuse the same initial model
+                return str(out)
+            if not train_path:
+                raise ConfigError("model.init=tiny needs a local training file (data.train) to train the tokenizer on")
+            make_tiny_from_config(model, train_path, out)
         return str(out)
     if not model.path:
         raise ConfigError("field 'model.path' is required unless model.init=tiny; set model.path=DIR")
@@ -122,6 +125,22 @@ def lora_config(lora: LoraSection, task_type: Literal["CAUSAL_LM", "SEQ_CLS"] = 
                       target_modules=lora.target_modules, task_type=task_type)
 
 
+def shared_dataset(rows: list[dict], run: RunDir, name: str) -> Any:
+    """A `datasets.Dataset` of rows. Under torchrun it lives in RUN_DIR/.datasets/<name> (written by
+    rank 0), so the cache files TRL writes for it (DPO's precomputed reference log-probs, read by
+    every rank) sit in a folder all ranks share, not in one process's temp folder."""
+    from datasets import Dataset, load_from_disk  # datasets: heavy, imported when a phase runs
+
+    if world_size() <= 1:
+        return Dataset.from_list(rows)
+    path = run.path / ".datasets" / name
+    with main_first():
+        if is_main():
+            shutil.rmtree(path, ignore_errors=True)
+            Dataset.from_list(rows).save_to_disk(str(path))
+    return load_from_disk(str(path))
+
+
 def last_checkpoint(out_dir: Path) -> str | None:
     """Newest complete `checkpoint-N` folder written by the trainer, if any."""
     if not out_dir.is_dir():
@@ -137,7 +156,10 @@ def save_final(model, tokenizer, final: Path, merge: bool = True) -> Path:
     """
     if hasattr(model, "merge_and_unload") and merge:
         model = model.merge_and_unload()
-    return save_hf(model, tokenizer, final)
+    if is_main():  # under torchrun every rank holds the same weights; rank 0 writes them
+        save_hf(model, tokenizer, final)
+    barrier()
+    return final
 
 
 def run_dir_callback(run: RunDir, prefix: str, step_offset: int = 0):

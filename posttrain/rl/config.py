@@ -122,6 +122,49 @@ class OverlongConfig(Section):
     penalty: float = Field(1.0, ge=0.0, description="soft_penalty: the largest penalty.")
 
 
+class TrainerConfig(Section):
+    """Where the policy trains: in this process (`single`), or in `num_workers` Ray actors that form
+    a torch.distributed group (`ddp`: full replicas, gradients all-reduced; `fsdp`: FSDP2, parameters,
+    gradients and optimizer state sharded per decoder layer). docs/scale.md."""
+
+    num_workers: int = Field(1, ge=1, description="Trainer processes (Ray actors); 1 with strategy single "
+                             "is today's in-process trainer.")
+    strategy: Literal["single", "ddp", "fsdp"] = Field(
+        "single", description="single: in-process; ddp / fsdp: num_workers Ray actors (posttrain/rl/workers.py).")
+    num_gpus_per_worker: float = Field(0.0, ge=0.0, description="GPUs per worker bundle (0: CPU workers).")
+    num_cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs per worker bundle (Ray logical CPUs).")
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend; auto: nccl with GPUs, gloo on CPU.")
+    timeout_s: float = Field(
+        600.0, gt=0, description="Bound on every collective and every call into the workers: a dead or hung "
+        "worker stops the run within it, with an error naming the worker.")
+    placement: Literal["pack", "spread", "strict_spread"] = Field(
+        "pack", description="Ray placement group strategy for the worker bundles (spread: across nodes).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainerConfig":
+        if self.strategy == "single" and self.num_workers > 1:
+            raise ValueError(f"trainer.num_workers={self.num_workers} needs a distributed strategy, but "
+                             "trainer.strategy=single: set trainer.strategy=fsdp (or ddp)")
+        if self.backend == "nccl" and self.num_gpus_per_worker == 0:
+            raise ValueError("trainer.backend=nccl needs GPUs: set trainer.num_gpus_per_worker (e.g. 1) or "
+                             "trainer.backend=gloo")
+        if self.strategy == "single" and (self.num_gpus_per_worker or self.backend != "auto"):
+            raise ValueError("trainer.num_gpus_per_worker / trainer.backend apply to worker strategies: set "
+                             "trainer.strategy=fsdp (or ddp), or use model.device for the single trainer")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        return self.strategy != "single"
+
+    def resolved_backend(self) -> str:
+        """The process-group backend: as given, or nccl when the workers hold GPUs, else gloo."""
+        if self.backend != "auto":
+            return self.backend
+        return "nccl" if self.num_gpus_per_worker > 0 else "gloo"
+
+
 class TrainConfig(Section):
     steps: int = Field(100, ge=0)
     seed: int = 0
@@ -173,6 +216,7 @@ class Config(Section):
     reward: RewardConfig = Field(default_factory=default_reward)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     hints: HintsConfig = Field(default_factory=HintsConfig)
     dynamic_sampling: DynamicSamplingConfig = Field(default_factory=DynamicSamplingConfig)
     off_policy: OffPolicyConfig = Field(default_factory=OffPolicyConfig)

@@ -24,21 +24,20 @@ from hints.probe import prompt_encoder
 from hints.sampler import Draw, HintSampler
 from hints.sources import TeacherHints
 from posttrain.advantages import group_advantages
-from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from posttrain.core.checkpoint import latest_checkpoint, load_trainer_state, write_checkpoint
 from posttrain.core.config import ConfigError
 from posttrain.core.data import PromptSampler, check_prompt_lengths, dataset_fingerprint, load_rows
-from posttrain.core.devices import master_dtype, resolve_dtype
-from posttrain.core.models import is_image_text_model, load_policy, load_processor, save_hf
+from posttrain.core.devices import resolve_dtype
+from posttrain.core.models import is_image_text_model, load_processor, load_tokenizer
 from posttrain.core.progress import StepProgress, rss_mb
 from posttrain.core.run_dir import FINAL_DIR, HINTS_STATE_FILE, TEACHER_CACHE_FILE, RunDir
 from posttrain.core.seeding import set_rng_state, set_seed
 from posttrain.core.stop import StopFlag
 from posttrain.rl.config import Config
 from posttrain.rl.logprobs import vision_inputs
-from posttrain.rl.optim import make_optimizer
-from posttrain.rl.policy_losses import POLICY_LOSSES
+from posttrain.rl.policy import make_policy
 from posttrain.rl.shaping import informative_groups, overlong_penalty
-from posttrain.rl.update import UpdateResult, gspo_update
+from posttrain.rl.update import UpdateResult
 from rewards.resolve import uses_services
 from rewards.scorer import Scorer
 from rollouts.cluster import RayCluster, start_ray as start_cluster
@@ -72,9 +71,10 @@ def outputs(cfg: Config, stage_dir: Path) -> dict[str, str | None]:
 
 
 def start_ray(cfg: Config) -> RayCluster | None:
-    """Ray with the run's settings, started before any reward service could start it with defaults."""
-    needed = cfg.rollout.backend == "vllm" or uses_services(cfg.reward, cfg.eval.reward,
-                                                             *(e.reward for e in cfg.eval.extra_evals))
+    """Ray with the run's settings, started before any reward service or trainer worker could start it
+    with defaults; the pool, the services and the workers join this cluster."""
+    needed = (cfg.rollout.backend == "vllm" or cfg.trainer.distributed
+              or uses_services(cfg.reward, cfg.eval.reward, *(e.reward for e in cfg.eval.extra_evals)))
     return start_cluster(cfg.ray, needed)
 
 
@@ -119,22 +119,25 @@ class GSPOTrainer:
         self.sampler = PromptSampler(len(self.rows), cfg.data.seed, cfg.data.shuffle, dataset_fingerprint(self.rows))
         self.step, self.bad_steps, self.wall_offset = 0, 0, 0.0
         ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
-        model_path = str(ckpt / "model") if ckpt else cfg.model.path
         # bf16 (given or chosen by `auto`) trains mixed precision: fp32 weights, bf16 autocast compute
         self.precision = resolve_dtype(cfg.model.dtype, cfg.model.device)
         self.engine_precision = engine_dtype(cfg.rollout.backend, cfg.engine, cfg.model.device)
         log.info("trainer computes in %s (%s); engines run %s (%s)", self.precision.dtype, self.precision.reason,
                  self.engine_precision.dtype, self.engine_precision.reason)
-        self.model, self.tok = load_policy(model_path, master_dtype(self.precision.dtype), cfg.model.device,
-                                           cfg.model.trust_remote_code)
+        self.tok = load_tokenizer(ckpt / "model" if ckpt and not cfg.trainer.distributed else cfg.model.path,
+                                  cfg.model.trust_remote_code)
+        self.cluster = start_ray(cfg)  # before any reward service or trainer worker could start Ray otherwise
+        # in this process (trainer.strategy=single) or in trainer.num_workers Ray actors (posttrain/rl/policy.py)
+        self.policy = make_policy(cfg, ckpt, self.precision.dtype, self.tok.pad_token_id)
+        model_path = self.policy.start_path
         self._check_prompt_lengths()
         # image-text models: the processor encodes media prompts, builds pixel inputs, and is saved with the model
         self.processor = (load_processor(model_path, cfg.model.trust_remote_code)
                           if is_image_text_model(model_path) else None)
-        self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, cfg.train.steps * cfg.algo.num_minibatches)
-        self.loss_fn = POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args)
+        if self.processor is not None and cfg.trainer.distributed:
+            raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} trains text models only for now; "
+                              "use trainer.strategy=single for an image-text model")
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
-        self.cluster = start_ray(cfg)  # before any reward service could start Ray with other settings
         self.scorer = Scorer.from_config(cfg.reward)
         self.eval_scorer = Scorer.from_config(cfg.eval.reward, max_failed_fraction=1.0)  # an eval never aborts
         self.extra_evals = [(e.name, load_rows(e.data)[: e.max_rows], Scorer.from_config(e.reward, max_failed_fraction=1.0))
@@ -149,8 +152,8 @@ class GSPOTrainer:
                                         sync_timeout_s=cfg.rollout.sync_timeout_s,
                                         max_restarts=cfg.rollout.max_restarts,
                                         trust_remote_code=cfg.model.trust_remote_code)
-        if ckpt:  # engines loaded the checkpoint folder; stamp them with its version
-            self.generator.update_weights(self.model.state_dict(), self.step)
+        if ckpt:  # engines loaded the start folder; give them the checkpoint's weights and version
+            self.generator.update_weights(self.policy.state_dict(), self.step)
         self.stop = StopFlag()
         self.timings: dict[str, float] = {}
         self.version = self.step  # the trainer's weight version (engines hold the same after each sync)
@@ -160,15 +163,14 @@ class GSPOTrainer:
     # ------------------------------------------------------------------ state
 
     def _state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+        return {**self.policy.checkpoint_state(),
                 "sampler": self.sampler.state_dict(), "hints": self.hints.state_dict(),
                 "torch_gen": self.torch_gen.get_state(), "bad_steps": self.bad_steps,
                 "wall_s": self.wall_offset + (time.monotonic() - self.t_start)}
 
     def _load(self, ckpt: Path) -> None:
         state = load_trainer_state(ckpt)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.policy.load_checkpoint(ckpt, state)
         self.sampler.load_state_dict(state["sampler"])
         self.hints.load_state_dict(state["hints"])
         self.torch_gen.set_state(state["torch_gen"])
@@ -180,7 +182,7 @@ class GSPOTrainer:
     def _check_prompt_lengths(self) -> None:
         """Every prompt must leave room for its response in the engine's and the model's context."""
         cfg = self.cfg
-        ctx = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        ctx = getattr(self.policy.config, "max_position_embeddings", None) or 1 << 30
         if cfg.rollout.backend == "vllm":
             ctx = min(ctx, cfg.engine.max_model_len)
         for path, rows, new in ((cfg.data.train, self.rows, cfg.rollout.max_new_tokens),
@@ -190,8 +192,9 @@ class GSPOTrainer:
                                      f" the model's max_position_embeddings) leaves beside {new} new tokens")
 
     def checkpoint(self) -> Path:
-        return save_checkpoint(self.run.checkpoints, self.step, self.model, self.processor or self.tok, self._state(),
-                               self.cfg.train.keep_checkpoints)
+        tokenizer = self.processor or self.tok
+        return write_checkpoint(self.run.checkpoints, self.step, lambda tmp: self.policy.write_checkpoint(tmp, tokenizer),
+                                self._state(), self.cfg.train.keep_checkpoints)
 
     # ------------------------------------------------------------------ the step
 
@@ -221,7 +224,7 @@ class GSPOTrainer:
         return {"reward/mean": float(finite.mean()) if finite.numel() else float("nan"),
                 "rl/trained_samples": float(len(chosen)), "rl/steps_applied": float(upd.applied),
                 "rl/response_len": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
-                "rl/lr": self.scheduler.get_last_lr()[0], "weight_version": float(step + 1),
+                "rl/lr": self.policy.last_lr(), "weight_version": float(step + 1),
                 "rollout/staleness_max": float(max((step - r.weight_version for r in chosen), default=0)),
                 "rollout/restarted": float(restarted),
                 **self.timings, **batch.metrics, **ds_metrics, **select_metrics, **upd.metrics, **hint_metrics}
@@ -318,11 +321,7 @@ class GSPOTrainer:
         return [rollouts[i] for i in idx], adv[idx], metrics
 
     def update(self, chosen: list[Rollout], adv: torch.Tensor, step: int) -> UpdateResult:
-        upd = gspo_update(self.model, self.optimizer, self.scheduler, self.loss_fn, chosen, adv,
-                          self.tok.pad_token_id, self.cfg.algo.num_minibatches, self.cfg.optim.max_grad_norm,
-                          self.cfg.algo.old_logprobs, self.torch_gen,
-                          (self.cfg.correction_mode(), self.cfg.off_policy.level, self.cfg.off_policy.clip),
-                          self.precision.dtype, vision=self._vision if self.processor is not None else None)
+        upd = self.policy.update(chosen, adv, self.torch_gen, self._vision if self.processor is not None else None)
         self._guard(upd, step)
         return upd
 
@@ -339,12 +338,12 @@ class GSPOTrainer:
             t0 = time.monotonic()
             draws, rollouts = self._pending.result()
             self.timings["time/rollout_wait"] = time.monotonic() - t0  # generation that the update did not hide
-            self.generator.update_weights(self.model.state_dict(), version)
+            self.generator.update_weights(self.policy.state_dict(), version)
             if self.cfg.rollout.partial_rollouts == "restart":
                 restarted, rollouts = len(rollouts), self.generate(draws, version)
             self._pending = _Done((draws, rollouts))
         else:
-            self.generator.update_weights(self.model.state_dict(), version)
+            self.generator.update_weights(self.policy.state_dict(), version)
         self.version = version
         return restarted
 
@@ -409,7 +408,7 @@ class GSPOTrainer:
         self.checkpoint()
         wall = self.wall_offset + time.monotonic() - self.t_start
         if not preempted:  # a preempted run leaves its checkpoint, never a final/ that looks finished
-            save_hf(self.model, self.processor or self.tok, self.run.final)
+            self.policy.save_final(self.run.final, self.processor or self.tok)
         summary = {"accuracy_before_rl": before, "accuracy_after_rl": last_eval.get("eval/accuracy"),
                    "rl_wall_s": round(wall, 2), "steps": self.step, "interrupted": interrupted,
                    "preempted": preempted, "final_model": None if preempted else str(self.run.final),
@@ -427,10 +426,19 @@ class GSPOTrainer:
                 return rec["eval/accuracy"]
         return None
 
+    @property
+    def model(self) -> Any:
+        """The in-process policy model (trainer.strategy=single; benchmarks and tests read it)."""
+        return self.policy.model
+
+    @property
+    def optimizer(self) -> Any:
+        return self.policy.optimizer
+
     def close(self) -> None:
         if getattr(self, "_prefetch", None) is not None:
             self._prefetch.shutdown(wait=True, cancel_futures=True)
-        for closer in (getattr(self, "generator", None), getattr(getattr(self, "teacher", None), "generator", None),
+        for closer in (getattr(self, "policy", None), getattr(self, "generator", None), getattr(getattr(self, "teacher", None), "generator", None),
                        getattr(self, "scorer", None),
                        getattr(self, "eval_scorer", None), *(s for _, _, s in getattr(self, "extra_evals", []))):
             if closer is not None:

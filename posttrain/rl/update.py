@@ -15,6 +15,7 @@ import torch
 from posttrain.core.devices import autocast
 from posttrain.rl.logprobs import ResponseBatch, collate, response_logprobs
 from posttrain.rl.offpolicy import correction_weights, mismatch_metrics
+from posttrain.rl.policy_losses import POLICY_LOSSES
 from rollouts.types import Rollout
 
 
@@ -40,18 +41,39 @@ def _engine_logprobs(rollouts: list[Rollout], batch: ResponseBatch) -> torch.Ten
     return out
 
 
+def update_settings(cfg: Any, pad_id: int, precision: str) -> dict[str, Any]:
+    """The keyword arguments of `gspo_update` that come from the config: the same in every process."""
+    return dict(loss_fn=POLICY_LOSSES.get(cfg.algo.loss).bind(cfg.algo.loss_args), pad_id=pad_id,
+                num_minibatches=cfg.algo.num_minibatches, max_grad_norm=cfg.optim.max_grad_norm,
+                old_logprobs=cfg.algo.old_logprobs,
+                correction=(cfg.correction_mode(), cfg.off_policy.level, cfg.off_policy.clip), precision=precision)
+
+
+def minibatch_indices(n: int, num_minibatches: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """The shuffled minibatches of an n-sample batch: what one update steps through, in order."""
+    return torch.tensor_split(torch.randperm(n, generator=generator), min(num_minibatches, n))
+
+
 def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, rollouts: list[Rollout],
                 advantages: torch.Tensor, pad_id: int, num_minibatches: int, max_grad_norm: float,
                 old_logprobs: str = "trainer", generator: torch.Generator | None = None,
                 correction: tuple[str, str, float] = ("none", "sequence", 2.0),
                 precision: str = "float32",
-                vision: Callable[[list[Rollout]], dict[str, torch.Tensor]] | None = None) -> UpdateResult:
+                vision: Callable[[list[Rollout]], dict[str, torch.Tensor]] | None = None,
+                minibatches: Sequence[torch.Tensor] | None = None, loss_scales: Sequence[float] | None = None,
+                agree: Callable[[bool], bool] | None = None) -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
     (posttrain.rl.policy_losses). `correction` = (mode, level, clip) of the off-policy correction
     (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages.
     `precision=bfloat16` runs the forward passes under bf16 autocast (fp32 weights, gradients and
     optimizer state; log-probs in fp32 from the bf16 logits). `vision(rollouts)` gives an image-text
-    model its pixel inputs."""
+    model its pixel inputs.
+
+    A trainer worker (posttrain.rl.workers) holds a slice of each global minibatch: `minibatches` are
+    its local index sets (default: `minibatch_indices` of the whole batch), `loss_scales` the factor
+    each minibatch's loss is multiplied by before backward (so the gradients its group averages equal
+    the single-process gradient), and `agree(ok)` is True only when every worker's loss is finite
+    (all skip together, or none does)."""
     result = UpdateResult()
     if not rollouts:
         return result
@@ -77,21 +99,26 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
             w, m = correction_weights(old, engine, batch.response_mask, *correction)
             adv = adv * w if w.dim() == 1 else adv.unsqueeze(-1) * w  # (N,) or (N, R)
             off_metrics.update(m)
-    perm = torch.randperm(len(rollouts), generator=generator)
+    if minibatches is None:
+        minibatches = minibatch_indices(len(rollouts), num_minibatches, generator)
+    agree = agree or bool
     collected: dict[str, list[float]] = {}
-    for mb in torch.tensor_split(perm, min(num_minibatches, len(rollouts))):
+    for k, mb in enumerate(minibatches):
         sub = batch.select(mb)
         with autocast(device, precision):
             lp = response_logprobs(model, sub)  # (b, R)
         loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
         ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
         optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if not agree(finite):
             result.skipped += 1
-            result.bad_sample_ids += ids
+            result.bad_sample_ids += [] if finite else ids
             continue
-        loss.backward()
+        (loss if loss_scales is None else loss * loss_scales[k]).backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # sharded parameters: the norm is a DTensor, the same on every rank
+            grad_norm = grad_norm.full_tensor()
         if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
             result.skipped += 1
@@ -100,7 +127,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
         optimizer.step()
         scheduler.step()
         result.applied += 1
-        m = {**m, "rl/loss": float(loss.detach()), "rl/grad_norm": float(grad_norm)}
+        scale = 1.0 if loss_scales is None else loss_scales[k]  # a worker's share of the global loss
+        m = {**m, "rl/loss": float(loss.detach()) * scale, "rl/grad_norm": float(grad_norm)}
         for k, v in m.items():
             collected.setdefault(k, []).append(v)
     result.metrics = {**off_metrics, **{k: _mean(v) for k, v in collected.items()}}

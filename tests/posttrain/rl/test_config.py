@@ -70,3 +70,27 @@ def test_speed_sections_are_documented_in_rl_help():
                          ("overlong", OverlongConfig)):
         block = text.split(f"{section}.{{", 1)[1].split("}", 1)[0]
         assert [f for f in cls.model_fields if f not in block] == [], section
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["trainer.num_workers=2"], r"trainer\.num_workers=2 needs a distributed strategy.*trainer\.strategy=fsdp"),
+    (["trainer.strategy=fsdp", "trainer.backend=nccl"], r"trainer\.backend=nccl needs GPUs.*num_gpus_per_worker"),
+    (["trainer.strategy=zero3"], r"field 'trainer\.strategy'"),
+    (["trainer.num_workers=0", "trainer.strategy=fsdp"], r"field 'trainer\.num_workers'"),
+    (["trainer.timeout_s=0", "trainer.strategy=fsdp"], r"field 'trainer\.timeout_s'"),
+])
+def test_trainer_section_errors_name_the_field(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(rl.Config, None, overrides)
+
+
+def test_trainer_backend_follows_the_workers_devices_and_reaches_pipeline_stages(tmp_path):
+    from tests.posttrain.pipeline.test_pipeline import _plan
+
+    cpu = load_config(rl.Config, None, ["trainer.strategy=fsdp", "trainer.num_workers=2"]).trainer
+    gpu = load_config(rl.Config, None, ["trainer.strategy=ddp", "trainer.num_gpus_per_worker=1"]).trainer
+    assert (cpu.resolved_backend(), gpu.resolved_backend()) == ("gloo", "nccl")
+    assert load_config(rl.Config).trainer.strategy == "single"  # the default: today's in-process trainer
+    plan = _plan(tmp_path, "defaults.rl.trainer.strategy=fsdp", "stages.rl2.values.trainer.num_workers=2")
+    assert plan["rl1"].cfg.trainer.strategy == "fsdp" == plan["rl2"].cfg.trainer.strategy
+    assert (plan["rl1"].cfg.trainer.num_workers, plan["rl2"].cfg.trainer.num_workers) == (1, 2)

@@ -213,13 +213,15 @@ def test_hinted_rollouts_are_trained_on_the_prompt_that_train_prompt_names(tiny_
     train = tmp_path / "four.jsonl"
     write_jsonl(train, rows)
     seen: list[list] = []
-    real = rl_trainer.gspo_update
+    from posttrain.rl import policy
 
-    def spy(model, optimizer, scheduler, loss_fn, rollouts, *args, **kw):
-        seen.append([(r.prompt_id, list(r.prompt_token_ids), r.meta["hint_level"]) for r in rollouts])
-        return real(model, optimizer, scheduler, loss_fn, rollouts, *args, **kw)
+    real = policy.gspo_update
 
-    monkeypatch.setattr(rl_trainer, "gspo_update", spy)
+    def spy(*args, **kw):
+        seen.append([(r.prompt_id, list(r.prompt_token_ids), r.meta["hint_level"]) for r in kw["rollouts"]])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(policy, "gspo_update", spy)
     ov = _overrides(tiny_model, (train, tiny_task[1]), steps=2, **{
         "reward.components": "[{name: exact}]", "hints.enabled": "true", "hints.train_prompt": train_prompt,
         "algo.skip_uniform_groups": "false", "eval.every": 0, "data.max_eval_rows": 2})
