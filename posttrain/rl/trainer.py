@@ -152,7 +152,9 @@ class GSPOTrainer:
                                         seed=cfg.train.seed, unit_timeout_s=cfg.rollout.timeout_s,
                                         sync_timeout_s=cfg.rollout.sync_timeout_s,
                                         max_restarts=cfg.rollout.max_restarts,
-                                        trust_remote_code=cfg.model.trust_remote_code)
+                                        trust_remote_code=cfg.model.trust_remote_code,
+                                        weight_sync=cfg.rollout.weight_sync, sync_bucket_mb=cfg.rollout.sync_bucket_mb,
+                                        sync_backend=cfg.rollout.sync_backend)
         if ckpt:  # engines loaded the checkpoint folder; stamp them with its version
             self.generator.update_weights(self.model.state_dict(), self.step)
         self.stop = StopFlag()
