@@ -81,6 +81,7 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
     lines += _rollout(d.get("rollout")) + _rollout_bf16(d.get("rollout")) + _rl_step(d.get("rl_step"))
     lines += _rl_step_bf16(d.get("rl_step")) + _accuracy(d.get("accuracy")) + _accuracy_long(d.get("accuracy_long"))
     lines += _rewards(d.get("rewards")) + _memory(d.get("memory")) + _ablation(d.get("ablation"))
+    lines += scale_section(d.get("scale"))
     if images:
         lines += ["## Plots", ""] + [f"![{Path(i).stem}](img/{Path(i).name})" for i in images] + [""]
     errors = [[w, x["error"]] for w, x in d.items() if x.get("error")]
@@ -194,6 +195,49 @@ def _memory(x: dict | None) -> list[str]:
             f"overrides {x.get('rl_overrides')}{' (reused ' + x['reused_from'] + ')' if x.get('reused_from') else ''}."
             " RSS counts shared pages (libraries, Ray's object store) once per process, so the sum overstates "
             "the real footprint.", ""]
+
+
+def scale_section(x: dict | None) -> list[str]:
+    """Weight sync vs memcpy and the cost-growth table (benchmarks/scale.py)."""
+    if not x or not x.get("sizes"):
+        return []
+    lines = ["## 7. Scale: weight sync and cost growth", "",
+             f"CPU: {x.get('cpu_model', '?')}. fp32 weights, one vLLM engine in a Ray actor, sizes built with "
+             "random weights (`benchmarks/scale.py`; 494M is Qwen2.5-0.5B's shape, configs/scale/). Weight sync: "
+             "median over repeats, paths alternating; memcpy is one copy of the same tensors into a buffer, "
+             "measured in the same process and run.", ""]
+    rows = []
+    for size, s in x["sizes"].items():
+        y = s.get("sync")
+        if y:
+            rows.append([size, s["parameters"] / 1e6, y["bytes"] / 1e9, y["buckets"], y["memcpy_s"], y["memcpy_gb_s"],
+                         y["object_store_s"], y["stream_s"], y["object_store_s_per_gb"], y["stream_s_per_gb"],
+                         y["stream_vs_memcpy"], y["stream_vs_object_store"]])
+    if rows:
+        lines += table(["size", "params (M)", "GB", "buckets", "memcpy s", "memcpy GB/s", "object store s",
+                        "stream s", "object store s/GB", "stream s/GB", "stream / memcpy", "stream / object store"],
+                       rows, 3) + [""]
+    cost = x.get("cost") or {}
+    if cost:
+        rows = []
+        for size, c in cost.items():
+            one, fs = c.get("single", {}), c.get("fsdp", {})
+            rows.append([size, _mean(one.get("step_s")), _mean(one.get("sync_s")), one.get("trainer_peak_mib"),
+                         one.get("engine_peak_mib"), one.get("tree_peak_gib"),
+                         fs.get("skipped") and "skipped" or _mean(fs.get("step_s")),
+                         fs.get("skipped") and "skipped" or fs.get("worker_peak_mib")])
+        lines += ["Cost growth: 2 GSPO steps of `configs/scale/qwen2.5-0.5b-shape.yaml` at each size (4 prompts x 4 "
+                  "samples x 8 tokens, streamed sync). Step and sync seconds: mean over the steps; peak RSS per "
+                  "process sampled every 0.25 s (MiB); the tree sum counts shared pages once per process.", ""]
+        lines += table(["size", "single step s", "single sync s", "single trainer peak MiB", "engine peak MiB",
+                        "tree peak GiB", "fsdp step s", "fsdp peak MiB / worker"], rows, 2) + [""]
+        if x.get("fsdp_skipped"):
+            lines += [f"fsdp: skipped ({x['fsdp_skipped']}).", ""]
+    return lines
+
+
+def _mean(v: list | None) -> float | None:
+    return sum(v) / len(v) if v else None
 
 
 def _accuracy_long(x: dict | None) -> list[str]:

