@@ -122,7 +122,8 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
 
         return scale.run(out / "scale", sizes, quick=args.quick,
                          only_sizes=[x for x in args.scale_sizes.split(",") if x] or None,
-                         bucket_mb=args.sync_bucket_mb, parts=tuple(x for x in args.scale_parts.split(",") if x))
+                         bucket_mb=args.sync_bucket_mb, parts=tuple(x for x in args.scale_parts.split(",") if x),
+                         previous=load_results(out / "results.json").get("details", {}).get("scale"))
 
     model_dir, params = make_bench_model(out / "model")
     if name == "rollout":

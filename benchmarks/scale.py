@@ -41,7 +41,7 @@ SCALE_YAML = ROOT / "configs" / "scale" / "qwen2.5-0.5b-shape.yaml"
 SHAPES: dict[str, dict[str, int]] = {
     "1m": dict(hidden=128, layers=4, heads=2, head_dim=64),
     "27m": dict(hidden=512, layers=8, heads=8, head_dim=64, intermediate=1536),
-    "124m": dict(hidden=768, layers=12, heads=12, head_dim=64, intermediate=3072, embedding_rows=50257),
+    "124m": dict(hidden=768, layers=12, heads=12, head_dim=64, intermediate=2048, embedding_rows=50257),
     "494m": dict(hidden=896, layers=24, heads=14, kv_heads=2, head_dim=64, intermediate=4864,
                  embedding_rows=151936),
 }
@@ -82,8 +82,9 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
     from transformers import AutoModelForCausalLM
 
     from rollouts.actors import RolloutPool
+    from rollouts.weight_sync import unique_tensors
 
-    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    sd = unique_tensors(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict())
     nbytes = sum(v.numel() * v.element_size() for v in sd.values())
     pool = RolloutPool(str(model_dir), engine_config(max_model_len=128), RayConfig(num_cpus=2),
                        weight_sync="stream", sync_bucket_mb=bucket_mb, sync_timeout_s=900)
@@ -225,19 +226,27 @@ def cost_run(size: str, strategy: str, out: Path, timeout_s: float) -> dict[str,
 # ---------------------------------------------------------------------------- the workload
 
 def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | None = None,
-        bucket_mb: float = 256.0, parts: tuple[str, ...] = ("sync", "cost")) -> tuple[dict, dict]:
+        bucket_mb: float = 256.0, parts: tuple[str, ...] = ("sync", "cost"),
+        previous: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    """`previous`: the last run's details; sizes and parts not measured now are kept from it (the
+    same model shapes only), so `--scale-sizes 494m` refreshes one row of the tables."""
     out.mkdir(parents=True, exist_ok=True)
     names = only_sizes or list(QUICK_SIZES if quick else SHAPES)
     bad = [n for n in names if n not in SHAPES] + [p for p in parts if p not in ("sync", "cost")]
     if bad:
         raise ValueError(f"--scale-sizes / --scale-parts: unknown {bad}; sizes {list(SHAPES)}, parts sync,cost")
     details: dict[str, Any] = {"sizes": {}, "cost": {}, "cpu_model": cpu_model()}
+    for size, old in ((previous or {}).get("sizes") or {}).items():
+        if size in SHAPES and {k: old.get(k) for k in SHAPES[size]} == SHAPES[size]:
+            details["sizes"][size] = old
+            if size in (previous.get("cost") or {}):
+                details["cost"][size] = previous["cost"][size]
     skip = fsdp_unavailable()
     if skip:
         details["fsdp_skipped"] = skip
     for size in names:
         model_dir, params = build_model(size, out / "models")
-        details["sizes"][size] = {"parameters": params, **SHAPES[size]}
+        details["sizes"][size] = {**details["sizes"].get(size, {}), "parameters": params, **SHAPES[size]}
         if "sync" in parts:
             log(f"scale: weight sync at {size} ({params / 1e6:.1f}M parameters)")
             details["sizes"][size]["sync"] = sync_size(model_dir, sizes.repeats, bucket_mb)

@@ -21,7 +21,7 @@ from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
 from rollouts.weight_sync import (WeightSyncError, client_store, open_group, plan_buckets, receive_buckets,
-                                  send_buckets, server_store, tensor_specs, verify)
+                                  send_buckets, server_store, tensor_specs, unique_tensors, verify)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ Unit = tuple  # ((step, prompt_id, sample_idx), prompt token ids[, Media]): Medi
 
 class RolloutTimeout(TimeoutError):
     pass
+
+
+# rollout.weight_sync=auto streams from this many bytes up and uses the object store below: measured
+# here (docs/benchmarks.md, section 7) the object store won at 27M parameters (110 MB) and the stream
+# from 124M (495 MB) up
+AUTO_STREAM_BYTES = 256 * 2**20
 
 
 class _EngineActor:
@@ -99,10 +105,10 @@ class _EngineActor:
 
 def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
     """The trainer's state dict as the engines hold it: on CPU, floating tensors in the engines'
-    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights)."""
+    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights), tied aliases once."""
     target = getattr(torch, dtype)
     return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
-            for k, v in state_dict.items()}
+            for k, v in unique_tensors(state_dict).items()}
 
 
 def resolve_sync_backend(backend: str, device: str) -> str:
@@ -151,7 +157,7 @@ class RolloutPool:
     def __init__(self, model: str, engine: Any, ray_cfg: Any = None, device: str = "cpu",
                  max_restarts: int = 3, unit_timeout_s: float = 600.0, sync_timeout_s: float = 120.0,
                  seed: int = 0, trust_remote_code: bool = False, actor_cls: type | None = None,
-                 weight_sync: str = "object_store", sync_bucket_mb: float = 256.0, sync_backend: str = "auto"):
+                 weight_sync: str = "auto", sync_bucket_mb: float = 256.0, sync_backend: str = "auto"):
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -163,8 +169,8 @@ class RolloutPool:
         self.weight_version = 0
         self._weights_ref = None
         self.restarts = 0
-        if weight_sync not in ("object_store", "stream"):
-            raise ValueError(f"rollout.weight_sync={weight_sync!r}: use 'object_store' or 'stream'")
+        if weight_sync not in ("auto", "object_store", "stream"):
+            raise ValueError(f"rollout.weight_sync={weight_sync!r}: use 'auto', 'object_store' or 'stream'")
         self.weight_sync, self.bucket_bytes = weight_sync, int(sync_bucket_mb * 2**20)
         self.sync_backend = resolve_sync_backend(sync_backend, device)
         self._group = None  # the streamed sync's process group, (re)formed on demand
@@ -208,12 +214,15 @@ class RolloutPool:
 
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
         t0 = time.monotonic()
-        if self.weight_sync == "stream":
+        state_dict = unique_tensors(state_dict)
+        nbytes = sum(s.nbytes for s in tensor_specs(state_dict.items(), self.dtype))
+        stream = self.weight_sync == "stream" or (self.weight_sync == "auto" and nbytes >= AUTO_STREAM_BYTES)
+        if stream:
             self._stream_weights(state_dict, version)
         else:
             self._object_store_weights(state_dict, version)
-        self.last_sync = {"sync/seconds": time.monotonic() - t0,
-                          "sync/bytes": float(sum(s.nbytes for s in tensor_specs(state_dict.items(), self.dtype)))}
+        self.last_sync = {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(nbytes),
+                          "sync/streamed": float(stream)}
 
     def _object_store_weights(self, state_dict: dict[str, Any], version: int) -> None:
         import ray

@@ -71,6 +71,19 @@ def layer_key(name: str) -> str:
     return ""
 
 
+def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict without aliases: a tied `lm_head.weight` that is the embedding's own
+    storage is left out (the engine's model ties them too and skips it), so it is not sent twice."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for k, v in state_dict.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (id(v), 0)
+        if key not in seen:
+            seen.add(key)
+            out[k] = v
+    return out
+
+
 def tensor_specs(named: Iterable[tuple[str, torch.Tensor]], dtype: str | None = None) -> list[TensorSpec]:
     """Specs of a state dict's tensors; floating tensors as `dtype` when given (the engines' dtype)."""
     return [TensorSpec(k, (dtype if dtype and v.is_floating_point() else str(v.dtype).removeprefix("torch.")),

@@ -351,6 +351,7 @@ class GSPOTrainer:
             self._pending = _Done((draws, rollouts))
         else:
             self.generator.update_weights(self.model.state_dict(), version)
+        self.timings.update(getattr(self.generator, "last_sync", {}))  # sync/seconds, sync/bytes, sync/streamed
         self.version = version
         return restarted
 

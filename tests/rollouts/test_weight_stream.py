@@ -65,7 +65,8 @@ def test_streamed_sync_makes_engine_greedy_output_the_trainers(pool, model_and_t
     assert all(r.weight_version == 3 for r in after)
     assert [r.token_ids for r in after] == _greedy_hf(model, prompts, 8)
     assert [r.token_ids for r in after] != before
-    assert pool.last_sync["sync/bytes"] == sum(v.numel() * 4 for v in model.state_dict().values())
+    tied = model.state_dict()["lm_head.weight"]  # the embedding's storage: sent once
+    assert pool.last_sync["sync/bytes"] == sum(v.numel() * 4 for v in model.state_dict().values()) - tied.numel() * 4
 
 
 def test_a_corrupted_bucket_fails_the_sync_naming_the_engine(pool, model_and_tok):
@@ -81,3 +82,26 @@ def test_a_corrupted_bucket_fails_the_sync_naming_the_engine(pool, model_and_tok
     prompt = [PromptInput("q", chat_prompt_ids(tok, [{"role": "user", "content": "What is 2 + 2?"}]))]
     out = pool.generate(prompt, SamplingSpec(n=1, temperature=0.0, max_tokens=6, ignore_eos=True))
     assert out[0].weight_version == 5 and out[0].token_ids == _greedy_hf(model, prompt, 6)[0]
+
+
+def test_a_killed_engine_is_recovered_and_the_next_streamed_sync_forms_a_new_group(pool, model_and_tok):
+    import os
+    import signal
+
+    import ray
+
+    model, tok = model_and_tok
+    _perturb(model, 3)
+    pool.update_weights(model.state_dict(), version=6)
+    old_group = pool._group
+    os.kill(ray.get(pool.actors[0].pid.remote()), signal.SIGKILL)
+    prompt = [PromptInput("k", chat_prompt_ids(tok, [{"role": "user", "content": "What is 3 + 4?"}]))]
+    greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=6, ignore_eos=True)
+    out = pool.generate(prompt, greedy)  # Ray restarts the actor; the pool brings it to version 6 first
+    assert out[0].weight_version == 6 and out[0].token_ids == _greedy_hf(model, prompt, 6)[0]
+    assert pool._group is None  # the new incarnation is not in the old group
+    _perturb(model, 4)
+    pool.update_weights(model.state_dict(), version=7)
+    assert pool._group is not None and pool._group is not old_group
+    out = pool.generate(prompt, greedy)
+    assert out[0].weight_version == 7 and out[0].token_ids == _greedy_hf(model, prompt, 6)[0]

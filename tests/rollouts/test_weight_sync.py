@@ -10,7 +10,7 @@ import torch
 
 from rollouts.weight_sync import (ALIGN, TensorSpec, WeightSyncError, checksum, client_store, layer_key, open_group,
                                   pack, plan_buckets, receive_buckets, send_buckets, server_store, tensor_specs,
-                                  verify, views)
+                                  unique_tensors, verify, views)
 
 
 def _state() -> dict[str, torch.Tensor]:
@@ -48,6 +48,13 @@ def test_a_layer_bigger_than_the_limit_travels_alone():
     assert plan[0].nbytes == 4000 + (-4000 % ALIGN)
     with pytest.raises(ValueError, match="positive"):
         plan_buckets(specs, 0)
+
+
+def test_tied_aliases_are_sent_once():
+    emb = torch.randn(4, 3)
+    sd = {"embed.weight": emb, "layers.0.w": torch.randn(2), "lm_head.weight": emb, "zero": torch.empty(0),
+          "zero2": torch.empty(0)}
+    assert list(unique_tensors(sd)) == ["embed.weight", "layers.0.w", "zero", "zero2"]
 
 
 def test_pack_and_views_round_trip_in_the_engine_dtype():
