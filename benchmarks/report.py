@@ -327,7 +327,30 @@ def plot(results: dict[str, Any], img_dir: Path) -> list[str]:
         ax.axhline(8, color="r", ls=":", label="target 8 GiB")
         ax.set_xlabel("s"), ax.set_ylabel("RSS, GiB (process tree)"), ax.set_title("Demo memory"), ax.legend()
         made.append(_save(fig, img_dir / "bench_memory.png"))
+    if (d.get("scale") or {}).get("sizes"):
+        made.append(scale_plot(d["scale"], img_dir, plt))
     return made
+
+
+def scale_plot(x: dict[str, Any], img_dir: Path, plt: Any) -> str:
+    """Cost growth against parameters (log-log): sync paths vs memcpy, step time, peak RSS."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    sizes = [(s["parameters"] / 1e6, s.get("sync"), (x.get("cost") or {}).get(k, {}).get("single"))
+             for k, s in x["sizes"].items()]
+    for key, label in (("memcpy_s", "memcpy"), ("object_store_s", "object store"), ("stream_s", "stream")):
+        pts = [(p, y[key]) for p, y, _ in sizes if y]
+        if pts:
+            a.loglog(*zip(*pts), "-o", ms=3, label=f"sync: {label}")
+    pts = [(p, _mean(c["step_s"])) for p, _, c in sizes if c]
+    if pts:
+        a.loglog(*zip(*pts), "-s", ms=3, color="k", label="GSPO step (single)")
+    a.set_xlabel("parameters, M"), a.set_ylabel("seconds"), a.legend(fontsize=6), a.set_title("Time")
+    for key, label in (("trainer_peak_mib", "trainer"), ("engine_peak_mib", "vLLM engine")):
+        pts = [(p, c[key] / 1024) for p, _, c in sizes if c and c.get(key)]
+        if pts:
+            b.loglog(*zip(*pts), "-o", ms=3, label=f"{label} (single)")
+    b.set_xlabel("parameters, M"), b.set_ylabel("peak RSS, GiB"), b.legend(fontsize=6), b.set_title("Memory")
+    return _save(fig, img_dir / "bench_scale.png")
 
 
 def _save(fig: Any, path: Path) -> str:
