@@ -56,7 +56,9 @@ def build_model(size: str, out: Path) -> tuple[Path, int]:
 
     d = out / size
     meta = d / "posttrain_tiny.json"
-    if not meta.is_file():
+    built = json.loads(meta.read_text()) if meta.is_file() else {}
+    if any(built.get(k) != v for k, v in SHAPES[size].items()):  # absent, or built with another shape
+        shutil.rmtree(d, ignore_errors=True)
         make_tiny_model(addition_rows(500), d, seed=0, max_positions=512, **SHAPES[size])
     return d, int(json.loads(meta.read_text())["parameters"])
 

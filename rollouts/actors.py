@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import time
 from typing import Any, Sequence
 
@@ -95,6 +96,9 @@ class _EngineActor:
     def last_sync_timings(self) -> dict[str, float]:
         return getattr(self, "sync_timings", {})
 
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb()
+
     def set_version(self, version: int) -> int:
         self.engine.weight_version = version
         return version
@@ -109,6 +113,11 @@ def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Te
     target = getattr(torch, dtype)
     return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
             for k, v in unique_tensors(state_dict).items()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def resolve_sync_backend(backend: str, device: str) -> str:
@@ -222,7 +231,18 @@ class RolloutPool:
         else:
             self._object_store_weights(state_dict, version)
         self.last_sync = {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(nbytes),
-                          "sync/streamed": float(stream)}
+                          "sync/streamed": float(stream), **self._peak_memory()}
+
+    def _peak_memory(self) -> dict[str, float]:
+        """Peak RSS so far of this (the trainer's) process and of each engine actor, MiB (a few ms)."""
+        import ray
+
+        try:
+            engines = ray.get([a.peak_rss_mb.remote() for a in self.actors], timeout=10)
+        except Exception:  # memory figures never fail a sync
+            return {}
+        return {"mem/driver_peak_rss_mb": peak_rss_mb(),
+                **{f"mem/engine{i}_peak_rss_mb": float(v) for i, v in enumerate(engines)}}
 
     def _object_store_weights(self, state_dict: dict[str, Any], version: int) -> None:
         import ray

@@ -66,6 +66,7 @@ def test_streamed_sync_makes_engine_greedy_output_the_trainers(pool, model_and_t
     assert [r.token_ids for r in after] == _greedy_hf(model, prompts, 8)
     assert [r.token_ids for r in after] != before
     tied = model.state_dict()["lm_head.weight"]  # the embedding's storage: sent once
+    assert pool.last_sync["sync/streamed"] == 1.0 and pool.last_sync["mem/engine0_peak_rss_mb"] > 100
     assert pool.last_sync["sync/bytes"] == sum(v.numel() * 4 for v in model.state_dict().values()) - tied.numel() * 4
 
 
