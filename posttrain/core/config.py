@@ -44,6 +44,11 @@ class ModelConfig(Section):
     tiny_heads: int = 4
     tiny_head_dim: int = 32
     tiny_vocab: int = 512
+    tiny_kv_heads: int | None = Field(None, ge=1, description="Grouped-query attention: KV heads (default tiny_heads).")
+    tiny_intermediate: int | None = Field(None, ge=1, description="MLP width (default 4 x tiny_hidden).")
+    tiny_embedding_rows: int | None = Field(
+        None, ge=1, description="Embedding rows (default the trained tokenizer's size); a real model's vocabulary "
+        "size gives its real parameter count (configs/scale/), the tokenizer uses the first rows.")
     tiny_vision: bool = Field(False, description="With init: tiny, an image-text model (Idefics3) and its "
                                                  "processor instead of a Qwen2 LM (docs/multimodal.md).")
 

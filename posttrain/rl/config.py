@@ -24,6 +24,14 @@ class RolloutConfig(Section):
     timeout_s: float = Field(600.0, gt=0, description="Deadline for one step's rollouts.")
     sync_timeout_s: float = Field(120.0, gt=0, description="Deadline for a weight sync to every engine.")
     max_restarts: int = Field(3, ge=0, description="Ray restarts of a dead rollout actor.")
+    weight_sync: Literal["auto", "object_store", "stream"] = Field(
+        "auto", description="How new weights reach the vLLM engines: object_store (one ray.put of the state "
+        "dict), stream (size-bounded buckets broadcast over a gloo/NCCL group, checksummed per bucket), or auto "
+        "(stream from 256 MiB of engine weights up, where it was faster here; docs/weight_sync.md).")
+    sync_bucket_mb: float = Field(256.0, gt=0, description="stream: largest bucket in MiB (a layer is never split).")
+    sync_backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="stream: the group's backend; auto = nccl for GPU engines when the trainer sees a GPU, "
+        "else gloo.")
     max_staleness: int = Field(
         0, ge=0, le=1, description="0: generate, then update (synchronous). 1: generate step k+1 while step k "
         "updates (one-step off-policy); samples older than this many weight versions are never trained on.")

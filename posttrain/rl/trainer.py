@@ -151,7 +151,9 @@ class GSPOTrainer:
                                         seed=cfg.train.seed, unit_timeout_s=cfg.rollout.timeout_s,
                                         sync_timeout_s=cfg.rollout.sync_timeout_s,
                                         max_restarts=cfg.rollout.max_restarts,
-                                        trust_remote_code=cfg.model.trust_remote_code)
+                                        trust_remote_code=cfg.model.trust_remote_code,
+                                        weight_sync=cfg.rollout.weight_sync, sync_bucket_mb=cfg.rollout.sync_bucket_mb,
+                                        sync_backend=cfg.rollout.sync_backend)
         if ckpt:  # engines loaded the start folder; give them the checkpoint's weights and version
             self.generator.update_weights(self.policy.state_dict(), self.step)
         self.stop = StopFlag()
@@ -344,6 +346,7 @@ class GSPOTrainer:
             self._pending = _Done((draws, rollouts))
         else:
             self.generator.update_weights(self.policy.state_dict(), version)
+        self.timings.update(getattr(self.generator, "last_sync", {}))  # sync/seconds, sync/bytes, sync/streamed
         self.version = version
         return restarted
 

@@ -75,8 +75,15 @@ def make_tiny_model(
     seed: int = 0,
     max_positions: int = 512,
     extra_texts: Iterable[str] = (),
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
+    embedding_rows: int | None = None,
 ) -> Path:
-    """Build and save a tiny Qwen2 causal LM and its tokenizer under `out`."""
+    """Build and save a tiny Qwen2 causal LM and its tokenizer under `out`. `kv_heads`
+    (grouped-query attention, default `heads`), `intermediate` (default 4 x hidden) and
+    `embedding_rows` (default the tokenizer's size; more rows give a real model's embedding
+    size, e.g. Qwen2.5's 151936, while the local tokenizer uses the first few) shape
+    real-size architectures with random weights (configs/scale/)."""
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     if head_dim < 32:
@@ -89,13 +96,15 @@ def make_tiny_model(
     tokenizer.save_pretrained(out)
 
     im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    if embedding_rows is not None and embedding_rows < len(tokenizer):
+        raise ValueError(f"embedding_rows={embedding_rows} is smaller than the tokenizer ({len(tokenizer)} tokens)")
     config = Qwen2Config(
-        vocab_size=len(tokenizer),
+        vocab_size=embedding_rows or len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=hidden * 4,
+        intermediate_size=intermediate or hidden * 4,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=kv_heads or heads,
         head_dim=head_dim,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
@@ -112,6 +121,7 @@ def make_tiny_model(
     model.save_pretrained(out, safe_serialization=True)
     (out / "posttrain_tiny.json").write_text(json.dumps(
         {"hidden": hidden, "layers": layers, "heads": heads, "head_dim": head_dim,
-         "vocab_size": len(tokenizer), "seed": seed,
+         "kv_heads": config.num_key_value_heads, "intermediate": config.intermediate_size,
+         "embedding_rows": config.vocab_size, "vocab_size": len(tokenizer), "seed": seed,
          "parameters": sum(p.numel() for p in model.parameters())}, indent=2))
     return out

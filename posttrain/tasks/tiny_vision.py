@@ -116,4 +116,7 @@ def make_tiny_from_config(model: Any, data: str | Path, out: str | Path) -> Path
     image-text model, its tokenizer trained on `data`."""
     kw = dict(hidden=model.tiny_hidden, layers=model.tiny_layers, heads=model.tiny_heads,
               head_dim=model.tiny_head_dim, vocab_size=model.tiny_vocab, seed=0)
-    return make_tiny_vision_model(data, out, **kw) if model.tiny_vision else make_tiny_model(data, out, **kw)
+    if model.tiny_vision:
+        return make_tiny_vision_model(data, out, **kw)
+    return make_tiny_model(data, out, **kw, kv_heads=model.tiny_kv_heads, intermediate=model.tiny_intermediate,
+                           embedding_rows=model.tiny_embedding_rows)
