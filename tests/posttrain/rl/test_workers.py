@@ -66,6 +66,10 @@ def _batch(n: int = 7) -> tuple[list[Rollout], torch.Tensor]:
     return ro, torch.randn(n, generator=g)
 
 
+def _sums(tensors) -> dict[str, float]:
+    return {name: float(t.double().sum()) for name, t in tensors}
+
+
 class _SlowRank0(PolicyWorker):
     """A worker whose rank 0 sleeps in `nap` (a hang, as the driver sees it); otherwise a PolicyWorker."""
 
@@ -95,6 +99,7 @@ def test_two_workers_update_equals_the_single_process_update(request, ray_cluste
     try:
         got = group.update(rollouts, adv, torch.Generator().manual_seed(0))
         params = group.state_dict()
+        streamed = group.push_weights(_sums)  # what a streamed sender sees, one full tensor at a time
     finally:
         if strategy != "fsdp":
             group.close()
@@ -107,6 +112,7 @@ def test_two_workers_update_equals_the_single_process_update(request, ray_cluste
     assert worst < 1e-5, worst
     assert got.metrics["rl/grad_norm"] == pytest.approx(ref.metrics["rl/grad_norm"], rel=1e-4)
     assert got.metrics["rl/loss"] == pytest.approx(ref.metrics["rl/loss"], abs=1e-5)
+    assert streamed == {k: pytest.approx(float(v.double().sum())) for k, v in params.items()}
 
 
 def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ray_cluster, tiny_model, tiny_task,
