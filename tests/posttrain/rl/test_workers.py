@@ -203,6 +203,7 @@ def test_sigkill_of_a_worker_mid_run_stops_the_run_and_resume_finishes_it(tiny_m
     assert summary["steps"] == 5 and summary["final_model"]
 
 
+@pytest.mark.slow  # ~1 min (an engine start); the CI step with 2 workers uses the in-process generator
 @pytest.mark.engine
 def test_two_fsdp_workers_sync_a_vllm_engine(tiny_model, tiny_task, tmp_path):
     """The real path: 2 FSDP workers train, a vLLM engine in a Ray actor samples and receives the
