@@ -197,10 +197,25 @@ def test_sigkill_of_a_worker_mid_run_stops_the_run_and_resume_finishes_it(tiny_m
     out = victim.stdout.read().decode()
     assert time.time() - t0 < 150, "the run must stop within trainer.timeout_s"
     assert "trainer worker rank" in out and f"pid {workers[1].pid}" in out, out[-3000:]
+    killed_at = int(latest.read_text().strip().split("-")[1].split(".")[0])
     resumed = _run_cli(["--resume", str(run)])
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["final_model"]
+    # the sharded checkpoint restored model, optimizer, schedule, RNG and data position: the steps after
+    # the kill match an uninterrupted run
+    ref = _run_cli([*ov, "--run-dir", str(tmp_path / "ref")])
+    assert ref.wait(timeout=600) == 0, ref.stdout.read().decode()[-3000:]
+
+    def by_step(d):
+        return {l["step"]: l for l in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                if "reward/mean" in l}
+
+    a, b = by_step(tmp_path / "ref"), by_step(run)
+    for step in range(killed_at + 1, 6):
+        assert b[step]["reward/mean"] == pytest.approx(a[step]["reward/mean"], abs=1e-9), step
+        if "rl/loss" in a[step]:
+            assert b[step]["rl/loss"] == pytest.approx(a[step]["rl/loss"], abs=1e-5), step
 
 
 @pytest.mark.slow  # ~1 min (an engine start); the CI step with 2 workers uses the in-process generator
