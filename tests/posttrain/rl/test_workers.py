@@ -70,6 +70,21 @@ def _sums(tensors) -> dict[str, float]:
     return {name: float(t.double().sum()) for name, t in tensors}
 
 
+def test_workers_refuse_an_image_text_model_before_starting(tiny_task, tmp_path):
+    import json
+
+    from posttrain.core.config import ConfigError
+    from posttrain.rl import trainer as rl
+
+    vlm = tmp_path / "vlm"
+    vlm.mkdir()
+    (vlm / "config.json").write_text(json.dumps({"model_type": "idefics3", "vision_config": {}}))
+    cfg = load_config(Config, None, [f"model.path={vlm}", f"data.train={tiny_task[0]}", "rollout.backend=hf",
+                                     "trainer.strategy=fsdp", "trainer.num_workers=2"])
+    with pytest.raises(ConfigError, match="trainer.strategy=fsdp trains text models only"):
+        rl.GSPOTrainer(cfg, tmp_path / "run")
+
+
 class _SlowRank0(PolicyWorker):
     """A worker whose rank 0 sleeps in `nap` (a hang, as the driver sees it); otherwise a PolicyWorker."""
 
