@@ -280,3 +280,34 @@ def test_two_fsdp_workers_train_like_the_single_process(tiny_model, tiny_task, t
     for a, b in zip(single, fsdp):
         if "rl/loss" in a:
             assert b["rl/loss"] == pytest.approx(a["rl/loss"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_workers_spread_over_two_ray_nodes_give_the_same_update(tiny_model):
+    """trainer.placement=strict_spread on a two-node local Ray cluster (head + 1 node, 1 CPU each):
+    one worker per node, and the update still equals the single-process one."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, namespace="test-spread")
+    try:
+        rollouts, adv = _batch()
+        local = LocalPolicy(_cfg(tiny_model), str(tiny_model), "float32", pad_id=0)
+        local.update(rollouts, adv, torch.Generator().manual_seed(0))
+        group = WorkerGroup(_cfg(tiny_model, "trainer.strategy=fsdp", "trainer.num_workers=2",
+                                 "trainer.placement=strict_spread"), str(tiny_model), "float32", pad_id=0)
+        try:
+            placed = ray.get([w.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+                              for w in group.workers])
+            group.update(rollouts, adv, torch.Generator().manual_seed(0))
+            params = group.state_dict()
+        finally:
+            group.close()
+        assert len(set(placed)) == 2  # one worker on each node
+        want = local.state_dict()
+        assert max(float((params[k] - want[k]).abs().max()) for k in want) < 1e-5
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
