@@ -119,6 +119,9 @@ class GSPOTrainer:
         self.sampler = PromptSampler(len(self.rows), cfg.data.seed, cfg.data.shuffle, dataset_fingerprint(self.rows))
         self.step, self.bad_steps, self.wall_offset = 0, 0, 0.0
         ckpt = latest_checkpoint(self.run.checkpoints) if resume else None
+        if cfg.trainer.distributed and is_image_text_model(cfg.model.path):
+            raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} trains text models only for now; "
+                              "use trainer.strategy=single for an image-text model")
         # bf16 (given or chosen by `auto`) trains mixed precision: fp32 weights, bf16 autocast compute
         self.precision = resolve_dtype(cfg.model.dtype, cfg.model.device)
         self.engine_precision = engine_dtype(cfg.rollout.backend, cfg.engine, cfg.model.device)
@@ -134,9 +137,6 @@ class GSPOTrainer:
         # image-text models: the processor encodes media prompts, builds pixel inputs, and is saved with the model
         self.processor = (load_processor(model_path, cfg.model.trust_remote_code)
                           if is_image_text_model(model_path) else None)
-        if self.processor is not None and cfg.trainer.distributed:
-            raise ConfigError(f"trainer.strategy={cfg.trainer.strategy} trains text models only for now; "
-                              "use trainer.strategy=single for an image-text model")
         self.torch_gen = torch.Generator().manual_seed(cfg.train.seed)
         self.scorer = Scorer.from_config(cfg.reward)
         self.eval_scorer = Scorer.from_config(cfg.eval.reward, max_failed_fraction=1.0)  # an eval never aborts

@@ -160,6 +160,16 @@ class PolicyWorker:
             full = (t.full_tensor() if hasattr(t, "full_tensor") else t).detach()
             yield name, full.cpu() if self.rank == 0 else full  # the other ranks drop theirs at once
 
+    def push_weights(self, send: Callable[[Iterator[tuple[str, torch.Tensor]]], Any]) -> Any:
+        """Rank 0 hands the full tensors, one at a time, to `send` (e.g. a streamed sender to the
+        engines) and returns what it returns; the other ranks take part in each gather."""
+        tensors = self.full_tensors()
+        if self.rank == 0:
+            return send(tensors)
+        for _ in tensors:
+            pass
+        return None
+
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         out = {}
         for name, t in self.full_tensors():
@@ -306,6 +316,11 @@ class WorkerGroup:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.call("full_state_dict")[0]
+
+    def push_weights(self, send: Callable[[Iterator[tuple[str, torch.Tensor]]], Any]) -> Any:
+        """`send(iter of (name, full tensor))` on rank 0, the gathers streamed layer by layer: the
+        hook for a weight sync that does not build the whole state dict (rank 0's result)."""
+        return self.call("push_weights", send)[0]
 
     def last_lr(self) -> float:
         return self.call("last_lr")[0]

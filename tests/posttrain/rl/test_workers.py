@@ -66,6 +66,25 @@ def _batch(n: int = 7) -> tuple[list[Rollout], torch.Tensor]:
     return ro, torch.randn(n, generator=g)
 
 
+def _sums(tensors) -> dict[str, float]:
+    return {name: float(t.double().sum()) for name, t in tensors}
+
+
+def test_workers_refuse_an_image_text_model_before_starting(tiny_task, tmp_path):
+    import json
+
+    from posttrain.core.config import ConfigError
+    from posttrain.rl import trainer as rl
+
+    vlm = tmp_path / "vlm"
+    vlm.mkdir()
+    (vlm / "config.json").write_text(json.dumps({"model_type": "idefics3", "vision_config": {}}))
+    cfg = load_config(Config, None, [f"model.path={vlm}", f"data.train={tiny_task[0]}", "rollout.backend=hf",
+                                     "trainer.strategy=fsdp", "trainer.num_workers=2"])
+    with pytest.raises(ConfigError, match="trainer.strategy=fsdp trains text models only"):
+        rl.GSPOTrainer(cfg, tmp_path / "run")
+
+
 class _SlowRank0(PolicyWorker):
     """A worker whose rank 0 sleeps in `nap` (a hang, as the driver sees it); otherwise a PolicyWorker."""
 
@@ -95,6 +114,7 @@ def test_two_workers_update_equals_the_single_process_update(request, ray_cluste
     try:
         got = group.update(rollouts, adv, torch.Generator().manual_seed(0))
         params = group.state_dict()
+        streamed = group.push_weights(_sums)  # what a streamed sender sees, one full tensor at a time
     finally:
         if strategy != "fsdp":
             group.close()
@@ -107,6 +127,7 @@ def test_two_workers_update_equals_the_single_process_update(request, ray_cluste
     assert worst < 1e-5, worst
     assert got.metrics["rl/grad_norm"] == pytest.approx(ref.metrics["rl/grad_norm"], rel=1e-4)
     assert got.metrics["rl/loss"] == pytest.approx(ref.metrics["rl/loss"], abs=1e-5)
+    assert streamed == {k: pytest.approx(float(v.double().sum())) for k, v in params.items()}
 
 
 def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ray_cluster, tiny_model, tiny_task,
@@ -191,12 +212,28 @@ def test_sigkill_of_a_worker_mid_run_stops_the_run_and_resume_finishes_it(tiny_m
     out = victim.stdout.read().decode()
     assert time.time() - t0 < 150, "the run must stop within trainer.timeout_s"
     assert "trainer worker rank" in out and f"pid {workers[1].pid}" in out, out[-3000:]
+    killed_at = int(latest.read_text().strip().split("-")[1].split(".")[0])
     resumed = _run_cli(["--resume", str(run)])
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read().decode()[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 5 and summary["final_model"]
+    # the sharded checkpoint restored model, optimizer, schedule, RNG and data position: the steps after
+    # the kill match an uninterrupted run
+    ref = _run_cli([*ov, "--run-dir", str(tmp_path / "ref")])
+    assert ref.wait(timeout=600) == 0, ref.stdout.read().decode()[-3000:]
+
+    def by_step(d):
+        return {l["step"]: l for l in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+                if "reward/mean" in l}
+
+    a, b = by_step(tmp_path / "ref"), by_step(run)
+    for step in range(killed_at + 1, 6):
+        assert b[step]["reward/mean"] == pytest.approx(a[step]["reward/mean"], abs=1e-9), step
+        if "rl/loss" in a[step]:
+            assert b[step]["rl/loss"] == pytest.approx(a[step]["rl/loss"], abs=1e-5), step
 
 
+@pytest.mark.slow  # ~1 min (an engine start); the CI step with 2 workers uses the in-process generator
 @pytest.mark.engine
 def test_two_fsdp_workers_sync_a_vllm_engine(tiny_model, tiny_task, tmp_path):
     """The real path: 2 FSDP workers train, a vLLM engine in a Ray actor samples and receives the
@@ -243,3 +280,34 @@ def test_two_fsdp_workers_train_like_the_single_process(tiny_model, tiny_task, t
     for a, b in zip(single, fsdp):
         if "rl/loss" in a:
             assert b["rl/loss"] == pytest.approx(a["rl/loss"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_workers_spread_over_two_ray_nodes_give_the_same_update(tiny_model):
+    """trainer.placement=strict_spread on a two-node local Ray cluster (head + 1 node, 1 CPU each):
+    one worker per node, and the update still equals the single-process one."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, namespace="test-spread")
+    try:
+        rollouts, adv = _batch()
+        local = LocalPolicy(_cfg(tiny_model), str(tiny_model), "float32", pad_id=0)
+        local.update(rollouts, adv, torch.Generator().manual_seed(0))
+        group = WorkerGroup(_cfg(tiny_model, "trainer.strategy=fsdp", "trainer.num_workers=2",
+                                 "trainer.placement=strict_spread"), str(tiny_model), "float32", pad_id=0)
+        try:
+            placed = ray.get([w.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id())
+                              for w in group.workers])
+            group.update(rollouts, adv, torch.Generator().manual_seed(0))
+            params = group.state_dict()
+        finally:
+            group.close()
+        assert len(set(placed)) == 2  # one worker on each node
+        want = local.state_dict()
+        assert max(float((params[k] - want[k]).abs().max()) for k in want) < 1e-5
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
