@@ -1,6 +1,12 @@
 """Offline visual tasks: PIL-drawn images and frame sequences, with answers and five hint levels.
 
-Three kinds, each verified by `exact` (the answer is an integer string):
+Four kinds, each verified by `exact` (the answer is an integer string):
+- `visual-quadrants`: one image split in a 2x2 grid; each quarter is empty or holds one filled
+  shape. "How many red shapes are in the image?" (0-4). At difficulty d shapes of up to d - 1
+  other colours are distractors. Built for the tiny Idefics3 model: a 56-px image becomes
+  2x2 visual tokens (patch 14, pixel shuffle 2), one per quarter, so the answer is a sum over
+  what each token sees. Free-placed circles (`visual-count`) straddle the tokens, and the tiny
+  model's SFT only learned to answer the most common count (docs/multimodal.md).
 - `visual-count`: one image with a few filled circles (and, at higher difficulty, squares that
   do not count): "How many circles are in the image?"
 - `visual-add`: two images with circles: "How many circles are in the two images together?"
@@ -29,7 +35,7 @@ from PIL import Image, ImageDraw
 from posttrain.core.data import write_jsonl
 from posttrain.tasks.addition import split_rows
 
-KINDS = ("visual-count", "visual-add", "visual-video")
+KINDS = ("visual-quadrants", "visual-count", "visual-add", "visual-video")
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 160, 20), (150, 50, 180)]
 
 
@@ -137,7 +143,44 @@ def video_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media
             "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)], "task": "visual-video"}
 
 
-MAKERS = {"visual-count": count_row, "visual-add": add_row, "visual-video": video_row}
+TARGET = COLOURS[0]  # red: the colour visual-quadrants counts
+QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
+
+
+def quadrant_scene(rng: random.Random, cells: list[tuple[int, int, int] | None], size: int) -> Image.Image:
+    """A white image whose quarter i holds a filled shape of colour cells[i] (None: empty)."""
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    half = size // 2
+    for i, colour in enumerate(cells):
+        if colour is None:
+            continue
+        r = rng.randint(max(3, half * 2 // 7), max(3, half * 3 // 7))  # 8-12 px in a 28-px quarter
+        cx = (i % 2) * half + rng.randint(r + 1, half - r - 1)
+        cy = (i // 2) * half + rng.randint(r + 1, half - r - 1)
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    return img
+
+
+def quadrants_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
+                  base_dir: Path) -> dict[str, Any]:
+    n = rng.randint(0, 4)  # uniform answer: the most common answer is right on ~20% of rows
+    red = set(rng.sample(range(4), n))
+    others = COLOURS[1:lv["distractors"] + 1]
+    cells = [TARGET if i in red else (rng.choice(others) if others and rng.random() < 0.5 else None)
+             for i in range(4)]
+    img = quadrant_scene(rng, cells, size)
+    top, bottom = len(red & {0, 1}), len(red & {2, 3})
+    pieces = ["count only the red shapes" + (", not the shapes of other colours" if others else ""),
+              "each quarter of the image holds at most one shape; count the top half, then the bottom half, and add",
+              f"the top half has {top}", f"the bottom half has {bottom}",
+              f"{top} + {bottom} = {n}. The answer is {n}"]
+    return {"id": rid, "prompt": "<image>How many red shapes are in the image?", "answer": str(n),
+            "images": [_save(img, media_dir, f"{rid}.png", base_dir)],
+            "hints": ["Hint: " + "; ".join(pieces[:k]) + "." for k in range(1, 6)], "task": "visual-quadrants"}
+
+
+MAKERS = {"visual-quadrants": quadrants_row, "visual-count": count_row, "visual-add": add_row, "visual-video": video_row}
 
 
 def make_visual_rows(kind: str, n: int, base_dir: str | Path, difficulty: int = 2, seed: int = 0,
