@@ -226,3 +226,15 @@ def write_visual_task(kind: str, out: Path, n: int, difficulty: int = 2, seed: i
         write_jsonl(eval_out, relocate(held, out.parent, Path(eval_out).parent))
     write_jsonl(out, rows)
     return len(rows), len(held)
+
+
+DEMO_KIND, DEMO_DIFFICULTY = "visual-quadrants", 3
+
+
+def make_visual_demo_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
+    """`make demo-vision`'s task (visual-quadrants, difficulty 3: two distractor colours) in
+    OUT/train.jsonl and OUT/eval.jsonl; the held-out rows' images are drawn apart, never trained on."""
+    out = Path(out)
+    write_visual_task(DEMO_KIND, out / "train.jsonl", n_train, DEMO_DIFFICULTY, seed,
+                      eval_out=out / "eval.jsonl", n_eval=n_eval)
+    return out / "train.jsonl", out / "eval.jsonl"
