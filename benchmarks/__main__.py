@@ -15,7 +15,7 @@ from benchmarks.model import make_bench_model
 from benchmarks.stats import bf16_skips, load_results, loadavg, machine_info, merge_workload, write_results
 from posttrain.core.devices import cpu_summary, resolve_dtype
 
-WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation")
+WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation", "slowfast")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -112,6 +112,11 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
 
         return memory.run(out / "memory", sizes, skip_demo=args.skip_demo, quick=args.quick,
                           sft_steps=args.demo_sft_steps, rl_steps=args.demo_rl_steps)
+
+    if name == "slowfast":
+        from benchmarks import slowfast
+
+        return slowfast.run(out / "slowfast", sizes, quick=args.quick)
 
     model_dir, params = make_bench_model(out / "model")
     if name == "rollout":
