@@ -1,8 +1,9 @@
 """SlowFast vs uniform frame sampling at an equal visual token budget (issue 15, item 8).
 
-Task: `visual-video` (how many times did the dot move?), whose answer lives in the frames where
-something changes. One tiny Idefics3 model is SFT'd on training clips, each encoded one of three
-ways (a third each): SlowFast (every frame, with a `<slow t>` or `<fast t>` marker from
+Task: `visual-video-quadrants` (how many times did the dot move? The dot jumps between quarters
+of the frame, one visual token each on the tiny model), whose answer lives in the frames where
+something changes; `kind` can be `visual-video` (the dot anywhere). One tiny Idefics3 model is
+SFT'd on training clips, each encoded one of three ways (a third each): SlowFast (every frame, with a `<slow t>` or `<fast t>` marker from
 core/video.plan_clip), and uniform sampling of all frames or of half of them (every kept frame
 marked as core/video.uniform_plan marks them). The same model then answers the held-out clips
 under each encoding, greedily; tokens per clip are visual tokens (from the processor's own
@@ -74,7 +75,8 @@ def encode(row: dict[str, Any], mode: str, count, text_tokens) -> tuple[dict[str
              "images": [paths[i] for i, _, _ in kept]}, tokens)
 
 
-def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 0) -> tuple[dict, dict]:
+def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 0,
+        kind: str = "visual-video-quadrants") -> tuple[dict, dict]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from rollouts.evaluate import hf_greedy_eval
@@ -82,8 +84,8 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 
     n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 200)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
-    if not (data / "eval.jsonl").is_file():
-        write_visual_task("visual-video", data / "clips.jsonl", n_train, difficulty, seed,
+    if not (data / "eval_clips.jsonl").is_file():
+        write_visual_task(kind, data / "clips.jsonl", n_train, difficulty, seed,
                           eval_out=data / "eval_clips.jsonl", n_eval=n_eval)
     clips, held = load_rows(data / "clips.jsonl"), load_rows(data / "eval_clips.jsonl")  # absolute frame paths
     model_dir = out / "vlm"
@@ -126,7 +128,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 
         "slowfast_token_fraction_at_equal_accuracy":
             round(sf["tokens_per_clip"] / matched[0]["tokens_per_clip"], 4) if matched else None,
     }
-    details = {"task": f"visual-video difficulty {difficulty}", "frames": n_frames, "train_clips": len(train),
+    details = {"task": f"{kind} difficulty {difficulty}", "frames": n_frames, "train_clips": len(train),
                "eval_clips": len(held), "sft_steps": steps, "per_mode": per_mode,
                "equal_budget_uniform_tokens": equal_budget["tokens_per_clip"],
                "caveat": "Idefics3: every frame costs the same tokens at any size; SlowFast saves no tokens here"}

@@ -34,7 +34,8 @@ def _not_white(a):
     return (a < 200).any(axis=-1)
 
 
-@pytest.mark.parametrize("kind", ["visual-quadrants", "visual-count", "visual-add", "visual-video"])
+@pytest.mark.parametrize("kind", ["visual-quadrants", "visual-count", "visual-add", "visual-video",
+                                  "visual-video-quadrants"])
 def test_rows_load_through_the_contract_with_five_cumulative_hints(tmp_path, kind):
     train, held = write_visual_task(kind, tmp_path / "d" / "train.jsonl", 12, difficulty=3, seed=1,
                                     eval_out=tmp_path / "e" / "eval.jsonl", n_eval=4)
@@ -81,8 +82,9 @@ def test_quadrant_answers_are_the_quarters_holding_red(tmp_path, size):
     assert answers == {"0", "1", "2", "3", "4"} and distractors > 0
 
 
-def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path):
-    rows = make_visual_rows("visual-video", 15, tmp_path, difficulty=3, seed=2)
+@pytest.mark.parametrize("kind", ["visual-video", "visual-video-quadrants"])
+def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path, kind):
+    rows = make_visual_rows(kind, 15, tmp_path, difficulty=3, seed=2)
     assert {len(r["video"]["frames"]) for r in rows} == {10}
     answers = set()
     for r in rows:
@@ -90,6 +92,11 @@ def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path):
         frames, times = load_video(video)
         changed = sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
         assert changed == int(r["answer"]) and times[1] == 0.5
+        if kind == "visual-video-quadrants":  # the dot is inside one quarter, a move changes the quarter
+            quarters = [tuple(bool((f[y:y + 28, x:x + 28] < 200).any()) for y in (0, 28) for x in (0, 28))
+                        for f in frames]
+            assert all(sum(q) == 1 for q in quarters)
+            assert sum(a != b for a, b in zip(quarters, quarters[1:])) == changed
         assert sum(classify_frames(frames)) == 1 + changed  # every move is a slow frame, the rest fast
         answers.add(r["answer"])
     assert len(answers) >= 3  # the answer varies
