@@ -4,10 +4,10 @@ Task: `visual-video-quadrants` (how many times did the dot move? The dot jumps b
 of the frame, one visual token each on the tiny model), whose answer lives in the frames where
 something changes; `kind` can be `visual-video` (the dot anywhere). One tiny Idefics3 model is
 SFT'd on training clips, each encoded one of three ways (a third each): SlowFast (every frame,
-with a `<slow t>` or `<fast t>` marker from core/video.plan_clip), and uniform sampling of all frames or of half of them (every kept frame
-marked as core/video.uniform_plan marks them). The same model then answers the held-out clips
-under each encoding, greedily; tokens per clip are visual tokens (from the processor's own
-counter) plus marker tokens (from the tokenizer).
+with a `<slow t>` or `<fast t>` marker from core/video.plan_clip), and uniform sampling of all
+frames or of half of them (every kept frame marked as core/video.uniform_plan marks them). The
+same model then answers the held-out clips under each encoding, greedily; tokens per clip are
+visual tokens (from the processor's own counter) plus marker tokens (from the tokenizer).
 
 Headline keys:
 - `slowfast_minus_uniform_points`: accuracy points, SlowFast minus uniform sampling at the
