@@ -8,7 +8,7 @@ STAMP := $(VENV)/.posttrain-installed
 TORCH_CPU := torch==2.13.0+cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
-.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos cot-demo experts-demo
+.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos cot-demo experts-demo demo-vision
 
 setup: $(STAMP)
 
@@ -28,6 +28,12 @@ demo: setup
 	$(BIN)/posttrain pipeline --config configs/recipes/keye.yaml \
 		$$(test -f runs/demo/pipeline.yaml && echo --resume || echo --run-dir) runs/demo
 
+# Images: SFT -> GSPO (Ray + vLLM engines) on the visual-quadrants task with the tiny Idefics3 model;
+# writes runs/demo-vision/summary.json and report.html (docs/multimodal.md). Again = resume.
+demo-vision: setup
+	$(BIN)/posttrain pipeline --config configs/vision/demo.yaml \
+		$$(test -f runs/demo-vision/pipeline.yaml && echo --resume || echo --run-dir) runs/demo-vision
+
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
@@ -37,7 +43,7 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest -q tests
 
-# Benchmarks (docs/benchmarks.md): ~25-30 min on an idle machine; `make bench BENCH_ARGS=--quick`
+# Benchmarks (docs/benchmarks.md): ~45-50 min on an idle machine (slowfast: ~20 of them); `make bench BENCH_ARGS=--quick`
 # is a 5-minute smoke test. Sets up the venv only when there is none (a working venv is not
 # reinstalled just because pyproject.toml is newer).
 BENCH_ARGS ?=

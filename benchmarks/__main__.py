@@ -15,7 +15,8 @@ from benchmarks.model import make_bench_model
 from benchmarks.stats import bf16_skips, load_results, loadavg, machine_info, merge_workload, write_results
 from posttrain.core.devices import cpu_summary, resolve_dtype
 
-WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation", "scale")
+WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation", "scale",
+             "slowfast")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,6 +125,11 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
                          only_sizes=[x for x in args.scale_sizes.split(",") if x] or None,
                          bucket_mb=args.sync_bucket_mb, parts=tuple(x for x in args.scale_parts.split(",") if x),
                          previous=load_results(out / "results.json").get("details", {}).get("scale"))
+
+    if name == "slowfast":
+        from benchmarks import slowfast
+
+        return slowfast.run(out / "slowfast", sizes, quick=args.quick)
 
     model_dir, params = make_bench_model(out / "model")
     if name == "rollout":

@@ -64,10 +64,11 @@ class PipelineData(Section):
     eval: str | None = Field(None, description="Held-out rows for each stage's greedy accuracy.")
     demo_train_rows: int = Field(8000, ge=1, description="Demo task size when data.train is not given.")
     demo_eval_rows: int = Field(200, ge=1)
-    demo_task: Literal["addition", "experts", "cot"] = Field(
+    demo_task: Literal["addition", "experts", "cot", "visual-quadrants"] = Field(
         "addition", description="The demo task written when data.train is not given: addition; experts "
         "(addition and digit reversal in one file, rows tagged by 'task', demo_train_rows of each); or cot "
-        "(addition with reference reasoning paths, tasks/cot_addition.py).")
+        "(addition with reference reasoning paths, tasks/cot_addition.py); or visual-quadrants (images, "
+        "tasks/visual.py; pair it with model.tiny_vision).")
     seed: int = 0
 
 

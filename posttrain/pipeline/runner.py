@@ -40,6 +40,7 @@ from posttrain.tasks.addition import make_demo_data
 from posttrain.tasks.cot_addition import make_cot_data
 from posttrain.tasks.reversal import make_experts_data
 from posttrain.tasks.tiny_vision import make_tiny_from_config
+from posttrain.tasks.visual import make_visual_demo_data
 
 log = logging.getLogger(__name__)
 STATE_FILE, CONFIG_FILE = "pipeline_state.json", "pipeline.yaml"
@@ -109,7 +110,8 @@ def prepare_inputs(pipe: Config, run_dir: Path, st: Resolved) -> None:
     """Files a stage needs that the pipeline makes: the demo task, the tiny model, MPO pairs."""
     train = Path(pipe.data.train)
     if not train.is_file() and train.parent == run_dir / "data":
-        make = {"experts": make_experts_data, "cot": make_cot_data}.get(pipe.data.demo_task, make_demo_data)
+        make = {"experts": make_experts_data, "cot": make_cot_data,
+                "visual-quadrants": make_visual_demo_data}.get(pipe.data.demo_task, make_demo_data)
         make(run_dir / "data", pipe.data.demo_train_rows, pipe.data.demo_eval_rows, pipe.data.seed)
     if st.tiny_init and not (run_dir / INIT_MODEL_DIR / "config.json").is_file():
         m, tmp = st.cfg.model, run_dir / ".init_model.tmp"

@@ -7,7 +7,12 @@ attention mask so left padding does not shift positions.
 
 Image-text models: `vision` holds the processor's pixel inputs for the batch (e.g.
 `pixel_values`, `pixel_attention_mask`), passed to the model with the ids. Image tokens sit in
-the (engine-expanded) prompt, so they are never in the response mask.
+the (engine-expanded) prompt, so they are never in the response mask. A policy can still *sample*
+an image token (a barely trained one does, at temperature 1); the engine embeds it as text, but
+the model's forward would try to put an image there (`RuntimeError: Number of elements of source
+< number of ones in mask` on Idefics3). So in the forward input, response image/video tokens
+become the pad token; the sampled token's own log-prob is exact, and only later tokens of such
+a (rare, unrewarded) response see a different embedding than the engine's.
 """
 
 from __future__ import annotations
@@ -60,8 +65,9 @@ def collate(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
 def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature: float = 1.0) -> Tensor:
     """log p(response_t | prefix) for each response position, (B, R); 0 where padded."""
     P, R = batch.prompt_len, batch.response_mask.shape[1]
+    ids = _without_media_tokens(model, batch.input_ids, P) if batch.vision else batch.input_ids
     # the LM head runs only on the R + 1 last positions (the prompt's logits are never used)
-    inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+    inputs = dict(input_ids=ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                   use_cache=False, **batch.vision)
     try:
         out = model(**inputs, logits_to_keep=R + 1)
@@ -73,6 +79,22 @@ def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature:
     targets = batch.input_ids[:, P:P + R]  # (B, R)
     lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return lp * batch.response_mask
+
+
+def _without_media_tokens(model: torch.nn.Module, ids: Tensor, P: int) -> Tensor:
+    """`ids` with image/video tokens in the response columns (>= P) replaced by the pad token."""
+    cfg = getattr(model, "config", None)
+    media = [t for t in (getattr(cfg, "image_token_id", None), getattr(cfg, "video_token_id", None))
+             if isinstance(t, int)]
+    resp = ids[:, P:]
+    hit = torch.isin(resp, torch.tensor(media, dtype=ids.dtype)) if media else torch.zeros_like(resp, dtype=torch.bool)
+    if not hit.any():
+        return ids
+    pad = getattr(cfg, "pad_token_id", None)
+    pad = pad if isinstance(pad, int) else getattr(getattr(cfg, "text_config", None), "pad_token_id", 0) or 0
+    out = ids.clone()
+    out[:, P:] = resp.masked_fill(hit, pad)
+    return out
 
 
 def vision_inputs(image_processor: Any, images: Sequence[Sequence[Any]]) -> dict[str, Tensor]:

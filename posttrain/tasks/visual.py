@@ -1,6 +1,14 @@
 """Offline visual tasks: PIL-drawn images and frame sequences, with answers and five hint levels.
 
-Three kinds, each verified by `exact` (the answer is an integer string):
+Five kinds, each verified by `exact` (the answer is an integer string):
+- `visual-quadrants`: one image split in a 2x2 grid; each quarter is empty or holds one filled
+  shape. "How many red shapes are in the image?" (0-4). At difficulty d shapes of up to d - 1
+  other colours are distractors. Built for the tiny Idefics3 model: a 56-px image becomes
+  2x2 visual tokens (patch 14, pixel shuffle 2), one per quarter, so the answer is a sum over
+  what each token sees. Free-placed circles (`visual-count`) straddle the tokens, and the tiny
+  model's SFT only learned to answer the most common count (docs/multimodal.md).
+- `visual-video-quadrants`: `visual-video` with the dot centred in one quarter per frame; a move
+  is a jump to another quarter.
 - `visual-count`: one image with a few filled circles (and, at higher difficulty, squares that
   do not count): "How many circles are in the image?"
 - `visual-add`: two images with circles: "How many circles are in the two images together?"
@@ -29,7 +37,7 @@ from PIL import Image, ImageDraw
 from posttrain.core.data import write_jsonl
 from posttrain.tasks.addition import split_rows
 
-KINDS = ("visual-count", "visual-add", "visual-video")
+KINDS = ("visual-quadrants", "visual-count", "visual-add", "visual-video", "visual-video-quadrants")
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 160, 20), (150, 50, 180)]
 
 
@@ -137,7 +145,75 @@ def video_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media
             "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)], "task": "visual-video"}
 
 
-MAKERS = {"visual-count": count_row, "visual-add": add_row, "visual-video": video_row}
+TARGET = COLOURS[0]  # red: the colour visual-quadrants counts
+QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
+
+
+def quadrant_scene(rng: random.Random, cells: list[tuple[int, int, int] | None], size: int) -> Image.Image:
+    """A white image whose quarter i holds a filled shape of colour cells[i] (None: empty)."""
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    half = size // 2
+    for i, colour in enumerate(cells):
+        if colour is None:
+            continue
+        r = rng.randint(max(3, half * 2 // 7), max(3, half * 3 // 7))  # 8-12 px in a 28-px quarter
+        cx = (i % 2) * half + rng.randint(r + 1, half - r - 1)
+        cy = (i // 2) * half + rng.randint(r + 1, half - r - 1)
+        (d.ellipse if rng.random() < 0.5 else d.rectangle)((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    return img
+
+
+def quadrants_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
+                  base_dir: Path) -> dict[str, Any]:
+    n = rng.randint(0, 4)  # uniform answer: the most common answer is right on ~20% of rows
+    red = set(rng.sample(range(4), n))
+    others = COLOURS[1:lv["distractors"] + 1]
+    cells = [TARGET if i in red else (rng.choice(others) if others and rng.random() < 0.5 else None)
+             for i in range(4)]
+    img = quadrant_scene(rng, cells, size)
+    top, bottom = len(red & {0, 1}), len(red & {2, 3})
+    pieces = ["count only the red shapes" + (", not the shapes of other colours" if others else ""),
+              "each quarter of the image holds at most one shape; count the top half, then the bottom half, and add",
+              f"the top half has {top}", f"the bottom half has {bottom}",
+              f"{top} + {bottom} = {n}. The answer is {n}"]
+    return {"id": rid, "prompt": "<image>How many red shapes are in the image?", "answer": str(n),
+            "images": [_save(img, media_dir, f"{rid}.png", base_dir)],
+            "hints": ["Hint: " + "; ".join(pieces[:k]) + "." for k in range(1, 6)], "task": "visual-quadrants"}
+
+
+def quadrant_video_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
+                       base_dir: Path, fps: float = 2.0) -> dict[str, Any]:
+    """`visual-video-quadrants`: like `visual-video`, but the dot sits centred in one quarter of
+    the frame and a move is a jump to another quarter, so on the tiny Idefics3 model (one visual
+    token per quarter) a move changes which token holds the dot."""
+    n_frames = lv["frames"]
+    moves = sorted(rng.sample(range(1, n_frames), rng.randint(0, min(lv["max_moves"], n_frames - 1))))
+    half, colour, q = size // 2, rng.choice(COLOURS), rng.randrange(4)
+    r = half * 2 // 5
+    paths, where = [], []
+    for i in range(n_frames):
+        if i in moves:
+            q = rng.choice([x for x in range(4) if x != q])
+        cx, cy = (q % 2) * half + half // 2, (q // 2) * half + half // 2
+        img = Image.new("RGB", (size, size), (255, 255, 255))
+        ImageDraw.Draw(img).ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        paths.append(_save(img, media_dir, f"{rid}-f{i:02d}.png", base_dir))
+        where.append(QUADRANTS[q])
+    k = len(moves)
+    times = [f"{m / fps:.1f}s" for m in moves]
+    pieces = ["compare each frame with the one before; a move is a frame where the dot is in another quarter",
+              "most frames repeat the previous one; only the changed frames matter",
+              f"the dot starts in the {where[0]} quarter",
+              f"moves at {', '.join(times)}" if moves else "no frame differs from the first",
+              f"It moved {k} times. The answer is {k}"]
+    return {"id": rid, "prompt": "<video>How many times did the dot move?", "answer": str(k),
+            "video": {"frames": paths, "fps": fps},
+            "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)], "task": "visual-video-quadrants"}
+
+
+MAKERS = {"visual-quadrants": quadrants_row, "visual-count": count_row, "visual-add": add_row,
+          "visual-video": video_row, "visual-video-quadrants": quadrant_video_row}
 
 
 def make_visual_rows(kind: str, n: int, base_dir: str | Path, difficulty: int = 2, seed: int = 0,
@@ -183,3 +259,15 @@ def write_visual_task(kind: str, out: Path, n: int, difficulty: int = 2, seed: i
         write_jsonl(eval_out, relocate(held, out.parent, Path(eval_out).parent))
     write_jsonl(out, rows)
     return len(rows), len(held)
+
+
+DEMO_KIND, DEMO_DIFFICULTY = "visual-quadrants", 3
+
+
+def make_visual_demo_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
+    """`make demo-vision`'s task (visual-quadrants, difficulty 3: two distractor colours) in
+    OUT/train.jsonl and OUT/eval.jsonl; the held-out rows' images are drawn apart, never trained on."""
+    out = Path(out)
+    write_visual_task(DEMO_KIND, out / "train.jsonl", n_train, DEMO_DIFFICULTY, seed,
+                      eval_out=out / "eval.jsonl", n_eval=n_eval)
+    return out / "train.jsonl", out / "eval.jsonl"

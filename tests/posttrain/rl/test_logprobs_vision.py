@@ -48,3 +48,19 @@ def test_rows_with_fewer_images_are_padded_and_masked(vlm):
     v = vision_inputs(processor.image_processor, [[Image.new("RGB", (56, 56))] * 2, [Image.new("RGB", (30, 60))]])
     assert v["pixel_values"].shape[:2] == (2, 2) and v["pixel_attention_mask"][1, 1].sum() == 0
     assert set(v) == {"pixel_values", "pixel_attention_mask"}
+
+
+def test_a_sampled_image_token_in_the_response_is_scored_not_filled_with_pixels(vlm):
+    processor, model = vlm
+    ids = _prompt_ids(processor, 1)
+    image_token = model.config.image_token_id
+    resp = [image_token] + processor.tokenizer("3", add_special_tokens=False)["input_ids"]
+    batch = collate([ids], [resp], processor.tokenizer.pad_token_id)
+    batch.vision = vision_inputs(processor.image_processor, [[Image.new("RGB", (56, 56), (255, 0, 0))]])
+    with torch.no_grad():
+        lp = response_logprobs(model, batch)  # the forward would put a 5th image slot there and raise
+        logits = model(input_ids=batch.input_ids[:, :-len(resp)], attention_mask=batch.attention_mask[:, :-len(resp)],
+                       **batch.vision).logits[0, -1]
+    assert torch.isfinite(lp).all() and lp.shape == (1, len(resp))
+    torch.testing.assert_close(lp[0, 0], torch.log_softmax(logits, -1)[image_token])  # its own log-prob is exact
+    assert batch.input_ids[0, -len(resp)] == image_token  # the batch itself is unchanged

@@ -34,7 +34,8 @@ def _not_white(a):
     return (a < 200).any(axis=-1)
 
 
-@pytest.mark.parametrize("kind", ["visual-count", "visual-add", "visual-video"])
+@pytest.mark.parametrize("kind", ["visual-quadrants", "visual-count", "visual-add", "visual-video",
+                                  "visual-video-quadrants"])
 def test_rows_load_through_the_contract_with_five_cumulative_hints(tmp_path, kind):
     train, held = write_visual_task(kind, tmp_path / "d" / "train.jsonl", 12, difficulty=3, seed=1,
                                     eval_out=tmp_path / "e" / "eval.jsonl", n_eval=4)
@@ -59,8 +60,31 @@ def test_count_answers_match_the_drawn_circles(tmp_path):
     assert shapes_total > sum(int(r["answer"]) for r in rows)  # difficulty 4 draws distractor squares
 
 
-def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path):
-    rows = make_visual_rows("visual-video", 15, tmp_path, difficulty=3, seed=2)
+def _red(a):
+    return (a[..., 0] > 200) & (a[..., 1] < 80) & (a[..., 2] < 80)
+
+
+@pytest.mark.parametrize("size", [56, 112])
+def test_quadrant_answers_are_the_quarters_holding_red(tmp_path, size):
+    rows = make_visual_rows("visual-quadrants", 60, tmp_path, difficulty=5, seed=3, image_size=size)
+    answers, distractors = set(), 0
+    for r in rows:
+        a = np.asarray(load_image(str(tmp_path / r["images"][0]))).astype(int)
+        h = size // 2
+        quarters = [a[y:y + h, x:x + h] for y in (0, h) for x in (0, h)]
+        red = [bool(_red(q).any()) for q in quarters]
+        assert all(_blobs(q, _not_white) <= 1 for q in quarters)  # at most one shape, inside its quarter
+        assert _blobs(a, _red) == sum(red) == int(r["answer"])
+        assert r["hints"][2].endswith(f"the top half has {sum(red[:2])}.")
+        assert r["hints"][3].endswith(f"the bottom half has {sum(red[2:])}.")
+        answers.add(r["answer"])
+        distractors += _blobs(a, _not_white) - sum(red)
+    assert answers == {"0", "1", "2", "3", "4"} and distractors > 0
+
+
+@pytest.mark.parametrize("kind", ["visual-video", "visual-video-quadrants"])
+def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path, kind):
+    rows = make_visual_rows(kind, 15, tmp_path, difficulty=3, seed=2)
     assert {len(r["video"]["frames"]) for r in rows} == {10}
     answers = set()
     for r in rows:
@@ -68,6 +92,11 @@ def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path):
         frames, times = load_video(video)
         changed = sum(not np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
         assert changed == int(r["answer"]) and times[1] == 0.5
+        if kind == "visual-video-quadrants":  # the dot is inside one quarter, a move changes the quarter
+            quarters = [tuple(bool((f[y:y + 28, x:x + 28] < 200).any()) for y in (0, 28) for x in (0, 28))
+                        for f in frames]
+            assert all(sum(q) == 1 for q in quarters)
+            assert sum(a != b for a, b in zip(quarters, quarters[1:])) == changed
         assert sum(classify_frames(frames)) == 1 + changed  # every move is a slow frame, the rest fast
         answers.add(r["answer"])
     assert len(answers) >= 3  # the answer varies
