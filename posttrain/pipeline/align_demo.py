@@ -22,8 +22,9 @@ from typing import Any
 
 from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
-from posttrain.core.run_dir import RunDir
+from posttrain.core.run_dir import RunDir, atomic_write_text
 from posttrain.phases import sft
+from posttrain.pipeline.spread import merge_seeds
 from posttrain.rl import align
 from posttrain.tasks.instructions import instruction_texts, make_align_data, sft_rows
 from posttrain.tasks.tiny import make_tiny_model
@@ -49,11 +50,11 @@ def make_data(out: Path, seed: int = 0, copies: int = 20, styled_fraction: float
     return paths
 
 
-def make_model(data: dict[str, Path], out: Path) -> Path:
+def make_model(data: dict[str, Path], out: Path, seed: int = 0) -> Path:
     if (out / "config.json").is_file():
         return out
     rows = load_rows(data["sft"]) + load_rows(data["train"])
-    return make_tiny_model(rows, out, hidden=128, layers=4, heads=2, head_dim=64, vocab_size=512, seed=0,
+    return make_tiny_model(rows, out, hidden=128, layers=4, heads=2, head_dim=64, vocab_size=512, seed=seed,
                            extra_texts=instruction_texts())
 
 
@@ -67,6 +68,8 @@ def run_align(data: dict[str, Path], sft_model: Path, out: Path, overrides: list
     cfg = load_config(align.Config, ALIGN_YAML, [f"model.path={sft_model}", f"data.train={data['train']}",
                                                  f"data.eval={data['eval']}",
                                                  f"eval.extra_evals=[{{name: task_accuracy, data: '{data['task']}', "
+                                                 "reward: 'posttrain.tasks.instructions:final_number'}, "
+                                                 f"{{name: constrained_task_accuracy, data: '{data['eval']}', "
                                                  "reward: 'posttrain.tasks.instructions:final_number'}]",
                                                  *overrides])
     return align.run(cfg, out)
@@ -77,15 +80,18 @@ def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides
     run = RunDir(run_dir, "align-demo")
     t0 = time.monotonic()
     data = make_data(run.path / "data", seed)
-    init = make_model(data, run.path / "init_model")
+    init = make_model(data, run.path / "init_model", seed)
     sft_model = run.path / "sft" / "final"
     if not (sft_model / "config.json").is_file():
-        run_sft(data, init, run.path / "sft", list(sft_overrides))
+        run_sft(data, init, run.path / "sft", [f"data.seed={seed}", f"train.seed={seed}", *sft_overrides])
     t1 = time.monotonic()
-    a = run_align(data, sft_model, run.path / "align", list(align_overrides))
+    a = run_align(data, sft_model, run.path / "align", [f"train.seed={seed}", *align_overrides])
     summary = {
+        "seed": seed,
         "constraint_rate_before": a["constraint_rate_before"], "constraint_rate_after": a["constraint_rate_after"],
         "task_accuracy_before": a["task_accuracy_before"], "task_accuracy_after": a["task_accuracy_after"],
+        "constrained_task_accuracy_before": a.get("constrained_task_accuracy_before"),
+        "constrained_task_accuracy_after": a.get("constrained_task_accuracy_after"),
         "prompt_strict_before": a.get("prompt_strict_before"), "prompt_strict_after": a.get("prompt_strict_after"),
         "guard": a.get("guard"), "steps": a.get("steps"), "interrupted": a.get("interrupted"),
         "sft_model": str(sft_model), "final_model": a["final_model"],
@@ -97,20 +103,43 @@ def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides
     return summary
 
 
+def run_seeds(run_dir: str | Path, seeds: list[int], sft_overrides: list[str] = (),
+              align_overrides: list[str] = ()) -> dict[str, Any]:
+    """The demo once per seed in RUN_DIR/seed-N (data, tiny-model init, SFT and RL seeds), then
+    RUN_DIR/summary.json from `merge_seeds`."""
+    per_seed = [run_demo(Path(run_dir) / f"seed-{s}", sft_overrides, align_overrides, s) for s in seeds]
+    summary = merge_seeds(per_seed)
+    atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run-dir", default="runs/align-demo")
     p.add_argument("--sft", action="append", default=[], help="key=value override of the SFT stage")
     p.add_argument("--align", action="append", default=[], help="key=value override of the align stage")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", help="run once per seed in RUN_DIR/seed-N; summary.json "
+                   "holds the means and `seeds`, the per-seed summaries")
     args = p.parse_args(argv)
-    s = run_demo(args.run_dir, args.sft, args.align, args.seed)
+    if args.seeds:
+        s = run_seeds(args.run_dir, args.seeds, args.sft, args.align)
+    else:
+        s = run_demo(args.run_dir, args.sft, args.align, args.seed)
     print(json.dumps(s, indent=2))
+    for one in s.get("seeds", [s]):
+        print(headline(one))
+
+
+def headline(s: dict[str, Any]) -> str:
     cb, ca = s["constraint_rate_before"], s["constraint_rate_after"]
     tb, ta = s["task_accuracy_before"], s["task_accuracy_after"]
-    if None not in (cb, ca, tb, ta):
-        print(f"\nheld-out constraint rate {cb:.1%} -> {ca:.1%} ({(ca - cb) * 100:+.1f} points); "
-              f"task accuracy {tb:.1%} -> {ta:.1%} ({(ta - tb) * 100:+.1f} points)")
+    ka = s.get("constrained_task_accuracy_after")
+    if None in (cb, ca, tb, ta):
+        return f"seed {s.get('seed')}: incomplete"
+    return (f"seed {s.get('seed')}: held-out constraint rate {cb:.1%} -> {ca:.1%} ({(ca - cb) * 100:+.1f} points); "
+            f"task accuracy {tb:.1%} -> {ta:.1%} ({(ta - tb) * 100:+.1f} points); constrained answers correct "
+            f"{ka if ka is None else f'{ka:.1%}'}")
 
 
 if __name__ == "__main__":

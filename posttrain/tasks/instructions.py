@@ -245,6 +245,41 @@ def task_answer(completion: str, sample: dict) -> float:
     return final_number(completion, sample)
 
 
+@reward("clean_answer")
+def clean_answer(completion: str, sample: dict) -> float:
+    """The task reward with a format check: on a plain task row (`constraints: []`) the exact
+    answer; on a constrained row, the answer as the completion's only integer.
+
+    `final_number` (last integer) pays `<<Sum>> total 9"equals8""8"8"8` for a sum of 8: runs
+    of stray digits up to `max_new_tokens` keep their reward and spread. One integer, the
+    right one, is what a fluent constrained answer carries.
+
+    >>> row = {"answer": "8", "constraints": [{"id": "startend:quotation", "kwargs": {}}]}
+    >>> clean_answer('"<<Sum>> total 8 Done"', row), clean_answer('<<Sum>> total 9"equals8', row)
+    (1.0, 0.0)
+    >>> clean_answer('"8"', {"answer": "8", "constraints": []})
+    0.0
+    """
+    if sample.get("constraints") == []:
+        return task_answer(completion, sample)
+    if "answer" not in sample:
+        raise KeyError("sample has no 'answer' field")
+    nums = _INT_RE.findall(completion)
+    return float(len(nums) == 1 and int(nums[0]) == int(str(sample["answer"]).strip()))
+
+
+@reward("constraints_if_correct")
+def constraints_if_correct(completion: str, sample: dict) -> float:
+    """`constraints_met` paid only when `clean_answer` is 1: credit for the instruction only
+    with the task answered, so meeting constraints cannot buy back a wrong or garbled sum.
+
+    >>> row = {"answer": "8", "constraints": [{"id": "startend:quotation", "kwargs": {}}]}
+    >>> constraints_if_correct('"8"', row), constraints_if_correct('"9"', row), constraints_if_correct('8', row)
+    (1.0, 0.0, 0.0)
+    """
+    return constraints_met(completion, sample) * clean_answer(completion, sample)
+
+
 def make_align_data(digits: int = 1, terms: int = 2, n_problems: int | None = None, n_eval_problems: int = 20,
                     train_variants: int = 8, eval_variants: int = 5, task_copies: int = 4, seed: int = 0,
                     families: tuple[str, ...] = DEFAULT_FAMILIES, soft_prob: float = 0.0
