@@ -24,7 +24,7 @@ from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
 from posttrain.core.run_dir import RunDir, atomic_write_text
 from posttrain.phases import sft
-from posttrain.pipeline.spread import merge_seeds
+from posttrain.pipeline.spread import machine, merge_seeds
 from posttrain.rl import align
 from posttrain.tasks.instructions import instruction_texts, make_align_data, sft_rows
 from posttrain.tasks.tiny import make_tiny_model
@@ -121,14 +121,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed in RUN_DIR/seed-N; summary.json "
                    "holds the means and `seeds`, the per-seed summaries")
+    p.add_argument("--results", type=Path, help="also write the summary, without this machine's paths and "
+                   "with the CPU and commit, here (a committed file the README tables are generated from)")
     args = p.parse_args(argv)
     if args.seeds:
         s = run_seeds(args.run_dir, args.seeds, args.sft, args.align)
     else:
         s = run_demo(args.run_dir, args.sft, args.align, args.seed)
     print(json.dumps(s, indent=2))
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.results, json.dumps(results_record(s, args), indent=2) + "\n")
     for one in s.get("seeds", [s]):
         print(headline(one))
+
+
+LOCAL = ("sft_model", "final_model", "data")
+
+
+def results_record(summary: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The summary as a committed results file: local paths dropped, the command and machine added."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in LOCAL}  # noqa: E731
+    out = strip(summary)
+    if "seeds" in out:
+        out["seeds"] = [strip(x) for x in out["seeds"]]
+    cmd = "python -m posttrain.pipeline.align_demo " + (f"--seeds {' '.join(map(str, args.seeds))}" if args.seeds
+                                                         else f"--seed {args.seed}")
+    return {"command": cmd, "overrides": {"sft": args.sft, "align": args.align}, "machine": machine(), **out}
 
 
 def headline(s: dict[str, Any]) -> str:
