@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
 from posttrain.core.run_dir import RunDir, atomic_write_text
@@ -39,11 +41,15 @@ SFT_OVERRIDES = ["optim.lr=3e-3", "optim.warmup_steps=50", "optim.scheduler=cosi
                  "eval.every=0", "eval.max_rows=100", "eval.max_new_tokens=16", "sft.completion_only_loss=true"]
 
 
-def make_data(out: Path, seed: int = 0, copies: int = 20, styled_fraction: float = 0.3) -> dict[str, Path]:
+def make_data(out: Path, seed: int = 0, copies: int = 20, styled_fraction: float = 0.3,
+              sft_seed: int | None = None) -> dict[str, Path]:
+    """The RL and held-out rows of `seed`; the SFT rows of `sft_seed` (default: the same)."""
+    sft_seed = seed if sft_seed is None else sft_seed
     d = make_align_data(seed=seed)
+    sft_base = d["base"] if sft_seed == seed else make_align_data(seed=sft_seed)["base"]
     paths = {"sft": out / "sft.jsonl", "task": out / "task.jsonl", "train": out / "train.jsonl",
              "eval": out / "eval.jsonl"}
-    write_jsonl(paths["sft"], sft_rows(d["base"], copies=copies, styled_fraction=styled_fraction, seed=seed))
+    write_jsonl(paths["sft"], sft_rows(sft_base, copies=copies, styled_fraction=styled_fraction, seed=sft_seed))
     write_jsonl(paths["task"], d["base"])
     write_jsonl(paths["train"], d["train"])
     write_jsonl(paths["eval"], d["eval"])
@@ -76,18 +82,22 @@ def run_align(data: dict[str, Path], sft_model: Path, out: Path, overrides: list
 
 
 def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides: list[str] = (),
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, sft_seed: int | None = None, sft_dir: str | Path | None = None) -> dict[str, Any]:
+    """One demo run. `sft_seed`/`sft_dir`: the tiny model and SFT of that seed, built once in
+    SFT_DIR and shared (several RL seeds from one SFT model); default: this seed's, in RUN_DIR."""
     run = RunDir(run_dir, "align-demo")
     t0 = time.monotonic()
-    data = make_data(run.path / "data", seed)
-    init = make_model(data, run.path / "init_model", seed)
-    sft_model = run.path / "sft" / "final"
+    sft_seed = seed if sft_seed is None else sft_seed
+    home = Path(sft_dir) if sft_dir is not None else run.path
+    data = make_data(run.path / "data", seed, sft_seed=sft_seed)
+    init = make_model(data, home / "init_model", sft_seed)
+    sft_model = home / "sft" / "final"
     if not (sft_model / "config.json").is_file():
-        run_sft(data, init, run.path / "sft", [f"data.seed={seed}", f"train.seed={seed}", *sft_overrides])
+        run_sft(data, init, home / "sft", [f"data.seed={sft_seed}", f"train.seed={sft_seed}", *sft_overrides])
     t1 = time.monotonic()
     a = run_align(data, sft_model, run.path / "align", [f"train.seed={seed}", *align_overrides])
     summary = {
-        "seed": seed,
+        "seed": seed, "sft_seed": sft_seed,
         "constraint_rate_before": a["constraint_rate_before"], "constraint_rate_after": a["constraint_rate_after"],
         "task_accuracy_before": a["task_accuracy_before"], "task_accuracy_after": a["task_accuracy_after"],
         "constrained_task_accuracy_before": a.get("constrained_task_accuracy_before"),
@@ -104,10 +114,13 @@ def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides
 
 
 def run_seeds(run_dir: str | Path, seeds: list[int], sft_overrides: list[str] = (),
-              align_overrides: list[str] = ()) -> dict[str, Any]:
-    """The demo once per seed in RUN_DIR/seed-N (data, tiny-model init, SFT and RL seeds), then
+              align_overrides: list[str] = (), sft_seed: int | None = None) -> dict[str, Any]:
+    """The demo once per seed in RUN_DIR/seed-N (data, tiny-model init, SFT and RL seeds; with
+    `sft_seed`, one SFT model of that seed in RUN_DIR/sft-seed-N for all), then
     RUN_DIR/summary.json from `merge_seeds`."""
-    per_seed = [run_demo(Path(run_dir) / f"seed-{s}", sft_overrides, align_overrides, s) for s in seeds]
+    sft_dir = None if sft_seed is None else Path(run_dir) / f"sft-seed-{sft_seed}"
+    per_seed = [run_demo(Path(run_dir) / f"seed-{s}", sft_overrides, align_overrides, s, sft_seed, sft_dir)
+                for s in seeds]
     summary = merge_seeds(per_seed)
     atomic_write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -121,11 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, nargs="+", help="run once per seed in RUN_DIR/seed-N; summary.json "
                    "holds the means and `seeds`, the per-seed summaries")
+    p.add_argument("--sft-seed", type=int, help="with --seeds: one SFT model (this seed's) for every seed; "
+                   "the seeds then vary the RL data split, constraint draws and RL sampling only")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the same numbers on any core "
+                   "count, and faster than 2 on a loaded 2-core machine)")
     p.add_argument("--results", type=Path, help="also write the summary, without this machine's paths and "
                    "with the CPU and commit, here (a committed file the README tables are generated from)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.seeds:
-        s = run_seeds(args.run_dir, args.seeds, args.sft, args.align)
+        s = run_seeds(args.run_dir, args.seeds, args.sft, args.align, args.sft_seed)
     else:
         s = run_demo(args.run_dir, args.sft, args.align, args.seed)
     print(json.dumps(s, indent=2))
@@ -147,6 +165,7 @@ def results_record(summary: dict[str, Any], args: argparse.Namespace) -> dict[st
         out["seeds"] = [strip(x) for x in out["seeds"]]
     cmd = "python -m posttrain.pipeline.align_demo " + (f"--seeds {' '.join(map(str, args.seeds))}" if args.seeds
                                                          else f"--seed {args.seed}")
+    cmd += f" --sft-seed {args.sft_seed}" * (args.sft_seed is not None) + f" --threads {args.threads}"
     return {"command": cmd, "overrides": {"sft": args.sft, "align": args.align}, "machine": machine(), **out}
 
 
