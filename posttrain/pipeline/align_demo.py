@@ -28,7 +28,7 @@ from posttrain.core.run_dir import RunDir, atomic_write_text
 from posttrain.phases import sft
 from posttrain.pipeline.spread import machine, merge_seeds
 from posttrain.rl import align
-from posttrain.tasks.instructions import instruction_texts, make_align_data, sft_rows
+from posttrain.tasks.instructions import instruction_texts, make_align_data, sft_rows, unheeded_instruction_rows
 from posttrain.tasks.tiny import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,14 +42,21 @@ SFT_OVERRIDES = ["optim.lr=3e-3", "optim.warmup_steps=50", "optim.scheduler=cosi
 
 
 def make_data(out: Path, seed: int = 0, copies: int = 20, styled_fraction: float = 0.3,
-              sft_seed: int | None = None) -> dict[str, Path]:
-    """The RL and held-out rows of `seed`; the SFT rows of `sft_seed` (default: the same)."""
+              sft_seed: int | None = None, unheeded_copies: int = 5) -> dict[str, Path]:
+    """The RL and held-out rows of `seed`; the SFT rows of `sft_seed` (default: the same): every
+    problem bare `copies` times, plus `unheeded_copies` prompts with instructions the answer
+    ignores per RL problem (`unheeded_instruction_rows`)."""
     sft_seed = seed if sft_seed is None else sft_seed
     d = make_align_data(seed=seed)
     sft_base = d["base"] if sft_seed == seed else make_align_data(seed=sft_seed)["base"]
     paths = {"sft": out / "sft.jsonl", "task": out / "task.jsonl", "train": out / "train.jsonl",
              "eval": out / "eval.jsonl"}
-    write_jsonl(paths["sft"], sft_rows(sft_base, copies=copies, styled_fraction=styled_fraction, seed=sft_seed))
+    rows = sft_rows(sft_base, copies=copies, styled_fraction=styled_fraction, seed=sft_seed)
+    if unheeded_copies:  # instructions the answers ignore, on this seed's RL problems only (eval's stay unseen)
+        held = {r["id"].rsplit("-if", 1)[0] for r in d["eval"]}
+        rows += unheeded_instruction_rows([r for r in d["base"] if r["id"] not in held], unheeded_copies,
+                                          styled_fraction, sft_seed)
+    write_jsonl(paths["sft"], rows)
     write_jsonl(paths["task"], d["base"])
     write_jsonl(paths["train"], d["train"])
     write_jsonl(paths["eval"], d["eval"])

@@ -195,6 +195,32 @@ def sft_rows(base: list[dict[str, Any]], copies: int = 10, styled_fraction: floa
     return out
 
 
+def unheeded_instruction_rows(base: list[dict[str, Any]], copies: int = 5, styled_fraction: float = 0.3,
+                              seed: int = 0) -> list[dict[str, Any]]:
+    """SFT rows whose prompts carry 1-4 instructions that the answer ignores: bare, or in random
+    surface forms drawn as in `sft_rows`, never chosen to match the instruction.
+
+    A model trained only on bare questions loses the operands once an instruction follows
+    the question (the align demo's SFT model answered 20% of held-out constrained prompts
+    right, all 100 bare ones); alignment RL then trades the sum for the form (`"<<Sum>>
+    equals 12 Bye"` for 5 + 5). These rows teach it to read the sum past instruction text,
+    and leave the instruction -> form link to RL: a form meets an instruction only by chance.
+
+    >>> base = make_addition_rows(3, digits=1)
+    >>> rows = unheeded_instruction_rows(base, copies=2, styled_fraction=0.0)
+    >>> [r["answer"] for r in rows] == [b["answer"] for b in base for _ in range(2)], rows[0]["prompt"] != base[0]["prompt"]
+    (True, True)
+    """
+    rng = random.Random(f"sft-unheeded:{seed}")
+    out = []
+    for row in base:
+        for j in range(copies):
+            prompt = add_constraints(row, rng)["prompt"]
+            answer = compose(row["answer"], random_forms(rng)) if rng.random() < styled_fraction else row["answer"]
+            out.append({"id": f"{row['id']}-u{j}", "prompt": prompt, "answer": answer})
+    return out
+
+
 def instruction_texts() -> list[str]:
     """Every instruction sentence the generator can write (for a tiny tokenizer)."""
     rng = random.Random(0)
