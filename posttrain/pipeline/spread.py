@@ -82,7 +82,9 @@ def machine() -> dict[str, str]:
 
 def seed_overrides(seed: int) -> list[str]:
     """Pipeline overrides that make `seed` the demo's seed everywhere."""
-    return [f"data.seed={seed}", *(f"defaults.{kind}.train.seed={seed}" for kind in ("sft", "rl", "rft"))]
+    return [f"data.seed={seed}", f"defaults.sft.train.seed={seed}", f"defaults.rl.train.seed={seed}",
+            f"defaults.rft.sft.train.seed={seed}", f"defaults.rft.sampling.seed={seed}",
+            f"defaults.filter.sampling.seed={seed}"]
 
 
 def stage_accuracies(summary: dict[str, Any]) -> dict[str, float | None]:

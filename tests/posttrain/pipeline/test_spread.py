@@ -8,6 +8,7 @@ import json
 import pytest
 
 from posttrain.pipeline import align_demo, spread
+from posttrain.pipeline.config import load_pipeline_config, resolve, with_data_defaults
 
 
 def test_stats_and_spread_per_stage():
@@ -20,9 +21,14 @@ def test_stats_and_spread_per_stage():
     assert s["stages"]["rl1"] == {"mean": 0.6525, "min": 0.615, "max": 0.69, "n": 2}
 
 
-def test_seed_reaches_data_and_every_training_stage():
-    ov = spread.seed_overrides(3)
-    assert "data.seed=3" in ov and "defaults.rl.train.seed=3" in ov and "defaults.sft.train.seed=3" in ov
+def test_seed_0_is_make_demo_and_another_seed_changes_every_stage(tmp_path):
+    def hashes(ov):
+        pipe = with_data_defaults(load_pipeline_config(spread.KEYE, ov), tmp_path)
+        return [st.hash for st in resolve(pipe, tmp_path)]
+
+    plain = hashes([])
+    assert hashes(spread.seed_overrides(0)) == plain
+    assert all(a != b for a, b in zip(hashes(spread.seed_overrides(1)), plain, strict=True))
 
 
 @pytest.mark.parametrize("second, code", [({"sft": 0.425, "rl1": 0.69}, 0), ({"sft": 0.425, "rl1": 0.695}, 1)])
