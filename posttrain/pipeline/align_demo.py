@@ -2,10 +2,13 @@
 
 1-digit + 1-digit addition (100 problems; a tiny model learns them in minutes; the
 2-digit demo task reaches low accuracy in that time) -> tiny model whose tokenizer
-also knows the instruction sentences -> SFT on unconstrained prompts whose answers
-are sometimes in a surface form (quotes, title, keyword, end word, JSON) without the
-instruction -> alignment GSPO with `ifeval` + `final_number` rewards -> held-out
-constraint rate and task accuracy before/after, in RUN_DIR/summary.json.
+also knows the instruction sentences -> SFT on the bare questions, answers sometimes in a
+surface form (quotes, title, keyword, end word) without the instruction, plus RL problems
+with instructions the answer ignores (so the sum survives instruction text; which form an
+instruction wants is left to RL) -> alignment GSPO (configs/tiny/align.yaml: the task
+answer, and the constraints mostly paid only with the right answer) -> held-out
+constraint rate, task accuracy and constrained answers' accuracy before/after, in
+RUN_DIR/summary.json (docs/align.md).
 
 Held-out sets: `eval.jsonl` has constrained prompts on 20 problems never used as RL
 prompts; `task.jsonl` has all 100 unconstrained problems (the SFT training prompts,
