@@ -66,7 +66,7 @@ determinism: setup
 
 spread: setup
 	$(BIN)/python -m posttrain.pipeline.spread demo --seeds $(SEEDS) --run-root runs/spread --out docs/results/demo.json
-	$(BIN)/python -m posttrain.pipeline.align_demo --seeds $(SEEDS) --run-dir runs/align-spread \
+	$(BIN)/python -m posttrain.pipeline.align_demo --seeds $(SEEDS) --sft-seed 0 --run-dir runs/align-spread \
 		--results docs/results/align-demo.json
 	$(BIN)/python scripts/readme_tables.py
 

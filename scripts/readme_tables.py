@@ -78,6 +78,10 @@ def align_table(r: dict[str, Any]) -> str:
         after = [a for a in after if a is not None]
         span = f"{pct(sum(after) / len(after))} [{pct(min(after))}, {pct(max(after))}]" if after else "n/a"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {span} |")
+    drops = [(s.get("guard") or {}).get("worst_drop_points") for s in seeds]
+    if all(d is not None for d in drops):
+        lines.append("| largest task-accuracy drop at any eval during RL (points) | "
+                     + " | ".join(f"{d:.0f}" for d in drops) + f" | max {max(drops):.0f} |")
     steps = seeds[0].get("steps")
     return "\n".join(lines) + (f"\n\n{len(seeds)} seeds, {steps} GSPO steps each, on {_where(r)}; "
                                "greedy decoding on held-out prompts.")
@@ -105,6 +109,10 @@ def hints_table(r: dict[str, Any]) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "demo": ("demo.json", demo_table), "align-demo": ("align-demo.json", align_table),
     "hints-ablation": ("hints-ablation.json", hints_table)}
+WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2",
+           "align-demo": "python -m posttrain.pipeline.align_demo --seeds 0 1 2 --sft-seed 0 --results "
+                         "docs/results/align-demo.json",
+           "hints-ablation": "make hints-ablation, then copy runs/hints-ablation/summary.json"}
 
 
 def fill(text: str, name: str, table: str) -> str:
@@ -112,18 +120,20 @@ def fill(text: str, name: str, table: str) -> str:
 
     >>> fill("a\\n<!-- results:x -->\\nold\\n<!-- /results:x -->\\nb", "x", "new")
     'a\\n<!-- results:x -->\\nnew\\n<!-- /results:x -->\\nb'
+    >>> fill("<!-- results:x -->\\n<!-- /results:x -->", "x", "new")
+    '<!-- results:x -->\\nnew\\n<!-- /results:x -->'
     """
-    pat = re.compile(rf"(<!-- results:{re.escape(name)} -->\n).*?(\n<!-- /results:{re.escape(name)} -->)", re.S)
-    return pat.sub(lambda m: m.group(1) + table + m.group(2), text)
+    pat = re.compile(rf"(<!-- results:{re.escape(name)} -->)\n.*?(<!-- /results:{re.escape(name)} -->)", re.S)
+    return pat.sub(lambda m: f"{m.group(1)}\n{table}\n{m.group(2)}", text)
 
 
 def render(text: str, results: Path = RESULTS) -> str:
     for name, (file, make) in TABLES.items():
         path = results / file
         if f"<!-- results:{name} -->" in text:
-            if not path.is_file():
-                raise SystemExit(f"{path}: missing; the table '{name}' is generated from it")
-            text = fill(text, name, make(json.loads(path.read_text())))
+            table = (make(json.loads(path.read_text())) if path.is_file() else
+                     f"Not measured with the script yet: `{WRITERS[name]}` writes `docs/results/{file}`.")
+            text = fill(text, name, table)
     return text
 
 
