@@ -8,7 +8,8 @@ STAMP := $(VENV)/.posttrain-installed
 TORCH_CPU := torch==2.13.0+cpu
 export VLLM_TARGET_DEVICE ?= cpu
 
-.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos cot-demo experts-demo demo-vision
+.PHONY: setup demo test test-slow test-all bench clean hints-ablation align-demo chaos cot-demo experts-demo \
+	determinism spread readme-tables demo-vision
 
 setup: $(STAMP)
 
@@ -61,6 +62,22 @@ hints-ablation: setup
 # Alignment RL: SFT on unconstrained 1-digit addition, then `posttrain align` (docs/align.md).
 align-demo: setup
 	$(BIN)/python -m posttrain.pipeline.align_demo --run-dir runs/align-demo
+
+# Reproducibility (docs/reproducibility.md). determinism: `make demo`'s pipeline twice from fresh run
+# dirs, exit 1 when a stage accuracy differs. spread: the pipeline per seed -> docs/results/demo.json
+# and the align demo over 3 seeds -> docs/results/align-demo.json; readme-tables: README tables from them.
+SEEDS ?= 0 1 2
+determinism: setup
+	$(BIN)/python -m posttrain.pipeline.spread check --run-root runs/determinism
+
+spread: setup
+	$(BIN)/python -m posttrain.pipeline.spread demo --seeds $(SEEDS) --run-root runs/spread --out docs/results/demo.json
+	$(BIN)/python -m posttrain.pipeline.align_demo --seeds $(SEEDS) --sft-seed 0 --run-dir runs/align-spread \
+		--results docs/results/align-demo.json
+	$(BIN)/python scripts/readme_tables.py
+
+readme-tables:
+	$(BIN)/python scripts/readme_tables.py
 
 # Chaos: the Keye recipe (shortened) while pipeline, engine actor and reward worker are SIGKILLed in
 # turn at seeded moments, resumed with --resume; writes runs/chaos/summary.json (docs/reliability.md).

@@ -21,7 +21,8 @@ builds a `GSPOTrainer` and adds one eval hook, the task guard.
   with `align.on_drop: stop` checkpoints and stops (summary `interrupted: true`).
 
 Summary (RUN_DIR/summary.json): the GSPO summary plus `constraint_rate_before/after`,
-`task_accuracy_before/after`, `guard` and `final_model`.
+`task_accuracy_before/after` (the guarded eval), `<name>_before/after` for every other
+extra eval, `guard` and `final_model`.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any
         "constraint_rate_after": summary.get("accuracy_after_rl"),
         "task_accuracy_before": _first(records, task_key) if task_key else None,
         "task_accuracy_after": _last(records, task_key) if task_key else None,
+        **{f"{e.name}_{when}": pick(records, f"eval/{e.name}") for e in cfg.eval.extra_evals
+           if e.name != guard_name for when, pick in (("before", _first), ("after", _last))},
         "guard": guard.report(),
         "reward_components": [c.name for c in cfg.reward.components],
     })

@@ -195,6 +195,32 @@ def sft_rows(base: list[dict[str, Any]], copies: int = 10, styled_fraction: floa
     return out
 
 
+def unheeded_instruction_rows(base: list[dict[str, Any]], copies: int = 5, styled_fraction: float = 0.3,
+                              seed: int = 0) -> list[dict[str, Any]]:
+    """SFT rows whose prompts carry 1-4 instructions that the answer ignores: bare, or in random
+    surface forms drawn as in `sft_rows`, never chosen to match the instruction.
+
+    A model trained only on bare questions loses the operands once an instruction follows
+    the question (the align demo's SFT model answered 20% of held-out constrained prompts
+    right, all 100 bare ones); alignment RL then trades the sum for the form (`"<<Sum>>
+    equals 12 Bye"` for 5 + 5). These rows teach it to read the sum past instruction text,
+    and leave the instruction -> form link to RL: a form meets an instruction only by chance.
+
+    >>> base = make_addition_rows(3, digits=1)
+    >>> rows = unheeded_instruction_rows(base, copies=2, styled_fraction=0.0)
+    >>> [r["answer"] for r in rows] == [b["answer"] for b in base for _ in range(2)], rows[0]["prompt"] != base[0]["prompt"]
+    (True, True)
+    """
+    rng = random.Random(f"sft-unheeded:{seed}")
+    out = []
+    for row in base:
+        for j in range(copies):
+            prompt = add_constraints(row, rng)["prompt"]
+            answer = compose(row["answer"], random_forms(rng)) if rng.random() < styled_fraction else row["answer"]
+            out.append({"id": f"{row['id']}-u{j}", "prompt": prompt, "answer": answer})
+    return out
+
+
 def instruction_texts() -> list[str]:
     """Every instruction sentence the generator can write (for a tiny tokenizer)."""
     rng = random.Random(0)
@@ -243,6 +269,41 @@ def task_answer(completion: str, sample: dict) -> float:
             raise KeyError("sample has no 'answer' field")
         return float(completion.strip() == str(sample["answer"]).strip())
     return final_number(completion, sample)
+
+
+@reward("clean_answer")
+def clean_answer(completion: str, sample: dict) -> float:
+    """The task reward with a format check: on a plain task row (`constraints: []`) the exact
+    answer; on a constrained row, the answer as the completion's only integer.
+
+    `final_number` (last integer) pays `<<Sum>> total 9"equals8""8"8"8` for a sum of 8: runs
+    of stray digits up to `max_new_tokens` keep their reward and spread. One integer, the
+    right one, is what a fluent constrained answer carries.
+
+    >>> row = {"answer": "8", "constraints": [{"id": "startend:quotation", "kwargs": {}}]}
+    >>> clean_answer('"<<Sum>> total 8 Done"', row), clean_answer('<<Sum>> total 9"equals8', row)
+    (1.0, 0.0)
+    >>> clean_answer('"8"', {"answer": "8", "constraints": []})
+    0.0
+    """
+    if sample.get("constraints") == []:
+        return task_answer(completion, sample)
+    if "answer" not in sample:
+        raise KeyError("sample has no 'answer' field")
+    nums = _INT_RE.findall(completion)
+    return float(len(nums) == 1 and int(nums[0]) == int(str(sample["answer"]).strip()))
+
+
+@reward("constraints_if_correct")
+def constraints_if_correct(completion: str, sample: dict) -> float:
+    """`constraints_met` paid only when `clean_answer` is 1: credit for the instruction only
+    with the task answered, so meeting constraints cannot buy back a wrong or garbled sum.
+
+    >>> row = {"answer": "8", "constraints": [{"id": "startend:quotation", "kwargs": {}}]}
+    >>> constraints_if_correct('"8"', row), constraints_if_correct('"9"', row), constraints_if_correct('8', row)
+    (1.0, 0.0, 0.0)
+    """
+    return constraints_met(completion, sample) * clean_answer(completion, sample)
 
 
 def make_align_data(digits: int = 1, terms: int = 2, n_problems: int | None = None, n_eval_problems: int = 20,

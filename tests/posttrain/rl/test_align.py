@@ -222,3 +222,23 @@ def test_cli_has_the_align_verb_and_reports_config_errors():
     assert runner.invoke(app, ["align", "--help"]).exit_code == 0
     res = runner.invoke(app, ["align", "--config", str(ROOT / "configs" / "tiny" / "align.yaml"), "align.on_drop=halt"])
     assert res.exit_code == 2 and "align.on_drop" in res.output
+
+
+def test_training_rewards_pay_constraints_only_with_a_clean_right_answer():
+    from posttrain.tasks.instructions import clean_answer, constraints_if_correct, unheeded_instruction_rows
+
+    rows = make_align_data(seed=0)["eval"]
+    for row in rows[:30]:
+        good = compose(row["answer"], satisfying_forms(row))
+        assert clean_answer(good, row) == 1.0 and constraints_if_correct(good, row) == constraints_met(good, row) == 1.0
+        wrong = compose(str(int(row["answer"]) + 1), satisfying_forms(row))
+        assert constraints_met(wrong, row) == 1.0 and clean_answer(wrong, row) == constraints_if_correct(wrong, row) == 0.0
+        garbled = good + f" {row['answer']}{row['answer']}"  # stray digits after a right answer: not clean
+        assert final_number(f"{good} {row['answer']}", row) == 1.0 and clean_answer(garbled, row) == 0.0
+    plain = {"answer": "7", "constraints": []}
+    assert clean_answer("7", plain) == constraints_if_correct("7", plain) == 1.0
+    assert clean_answer('"<<Sum>> 7"', plain) == 0.0  # a plain prompt wants the bare answer
+    base = make_addition_rows(10, digits=1)
+    rows = unheeded_instruction_rows(base, copies=3, styled_fraction=0.3, seed=0)
+    assert all(r["prompt"].startswith(b["prompt"]) and r["prompt"] != b["prompt"]
+               for r, b in zip(rows, [b for b in base for _ in range(3)]))

@@ -1,0 +1,167 @@
+"""Spread and rerun checks for the demos: one number per stage is not a result, N seeds are.
+
+    python -m posttrain.pipeline.spread demo --seeds 0 1 2 --out docs/results/demo.json
+    python -m posttrain.pipeline.spread check --seed 0          # `make determinism`
+
+`demo` runs `make demo`'s pipeline (configs/recipes/keye.yaml) once per seed, each in a
+fresh RUN_ROOT/seed-N, in a child process (one Ray/vLLM life per run, as `make demo`
+has), and writes per-stage mean, min and max of the held-out greedy accuracy. The seed
+sets the demo data, the tiny model's init (via the data its tokenizer is built from) and
+every stage's training seed. `check` runs one seed twice from fresh run directories and
+exits 1 when any stage accuracy differs: reruns on one machine must be identical
+(docs/reproducibility.md says why they are not across CPUs).
+
+The align demo's spread is `python -m posttrain.pipeline.align_demo --seeds 0 1 2`
+(its summary.json carries `spread` and `seeds`, built by `merge_seeds` here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from posttrain.core.run_dir import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYE = ROOT / "configs" / "recipes" / "keye.yaml"
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    """Mean, min and max (rounded to 6 places: 0.1 + 0.2 is 0.3 here).
+
+    >>> stats([0.425, 0.465])
+    {'mean': 0.445, 'min': 0.425, 'max': 0.465, 'n': 2}
+    """
+    return {"mean": round(sum(values) / len(values), 6), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def merge_seeds(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary over several seeds: every number is the mean over seeds (`spread` has
+    mean/min/max), anything else the value shared by all seeds or the list of them; the
+    per-seed summaries go under `seeds`.
+
+    >>> m = merge_seeds([{"seed": 0, "rate": 0.2, "task": "add"}, {"seed": 1, "rate": 0.4, "task": "add"}])
+    >>> m["rate"], m["task"], m["seed"], m["spread"]["rate"], len(m["seeds"])
+    (0.3, 'add', [0, 1], {'mean': 0.3, 'min': 0.2, 'max': 0.4, 'n': 2}, 2)
+    """
+    merged: dict[str, Any] = {}
+    spread: dict[str, Any] = {}
+    for key in summaries[0]:
+        values = [s.get(key) for s in summaries]
+        if key != "seed" and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            spread[key] = stats(values)
+            merged[key] = spread[key]["mean"]
+        else:
+            merged[key] = values[0] if all(v == values[0] for v in values) else values
+    return {**merged, "spread": spread, "seeds": summaries}
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on: they are per machine (docs/reproducibility.md)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {"cpu": cpu, "python": platform.python_version(), "commit": commit}
+
+
+def seed_overrides(seed: int) -> list[str]:
+    """Pipeline overrides that make `seed` the demo's seed everywhere."""
+    return [f"data.seed={seed}", f"defaults.sft.train.seed={seed}", f"defaults.rl.train.seed={seed}",
+            f"defaults.rft.sft.train.seed={seed}", f"defaults.rft.sampling.seed={seed}",
+            f"defaults.filter.sampling.seed={seed}"]
+
+
+def stage_accuracies(summary: dict[str, Any]) -> dict[str, float | None]:
+    """{stage name: held-out greedy accuracy} from a pipeline summary.json.
+
+    >>> stage_accuracies({"stages": [{"name": "sft", "accuracy": 0.425}, {"name": "rl1", "accuracy": 0.69}]})
+    {'sft': 0.425, 'rl1': 0.69}
+    """
+    return {st["name"]: st.get("accuracy") for st in summary["stages"]}
+
+
+def run_pipeline_seed(run_dir: Path, seed: int, config: Path = KEYE, overrides: list[str] = ()) -> dict[str, Any]:
+    """`make demo` with this seed into a fresh RUN_DIR (removed first); its stage accuracies."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", "posttrain.cli", "pipeline", "--config", str(config), "--run-dir", str(run_dir),
+           *seed_overrides(seed), *overrides]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"seed": seed, "stages": stage_accuracies(summary), "wall_s": summary.get("wall_s"),
+            "run_dir": str(run_dir)}
+
+
+def spread(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-stage mean/min/max over the seeds' stage accuracies.
+
+    >>> s = spread([{"seed": 0, "stages": {"sft": 0.4}}, {"seed": 1, "stages": {"sft": 0.5}}])
+    >>> s["seeds"], s["stages"]["sft"]
+    ([0, 1], {'mean': 0.45, 'min': 0.4, 'max': 0.5, 'n': 2})
+    """
+    names = list(per_seed[0]["stages"])
+    return {"seeds": [r["seed"] for r in per_seed],
+            "stages": {n: stats([r["stages"][n] for r in per_seed if r["stages"].get(n) is not None]) for n in names},
+            "per_seed": per_seed}
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Stages whose accuracies differ between two runs ([] when the reruns agree).
+
+    >>> differences({"sft": 0.425, "rl1": 0.69}, {"sft": 0.425, "rl1": 0.7})
+    ['rl1: 0.69 != 0.7']
+    """
+    return [f"{k}: {a.get(k)} != {b.get(k)}" for k in sorted(set(a) | set(b), key=list({**a, **b}).index)
+            if a.get(k) != b.get(k)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="make demo once per seed; per-stage mean/min/max to --out")
+    d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    d.add_argument("--out", type=Path, default=Path("docs/results/demo.json"))
+    c = sub.add_parser("check", help="make demo twice from fresh run dirs; exit 1 when a stage accuracy differs")
+    c.add_argument("--seed", type=int, default=0)
+    for q in (d, c):
+        q.add_argument("--run-root", type=Path, default=Path("runs/spread"))
+        q.add_argument("--config", type=Path, default=KEYE)
+        q.add_argument("overrides", nargs="*", help="key=value pipeline overrides (e.g. shorter stages)")
+    args = p.parse_args(argv)
+    if args.cmd == "demo":
+        per_seed = []
+        for s in args.seeds:  # written after every seed: a long spread that stops keeps what it has
+            per_seed.append(run_pipeline_seed(args.run_root / f"seed-{s}", s, args.config, args.overrides))
+            result = {"command": "make demo", "config": str(args.config.resolve().relative_to(ROOT)),
+                      "overrides": args.overrides, "machine": machine(), **spread(per_seed)}
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["stages"], indent=2))
+        return 0
+    runs = [run_pipeline_seed(args.run_root / f"rerun-{i}", args.seed, args.config, args.overrides)["stages"]
+            for i in (1, 2)]
+    diff = differences(*runs)
+    print(json.dumps({"first": runs[0], "second": runs[1]}, indent=2))
+    print("reruns differ: " + "; ".join(diff) if diff else "reruns identical")
+    return 1 if diff else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Spread over seeds and the rerun check (posttrain/pipeline/spread.py) without training: the
+runs themselves are replaced by canned results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from posttrain.pipeline import spread
+from posttrain.pipeline.config import load_pipeline_config, resolve, with_data_defaults
+
+
+def test_stats_and_spread_per_stage():
+    per_seed = [{"seed": 0, "stages": {"sft": 0.425, "rl1": 0.69}},
+                {"seed": 1, "stages": {"sft": 0.465, "rl1": 0.615}},
+                {"seed": 2, "stages": {"sft": 0.445, "rl1": None}}]  # a stage that reported nothing
+    s = spread.spread(per_seed)
+    assert s["seeds"] == [0, 1, 2]
+    assert s["stages"]["sft"] == {"mean": 0.445, "min": 0.425, "max": 0.465, "n": 3}
+    assert s["stages"]["rl1"] == {"mean": 0.6525, "min": 0.615, "max": 0.69, "n": 2}
+
+
+def test_seed_0_is_make_demo_and_another_seed_changes_every_stage(tmp_path):
+    def hashes(ov):
+        pipe = with_data_defaults(load_pipeline_config(spread.KEYE, ov), tmp_path)
+        return [st.hash for st in resolve(pipe, tmp_path)]
+
+    plain = hashes([])
+    assert hashes(spread.seed_overrides(0)) == plain
+    assert all(a != b for a, b in zip(hashes(spread.seed_overrides(1)), plain, strict=True))
+
+
+@pytest.mark.parametrize("second, code", [({"sft": 0.425, "rl1": 0.69}, 0), ({"sft": 0.425, "rl1": 0.695}, 1)])
+def test_rerun_check_fails_when_a_stage_differs(monkeypatch, tmp_path, capsys, second, code):
+    results = iter([{"sft": 0.425, "rl1": 0.69}, second])
+    monkeypatch.setattr(spread, "run_pipeline_seed", lambda d, s, c, o: {"seed": s, "stages": next(results)})
+    assert spread.main(["check", "--run-root", str(tmp_path)]) == code
+    assert ("reruns differ: rl1" in capsys.readouterr().out) == bool(code)
+
+
+def test_demo_spread_writes_per_stage_mean_min_max(monkeypatch, tmp_path):
+    acc = {0: {"sft": 0.4, "rl1": 0.6}, 1: {"sft": 0.5, "rl1": 0.7}}
+    monkeypatch.setattr(spread, "run_pipeline_seed", lambda d, s, c, o: {"seed": s, "stages": acc[s]})
+    out = tmp_path / "demo.json"
+    assert spread.main(["demo", "--seeds", "0", "1", "--out", str(out), "--run-root", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert r["command"] == "make demo" and r["seeds"] == [0, 1] and r["machine"]["cpu"]
+    assert r["stages"]["rl1"] == {"mean": 0.65, "min": 0.6, "max": 0.7, "n": 2}
