@@ -84,10 +84,11 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
     from transformers import AutoModelForCausalLM
 
     from rollouts.actors import RolloutPool
-    from rollouts.weight_sync import unique_tensors
+    from rollouts.weight_sync import split_aliases
 
-    sd = unique_tensors(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict())
-    nbytes = sum(v.numel() * v.element_size() for v in sd.values())
+    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    sent = list(split_aliases(sd)[0].values())  # the bytes both paths move: a tied lm_head once
+    nbytes = sum(v.numel() * v.element_size() for v in sent)
     pool = RolloutPool(str(model_dir), engine_config(max_model_len=128), RayConfig(num_cpus=2),
                        weight_sync="stream", sync_bucket_mb=bucket_mb, sync_timeout_s=900)
     times: dict[str, list[float]] = {"object_store": [], "stream": [], "memcpy": []}
@@ -102,7 +103,7 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
                 if r:
                     times[mode].append(time.perf_counter() - t0)
             if r:
-                times["memcpy"].append(memcpy_seconds(list(sd.values()), repeats=1))
+                times["memcpy"].append(memcpy_seconds(sent, repeats=1))
         buckets = len(pool._plan[1]) if pool._plan else None
     finally:
         pool.close()
