@@ -33,9 +33,9 @@ class RolloutTimeout(TimeoutError):
     pass
 
 
-# rollout.weight_sync=auto streams from this many bytes up and uses the object store below: measured
-# here (docs/benchmarks.md, section 7) the object store won at 27M parameters (110 MB) and the stream
-# from 124M (495 MB) up
+# rollout.weight_sync=auto streams from this many bytes up and uses the object store below. Measured
+# here (docs/benchmarks.md, section 7): at 1M and 27M parameters the two paths traded places between
+# runs (fixed costs dominate); from 124M (494 MB) up the stream was faster in every run
 AUTO_STREAM_BYTES = 256 * 2**20
 
 
