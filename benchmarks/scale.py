@@ -266,6 +266,8 @@ def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | No
             details["cost"][size]["fsdp"] = ({"skipped": skip} if skip
                                              else cost_run(size, "fsdp", out / "runs", 3600))
             log(f"scale: {size} cost {details['cost'][size]}")
+    for key in ("sizes", "cost"):  # smallest first, whatever order the runs came in
+        details[key] = {k: details[key][k] for k in SHAPES if k in details[key]}
     s494 = details["sizes"].get("494m", {}).get("sync")
     headline: dict[str, Any] = {"sync_vs_memcpy_494m": s494["stream_vs_memcpy"] if s494 else None}
     c494 = details["cost"].get("494m", {})
