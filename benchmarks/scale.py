@@ -65,12 +65,16 @@ def build_model(size: str, out: Path) -> tuple[Path, int]:
 
 # ---------------------------------------------------------------------------- 1. weight sync
 
-def memcpy_seconds(tensors: list[torch.Tensor], repeats: int = 3) -> float:
-    """Best-of time to copy these tensors into one preallocated buffer (what any sync must do once)."""
+def memcpy_seconds(tensors: list[torch.Tensor], repeats: int = 3, cold: bool = False) -> float:
+    """Best-of time to copy these tensors into one buffer (what any sync must do at least once).
+    The buffer's pages are touched first (the copy bandwidth, the physical limit), unless `cold`:
+    then a fresh buffer per repeat, page faults included (what a receiver allocating per sync pays)."""
     total = sum(t.numel() * t.element_size() for t in tensors)
-    buf = torch.empty(total, dtype=torch.uint8)
+    buf = torch.zeros(total, dtype=torch.uint8)
     best = float("inf")
     for _ in range(repeats):
+        if cold:
+            buf = torch.empty(total, dtype=torch.uint8)
         t0, off = time.perf_counter(), 0
         for t in tensors:
             n = t.numel() * t.element_size()
@@ -84,13 +88,14 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
     from transformers import AutoModelForCausalLM
 
     from rollouts.actors import RolloutPool
-    from rollouts.weight_sync import unique_tensors
+    from rollouts.weight_sync import split_aliases
 
-    sd = unique_tensors(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict())
-    nbytes = sum(v.numel() * v.element_size() for v in sd.values())
+    sd = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
+    sent = list(split_aliases(sd)[0].values())  # the bytes both paths move: a tied lm_head once
+    nbytes = sum(v.numel() * v.element_size() for v in sent)
     pool = RolloutPool(str(model_dir), engine_config(max_model_len=128), RayConfig(num_cpus=2),
                        weight_sync="stream", sync_bucket_mb=bucket_mb, sync_timeout_s=900)
-    times: dict[str, list[float]] = {"object_store": [], "stream": [], "memcpy": []}
+    times: dict[str, list[float]] = {"object_store": [], "stream": [], "memcpy": [], "memcpy_cold": []}
     try:
         version = 0
         for r in range(repeats + 1):  # repeat 0 warms up (the stream path forms its group there)
@@ -102,7 +107,8 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
                 if r:
                     times[mode].append(time.perf_counter() - t0)
             if r:
-                times["memcpy"].append(memcpy_seconds(list(sd.values()), repeats=1))
+                times["memcpy"].append(memcpy_seconds(sent, repeats=2))
+                times["memcpy_cold"].append(memcpy_seconds(sent, repeats=1, cold=True))
         buckets = len(pool._plan[1]) if pool._plan else None
     finally:
         pool.close()
@@ -112,6 +118,7 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
             **{f"{k}_s_per_gb": round(v / (nbytes / GB), 3) for k, v in med.items()},
             "memcpy_gb_s": round(nbytes / GB / med["memcpy"], 2),
             "stream_vs_memcpy": round(med["stream"] / med["memcpy"], 2),
+            "stream_vs_memcpy_cold": round(med["stream"] / med["memcpy_cold"], 2),
             "stream_vs_object_store": round(med["stream"] / med["object_store"], 3)}
 
 
@@ -259,6 +266,8 @@ def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | No
             details["cost"][size]["fsdp"] = ({"skipped": skip} if skip
                                              else cost_run(size, "fsdp", out / "runs", 3600))
             log(f"scale: {size} cost {details['cost'][size]}")
+    for key in ("sizes", "cost"):  # smallest first, whatever order the runs came in
+        details[key] = {k: details[key][k] for k in SHAPES if k in details[key]}
     s494 = details["sizes"].get("494m", {}).get("sync")
     headline: dict[str, Any] = {"sync_vs_memcpy_494m": s494["stream_vs_memcpy"] if s494 else None}
     c494 = details["cost"].get("494m", {})

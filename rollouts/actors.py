@@ -22,7 +22,7 @@ from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
 from rollouts.weight_sync import (WeightSyncError, client_store, open_group, plan_buckets, receive_buckets,
-                                  send_buckets, server_store, tensor_specs, unique_tensors, verify)
+                                  send_buckets, server_store, split_aliases, tensor_specs, verify)
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ class RolloutTimeout(TimeoutError):
     pass
 
 
-# rollout.weight_sync=auto streams from this many bytes up and uses the object store below: measured
-# here (docs/benchmarks.md, section 7) the object store won at 27M parameters (110 MB) and the stream
-# from 124M (495 MB) up
+# rollout.weight_sync=auto streams from this many bytes up and uses the object store below. Measured
+# here (docs/benchmarks.md, section 7): at 1M and 27M parameters the two paths traded places between
+# runs (fixed costs dominate); from 124M (494 MB) up the stream was faster in every run
 AUTO_STREAM_BYTES = 256 * 2**20
 
 
@@ -76,8 +76,8 @@ class _EngineActor:
                                  timeout_s)
         return self.engine.worker_pids()
 
-    def receive_weights(self, plan: list, timeout_s: float, device: str,
-                        corrupt_bucket: int | None = None) -> list[tuple[int, int]]:
+    def receive_weights(self, plan: list, timeout_s: float, device: str, corrupt_bucket: int | None = None,
+                        aliases: dict[str, list[str]] | None = None) -> list[tuple[int, int]]:
         """Receive and load every bucket; the version is stamped by `set_version` once the pool
         has verified the checksums."""
         # vLLM warns for each layer a bucket leaves out (it keeps that layer's weights): expected here
@@ -87,7 +87,7 @@ class _EngineActor:
         self.sync_timings: dict[str, float] = {}
         try:
             sums = receive_buckets(plan, self.wgroup, self.engine.reload, timeout_s, device, corrupt_bucket,
-                                   self.sync_timings)
+                                   self.sync_timings, aliases)
         finally:
             quiet.setLevel(level)
         self.engine.finish_load()
@@ -109,10 +109,10 @@ class _EngineActor:
 
 def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Tensor]:
     """The trainer's state dict as the engines hold it: on CPU, floating tensors in the engines'
-    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights), tied aliases once."""
+    dtype (a bf16 engine gets bf16, half the bytes of the fp32 master weights)."""
     target = getattr(torch, dtype)
     return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
-            for k, v in unique_tensors(state_dict).items()}
+            for k, v in state_dict.items()}
 
 
 def peak_rss_mb() -> float:
@@ -223,8 +223,7 @@ class RolloutPool:
 
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
         t0 = time.monotonic()
-        state_dict = unique_tensors(state_dict)
-        nbytes = sum(s.nbytes for s in tensor_specs(state_dict.items(), self.dtype))
+        nbytes = sum(s.nbytes for s in tensor_specs(split_aliases(state_dict)[0].items(), self.dtype))
         stream = self.weight_sync == "stream" or (self.weight_sync == "auto" and nbytes >= AUTO_STREAM_BYTES)
         if stream:
             self._stream_weights(state_dict, version)
@@ -267,17 +266,19 @@ class RolloutPool:
         version (object store, one engine), a checksum mismatch raises naming the engine."""
         import ray
 
+        self._last_state = state_dict  # whole, with aliases: a restarted engine is recovered from it
+        state_dict, aliases = split_aliases(state_dict)  # a tied lm_head travels once
         specs = tensor_specs(state_dict.items(), self.dtype)
         if self._plan is None or self._plan[0] != specs:
             self._plan = (specs, plan_buckets(specs, self.bucket_bytes))
         plan = self._plan[1]
-        self._last_state, self.weight_version, self._weights_ref = state_dict, version, None
+        self.weight_version, self._weights_ref = version, None
         if self._group is None:
             self._open_group()
         device = "cpu" if self.sync_backend == "gloo" else "cuda"
         corrupt = self.corrupt_for_test or (-1, None)
-        refs = {a.receive_weights.remote(plan, self.sync_timeout_s, device, corrupt[1] if i == corrupt[0] else None): i
-                for i, a in enumerate(self.actors)}
+        refs = {a.receive_weights.remote(plan, self.sync_timeout_s, device, corrupt[1] if i == corrupt[0] else None,
+                                         aliases): i for i, a in enumerate(self.actors)}
         expected, send_error = None, None
         try:
             expected = send_buckets(state_dict.items(), plan, self._group, self.sync_timeout_s, device)

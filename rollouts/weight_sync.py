@@ -71,17 +71,21 @@ def layer_key(name: str) -> str:
     return ""
 
 
-def unique_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict without aliases: a tied `lm_head.weight` that is the embedding's own
-    storage is left out (the engine's model ties them too and skips it), so it is not sent twice."""
-    seen: set[tuple[int, int]] = set()
-    out = {}
+def split_aliases(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """(the tensors with their own storage, {name: [names that alias it]}): a tied `lm_head.weight`
+    is the embedding's storage, so it travels once and the receiver hands it to the loader under
+    both names (vLLM's reload needs both)."""
+    first: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, list[str]] = {}
     for k, v in state_dict.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (id(v), 0)
-        if key not in seen:
-            seen.add(key)
-            out[k] = v
-    return out
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if v.numel() and key in first:
+            aliases.setdefault(first[key], []).append(k)
+        else:
+            first[key] = k
+            unique[k] = v
+    return unique, aliases
 
 
 def tensor_specs(named: Iterable[tuple[str, torch.Tensor]], dtype: str | None = None) -> list[TensorSpec]:
@@ -207,14 +211,17 @@ def send_buckets(named: Iterable[tuple[str, torch.Tensor]], plan: Sequence[Bucke
 
 def receive_buckets(plan: Sequence[Bucket], group: Any, load: Callable[[Iterator[tuple[str, torch.Tensor]]], Any],
                     timeout_s: float, device: str = "cpu", corrupt_bucket: int | None = None,
-                    timings: dict[str, float] | None = None) -> list[tuple[int, int]]:
+                    timings: dict[str, float] | None = None, aliases: dict[str, list[str]] | None = None
+                    ) -> list[tuple[int, int]]:
     """Ranks 1..N: call `load` once with an iterator of (name, tensor) that receives each bucket
     as the loader reaches it (so the loader's per-load setup runs once and bucket k+1 travels
     while the sender packs it), and return the checksum of every bucket the loader consumed
     entirely. Buckets it left unread are still received (the sender is not left hanging) but
     not counted, so `verify` reports a partial apply. `corrupt_bucket` flips a byte of that
     bucket before the loader sees it (a test hook standing for a transport or load fault).
-    `timings` gets the seconds spent receiving and checksumming, and the rest (loading)."""
+    `timings` gets the seconds spent receiving and checksumming, and the rest (loading).
+    `aliases` ({name: [other names]}, from `split_aliases`) hands a received tensor to the loader
+    under its other names too."""
     sums: list[tuple[int, int]] = []
     spent = {"receive_s": 0.0, "checksum_s": 0.0}
     received = [0]
@@ -232,7 +239,10 @@ def receive_buckets(plan: Sequence[Bucket], group: Any, load: Callable[[Iterator
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
         for bucket in plan:
             out = receive(bucket)
-            yield from views(bucket, out)
+            for name, tensor in views(bucket, out):
+                yield name, tensor
+                for alias in (aliases or {}).get(name, ()):
+                    yield alias, tensor
             t0 = time.perf_counter()  # the loader asked past this bucket's last tensor: it took them all
             sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
             spent["checksum_s"] += time.perf_counter() - t0

@@ -10,7 +10,7 @@ import torch
 
 from rollouts.weight_sync import (ALIGN, TensorSpec, WeightSyncError, checksum, client_store, layer_key, open_group,
                                   pack, plan_buckets, receive_buckets, send_buckets, server_store, tensor_specs,
-                                  unique_tensors, verify, views)
+                                  split_aliases, verify, views)
 
 
 def _state() -> dict[str, torch.Tensor]:
@@ -50,11 +50,24 @@ def test_a_layer_bigger_than_the_limit_travels_alone():
         plan_buckets(specs, 0)
 
 
-def test_tied_aliases_are_sent_once():
-    emb = torch.randn(4, 3)
-    sd = {"embed.weight": emb, "layers.0.w": torch.randn(2), "lm_head.weight": emb, "zero": torch.empty(0),
+def test_tied_aliases_travel_once_and_load_under_both_names():
+    emb = torch.randn(4, 16)
+    sd = {"embed.weight": emb, "layers.0.w": torch.randn(16), "lm_head.weight": emb, "zero": torch.empty(0),
           "zero2": torch.empty(0)}
-    assert list(unique_tensors(sd)) == ["embed.weight", "layers.0.w", "zero", "zero2"]
+    unique, aliases = split_aliases(sd)
+    assert list(unique) == ["embed.weight", "layers.0.w", "zero", "zero2"]
+    assert aliases == {"embed.weight": ["lm_head.weight"]}
+    plan = plan_buckets(tensor_specs(unique.items()), 1 << 20)
+    loaded: dict[str, torch.Tensor] = {}
+    store = server_store("127.0.0.1", 2, 30)
+    t = threading.Thread(target=lambda: receive_buckets(
+        plan, open_group("gloo", client_store("127.0.0.1", store.port, 2, 30), 1, 2, 30),
+        lambda items: loaded.update((k, v.clone()) for k, v in items), 30, aliases=aliases))
+    t.start()
+    send_buckets(unique.items(), plan, open_group("gloo", store, 0, 2, 30), 30)
+    t.join(30)
+    assert list(loaded) == ["embed.weight", "lm_head.weight", "layers.0.w", "zero", "zero2"]
+    assert torch.equal(loaded["lm_head.weight"], emb)
 
 
 def test_pack_and_views_round_trip_in_the_engine_dtype():
