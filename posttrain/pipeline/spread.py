@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="make demo once per seed; per-stage mean/min/max to --out")
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     d.add_argument("--out", type=Path, default=Path("docs/results/demo.json"))
+    d.add_argument("--add", action="store_true", help="add these seeds to the ones already in --out")
     c = sub.add_parser("check", help="make demo twice from fresh run dirs; exit 1 when a stage accuracy differs")
     c.add_argument("--seed", type=int, default=0)
     for q in (d, c):
@@ -147,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "demo":
         per_seed = []
+        if args.add and args.out.is_file():  # keep the seeds already in --out (same config and overrides)
+            old = json.loads(args.out.read_text())
+            if (old.get("config"), old.get("overrides")) != (str(args.config.resolve().relative_to(ROOT)),
+                                                              args.overrides):
+                raise SystemExit(f"--add: {args.out} was written with another config or overrides")
+            per_seed = [r for r in old["per_seed"] if r["seed"] not in args.seeds]
         for s in args.seeds:  # written after every seed: a long spread that stops keeps what it has
             per_seed.append(run_pipeline_seed(args.run_root / f"seed-{s}", s, args.config, args.overrides))
             result = {"command": "make demo", "config": str(args.config.resolve().relative_to(ROOT)),

@@ -47,3 +47,7 @@ def test_demo_spread_writes_per_stage_mean_min_max(monkeypatch, tmp_path):
     r = json.loads(out.read_text())
     assert r["command"] == "make demo" and r["seeds"] == [0, 1] and r["machine"]["cpu"]
     assert r["stages"]["rl1"] == {"mean": 0.65, "min": 0.6, "max": 0.7, "n": 2}
+    acc[2] = {"sft": 0.6, "rl1": 0.8}
+    assert spread.main(["demo", "--seeds", "2", "--add", "--out", str(out), "--run-root", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert r["seeds"] == [0, 1, 2] and r["stages"]["sft"] == {"mean": 0.5, "min": 0.4, "max": 0.6, "n": 3}
