@@ -59,7 +59,8 @@ def demo_table(r: dict[str, Any]) -> str:
         per = [pct(p["stages"].get(name)) for p in r["per_seed"]]
         lines.append(f"| {STAGE_NAMES.get(name, name)} | {pct(s['mean'])} | {pct(s['min'])} | {pct(s['max'])} | "
                      + " | ".join(per) + " |")
-    return "\n".join(lines) + f"\n\n{len(seeds)} seeds ({', '.join(map(str, seeds))}) on {_where(r)}."
+    n = f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))})"
+    return "\n".join(lines) + f"\n\n{n} on {_where(r)}."
 
 
 ALIGN_ROWS = (("constraint rate (held-out constrained prompts)", "constraint_rate"),

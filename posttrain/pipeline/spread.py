@@ -2,6 +2,7 @@
 
     python -m posttrain.pipeline.spread demo --seeds 0 1 2 --out docs/results/demo.json
     python -m posttrain.pipeline.spread check --seed 0          # `make determinism`
+    python -m posttrain.pipeline.spread check --seed 0 --against docs/results/demo.json
 
 `demo` runs `make demo`'s pipeline (configs/recipes/keye.yaml) once per seed, each in a
 fresh RUN_ROOT/seed-N, in a child process (one Ray/vLLM life per run, as `make demo`
@@ -138,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("demo", help="make demo once per seed; per-stage mean/min/max to --out")
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     d.add_argument("--out", type=Path, default=Path("docs/results/demo.json"))
+    d.add_argument("--add", action="store_true", help="add these seeds to the ones already in --out")
     c = sub.add_parser("check", help="make demo twice from fresh run dirs; exit 1 when a stage accuracy differs")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--against", type=Path, help="run once and compare with this seed's stage accuracies in a "
+                   "results file of `demo` (measured on this machine: across CPUs they differ)")
     for q in (d, c):
         q.add_argument("--run-root", type=Path, default=Path("runs/spread"))
         q.add_argument("--config", type=Path, default=KEYE)
@@ -147,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cmd == "demo":
         per_seed = []
+        if args.add and args.out.is_file():  # keep the seeds already in --out (same config and overrides)
+            old = json.loads(args.out.read_text())
+            if (old.get("config"), old.get("overrides")) != (str(args.config.resolve().relative_to(ROOT)),
+                                                              args.overrides):
+                raise SystemExit(f"--add: {args.out} was written with another config or overrides")
+            per_seed = [r for r in old["per_seed"] if r["seed"] not in args.seeds]
         for s in args.seeds:  # written after every seed: a long spread that stops keeps what it has
             per_seed.append(run_pipeline_seed(args.run_root / f"seed-{s}", s, args.config, args.overrides))
             result = {"command": "make demo", "config": str(args.config.resolve().relative_to(ROOT)),
@@ -155,8 +165,15 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["stages"], indent=2))
         return 0
-    runs = [run_pipeline_seed(args.run_root / f"rerun-{i}", args.seed, args.config, args.overrides)["stages"]
-            for i in (1, 2)]
+    if args.against:  # one run against the seed's recorded accuracies (a results file of `demo`)
+        recorded = {r["seed"]: r["stages"] for r in json.loads(args.against.read_text())["per_seed"]}
+        if args.seed not in recorded:
+            raise SystemExit(f"--against {args.against}: no seed {args.seed} there (has {sorted(recorded)})")
+        runs = [recorded[args.seed],
+                run_pipeline_seed(args.run_root / "rerun-1", args.seed, args.config, args.overrides)["stages"]]
+    else:
+        runs = [run_pipeline_seed(args.run_root / f"rerun-{i}", args.seed, args.config, args.overrides)["stages"]
+                for i in (1, 2)]
     diff = differences(*runs)
     print(json.dumps({"first": runs[0], "second": runs[1]}, indent=2))
     print("reruns differ: " + "; ".join(diff) if diff else "reruns identical")

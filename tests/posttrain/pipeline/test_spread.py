@@ -39,6 +39,16 @@ def test_rerun_check_fails_when_a_stage_differs(monkeypatch, tmp_path, capsys, s
     assert ("reruns differ: rl1" in capsys.readouterr().out) == bool(code)
 
 
+def test_rerun_check_against_recorded_results(monkeypatch, tmp_path):
+    rec = tmp_path / "demo.json"
+    rec.write_text(json.dumps({"per_seed": [{"seed": 0, "stages": {"sft": 0.425, "rl1": 0.69}}]}))
+    monkeypatch.setattr(spread, "run_pipeline_seed", lambda d, s, c, o: {"seed": s, "stages": {"sft": 0.425,
+                                                                                              "rl1": 0.665}})
+    assert spread.main(["check", "--against", str(rec), "--run-root", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit, match="no seed 3"):
+        spread.main(["check", "--seed", "3", "--against", str(rec), "--run-root", str(tmp_path)])
+
+
 def test_demo_spread_writes_per_stage_mean_min_max(monkeypatch, tmp_path):
     acc = {0: {"sft": 0.4, "rl1": 0.6}, 1: {"sft": 0.5, "rl1": 0.7}}
     monkeypatch.setattr(spread, "run_pipeline_seed", lambda d, s, c, o: {"seed": s, "stages": acc[s]})
@@ -47,3 +57,7 @@ def test_demo_spread_writes_per_stage_mean_min_max(monkeypatch, tmp_path):
     r = json.loads(out.read_text())
     assert r["command"] == "make demo" and r["seeds"] == [0, 1] and r["machine"]["cpu"]
     assert r["stages"]["rl1"] == {"mean": 0.65, "min": 0.6, "max": 0.7, "n": 2}
+    acc[2] = {"sft": 0.6, "rl1": 0.8}
+    assert spread.main(["demo", "--seeds", "2", "--add", "--out", str(out), "--run-root", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert r["seeds"] == [0, 1, 2] and r["stages"]["sft"] == {"mean": 0.5, "min": 0.4, "max": 0.6, "n": 3}
