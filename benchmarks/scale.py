@@ -8,8 +8,8 @@
 2. Cost growth: `posttrain pipeline --config configs/scale/qwen2.5-0.5b-shape.yaml` (2 GSPO
    steps) at each size, with the peak RSS of every process of the run's tree sampled every
    0.25 s: step time, sync time, peak RSS of the trainer, the engine and each other process.
-   `single` always; `fsdp` (2 workers) once `trainer.strategy=fsdp` exists, else reported as
-   skipped with the reason.
+   `single` and `fsdp` (trainer.num_workers=2 trainer.strategy=fsdp: the two PolicyWorker Ray
+   actors are in the run's process tree, so each worker's peak RSS is sampled like the others).
 
 Headline keys: `sync_vs_memcpy_494m` (streamed sync seconds / memcpy seconds of the same
 bytes) and `fsdp_rss_ratio_494m` (peak RSS per FSDP worker / single-process trainer peak).
@@ -190,7 +190,8 @@ def cost_run(size: str, strategy: str, out: Path, timeout_s: float) -> dict[str,
              f"model.tiny_intermediate={shape.get('intermediate', 'null')}",
              f"model.tiny_embedding_rows={shape.get('embedding_rows', 'null')}"]
     if strategy == "fsdp":
-        over += ["defaults.rl.trainer.num_workers=2", "defaults.rl.trainer.strategy=fsdp"]
+        # 2 worker bundles + the engine's CPU: more logical CPUs than the 2 cores, or the engine never places
+        over += ["defaults.rl.trainer.num_workers=2", "defaults.rl.trainer.strategy=fsdp", "defaults.rl.ray.num_cpus=4"]
     run_dir = out / f"{size}-{strategy}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: the pipeline would skip finished stages
     out.mkdir(parents=True, exist_ok=True)
