@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import time
 from typing import Any, Sequence
 
 import torch
 
 from posttrain.core.devices import resolve_dtype
+from posttrain.core.progress import peak_rss_mb
 from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
@@ -113,11 +113,6 @@ def engine_weights(state_dict: dict[str, Any], dtype: str) -> dict[str, torch.Te
     target = getattr(torch, dtype)
     return {k: v.detach().to("cpu", dtype=target if v.is_floating_point() else v.dtype).contiguous()
             for k, v in state_dict.items()}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def resolve_sync_backend(backend: str, device: str) -> str:
