@@ -9,10 +9,12 @@ greedy evaluator (rollouts.evaluate) on each expert's held-out rows, and keeps t
     merged accuracy / expert accuracy on that expert's task (each capped at 1);
     ties go to the higher mean accuracy over the tasks, then to the earlier candidate.
 
-The candidates are chosen on the same held-out rows that the table reports, so the
-chosen candidate's figures are slightly optimistic (say so when you quote them).
+The candidates are compared on a validation split, the first `eval.validation_rows`
+held-out rows of each task; the table (base, experts, the chosen merge) and
+`merge_retention` are measured on the other held-out rows, which chose nothing
+(`eval.validation_rows: 0` selects on the reported rows themselves: optimistic).
 
-RUN_DIR/candidates.jsonl   one line per evaluated candidate (resume skips them)
+RUN_DIR/candidates.jsonl   one line per evaluated candidate, validation accuracy (resume skips them)
 RUN_DIR/final/             the chosen merge (transformers and vLLM load it)
 RUN_DIR/summary.json       accuracy {model: {task: value}} for base, experts, merged;
                            merge_retention; chosen; candidates
@@ -63,7 +65,10 @@ class Candidate(Section):
 
 class MergeEval(Section):
     reward: RewardConfig = Field(default_factory=lambda: default_reward("exact", workers=1))
-    max_rows: int | None = Field(200, description="Held-out rows per task (None: all).")
+    validation_rows: int = Field(0, ge=0, description="The first this many held-out rows of each task choose "
+                                 "the candidate; the table uses the rest (0: choose on the table's rows).")
+    max_rows: int | None = Field(200, description="Held-out rows per task in the table, after the validation "
+                                                  "rows (None: all).")
     max_new_tokens: int = 16
     batch_size: int = 64
 
@@ -98,7 +103,9 @@ def candidate_key(rec: dict[str, Any]) -> tuple[float, float]:
     return (round(rec["retention"], 6), round(sum(acc.values()) / max(len(acc), 1), 6))
 
 
-def task_rows(e: Expert, max_rows: int | None) -> tuple[str, list[dict]]:
+def task_rows(e: Expert, max_rows: int | None, validation_rows: int = 0) -> tuple[str, list[dict], list[dict]]:
+    """The expert's task name, its validation rows and its reported (test) rows; without validation
+    rows the candidates are chosen on the test rows."""
     if not e.eval:
         raise ConfigError(f"merge: expert {e.name!r} has no eval rows; set its eval (held-out rows of its task)")
     rows = load_rows(e.eval)
@@ -107,22 +114,36 @@ def task_rows(e: Expert, max_rows: int | None) -> tuple[str, list[dict]]:
         if not rows:
             raise DatasetError(f"merge: expert {e.name!r}: {e.eval} has no rows with task {e.task!r}")
     task = e.task or rows[0].get("task") or e.name
-    return str(task), rows[:max_rows] if max_rows else rows
+    val, test = rows[:validation_rows], rows[validation_rows:]
+    if not test:
+        raise DatasetError(f"merge: expert {e.name!r}: {e.eval} has {len(rows)} rows of task {task!r}, all taken "
+                           f"by eval.validation_rows={validation_rows}; lower it or give more held-out rows")
+    test = test[:max_rows] if max_rows else test
+    return str(task), val or test, test
 
 
 class TaskEval:
-    """Greedy accuracy of a model on every expert's task (one reward worker pool for all)."""
+    """Greedy accuracy of a model on every expert's task, on the validation or the test rows (one
+    reward worker pool for all)."""
 
     def __init__(self, cfg: Config, tokenizer: Any):
         self.cfg, self.tok = cfg, tokenizer
-        self.tasks = dict(task_rows(e, cfg.eval.max_rows) for e in cfg.experts)
+        split = {task: (val, test) for task, val, test in
+                 (task_rows(e, cfg.eval.max_rows, cfg.eval.validation_rows) for e in cfg.experts)}
+        self.tasks = list(split)
+        self.rows = {"validation": {t: v for t, (v, _) in split.items()}, "test": {t: x for t, (_, x) in split.items()}}
         self.scorer = Scorer.from_config(cfg.eval.reward, max_failed_fraction=1.0)
 
-    def __call__(self, model) -> dict[str, float]:
+    def __call__(self, model, split: str = "test") -> dict[str, float]:
         ev = self.cfg.eval
         model.eval()
         return {t: hf_greedy_eval(model, self.tok, rows, self.scorer, ev.max_new_tokens, ev.batch_size).accuracy
-                for t, rows in self.tasks.items()}
+                for t, rows in self.rows[split].items()}
+
+    def both(self, model) -> tuple[dict[str, float], dict[str, float]]:
+        """(validation, test) accuracy; one evaluation when they are the same rows."""
+        test = self(model, "test")
+        return (test if self.cfg.eval.validation_rows == 0 else self(model, "validation")), test
 
     def close(self) -> None:
         self.scorer.close()
@@ -167,9 +188,10 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     cand_path = run.path / CANDIDATES_FILE
     try:
         accuracy = {"base": evaluate(base_model)}
+        val_accuracy = {}
         for e, state in zip(cfg.experts, states):
             base_model.load_state_dict(state)
-            accuracy[e.name] = evaluate(base_model)
+            val_accuracy[e.name], accuracy[e.name] = evaluate.both(base_model)
         task_of = {e.name: task for e, task in zip(cfg.experts, evaluate.tasks)}
         done = _done_candidates(cand_path) if resume else []
         if not resume:
@@ -180,27 +202,31 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, Any]:
             weights = c.weights or [1.0] * len(states)
             merged = merge_state_dicts(base, states, c.method, weights, c.density, c.majority_sign, cfg.seed)
             base_model.load_state_dict(merged)
-            acc = evaluate(base_model)
+            acc = evaluate(base_model, "validation")
             rec = {"index": i, **c.model_dump(), "weights": weights, "accuracy": acc,
-                   "retention": retention(acc, accuracy, task_of)}
+                   "retention": retention(acc, val_accuracy, task_of)}
             with cand_path.open("a") as f:
                 f.write(json.dumps(rec) + "\n")
             run.log(i, {f"merge/{t}": v for t, v in acc.items()} | {"merge/retention": rec["retention"]})
             done.append(rec)
+        best = max(done, key=lambda r: (candidate_key(r), -r["index"]))
+        chosen = cfg.candidates[best["index"]]
+        state = merge_state_dicts(base, states, chosen.method, best["weights"], chosen.density,
+                                  chosen.majority_sign, cfg.seed)
+        base_model.load_state_dict(state)
+        accuracy["merged"] = best["accuracy"] if cfg.eval.validation_rows == 0 else evaluate(base_model)
     finally:
         evaluate.close()
-    best = max(done, key=lambda r: (candidate_key(r), -r["index"]))
-    chosen = cfg.candidates[best["index"]]
-    state = merge_state_dicts(base, states, chosen.method, best["weights"], chosen.density, chosen.majority_sign,
-                              cfg.seed)
     save_hf(merged_model(base_path, state, dtype), tokenizer, run.final)
-    accuracy["merged"] = best["accuracy"]
-    run.log(len(cfg.candidates), {"eval/accuracy": _mean(best["accuracy"])})
-    summary = {"phase": "merge", "accuracy": accuracy, "merge_retention": best["retention"],
+    run.log(len(cfg.candidates), {"eval/accuracy": _mean(accuracy["merged"])})
+    kept = retention(accuracy["merged"], accuracy, task_of)
+    summary = {"phase": "merge", "accuracy": accuracy, "merge_retention": kept,
                "tasks": task_of, "chosen": {k: best[k] for k in ("index", "method", "weights", "density")},
+               "selection": {"validation_rows": cfg.eval.validation_rows, "expert_accuracy": val_accuracy,
+                             "retention": best["retention"]},
                "candidates": [{k: r[k] for k in ("method", "weights", "density", "accuracy", "retention")}
                               for r in done],
-               "eval/accuracy": _mean(best["accuracy"]), "final": str(run.path / FINAL_DIR),
+               "eval/accuracy": _mean(accuracy["merged"]), "final": str(run.path / FINAL_DIR),
                "wall_seconds": round(time.time() - t0, 1)}
     run.write_summary(summary)
     return summary

@@ -18,14 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.core.data import write_jsonl
-from posttrain.tasks.addition import make_addition_rows, split_rows
+from posttrain.tasks.addition import split_rows
+
+
+KINDS = {  # task -> (the prompt's verb, the answer from the digit string)
+    "reversal": ("Reverse", lambda s: s[::-1]),
+    "copy": ("Repeat", lambda s: s),
+    "shift": ("Shift", lambda s: "".join(str((int(c) + 1) % 10) for c in s)),
+}
 
 
 def make_reversal_rows(n: int, min_digits: int = 3, max_digits: int = 5, seed: int = 0,
-                       prefix: str = "rev", copy: bool = False) -> list[dict[str, Any]]:
-    """`n` distinct digit strings (no leading zero) to reverse, with answers; `copy=True`: the
-    copy task instead ("Repeat 4821." -> "4821", task "copy": the experts demo's base learns the
-    chat format and the digits on it, and neither expert's skill)."""
+                       prefix: str = "rev", copy: bool = False, kind: str | None = None) -> list[dict[str, Any]]:
+    """`n` distinct digit strings (no leading zero) to reverse, with answers; `copy=True` (or
+    `kind="copy"`): the copy task ("Repeat 4821." -> "4821"); `kind="shift"`: every digit plus one,
+    mod 10 ("Shift 4821." -> "5932"), a token map that keeps positions where reversal is a
+    position map that keeps tokens."""
+    kind = kind or ("copy" if copy else "reversal")
+    if kind not in KINDS:
+        raise ValueError(f"unknown digit task {kind!r}; use one of {', '.join(KINDS)}")
+    verb, answer = KINDS[kind]
     if not 1 <= min_digits <= max_digits:
         raise ValueError(f"need 1 <= min_digits <= max_digits (got {min_digits}, {max_digits})")
     space = sum(9 * 10 ** (d - 1) for d in range(min_digits, max_digits + 1))
@@ -39,23 +51,20 @@ def make_reversal_rows(n: int, min_digits: int = 3, max_digits: int = 5, seed: i
         if s in seen:
             continue
         seen.add(s)
-        rows.append({"id": f"{prefix}-{len(rows):06d}", "prompt": f"{'Repeat' if copy else 'Reverse'} {s}.",
-                     "answer": s if copy else s[::-1], "task": "copy" if copy else "reversal"})
+        rows.append({"id": f"{prefix}-{len(rows):06d}", "prompt": f"{verb} {s}.", "answer": answer(s), "task": kind})
     return rows
 
 
 def make_experts_data(out: Path, n_train: int, n_eval: int, seed: int) -> tuple[Path, Path]:
-    """The experts demo's data: 2-digit addition (no hints), digit reversal and digit copying,
-    `n_train` + `n_eval` rows of each, shuffled into OUT/train.jsonl and OUT/eval.jsonl; rows carry
-    `task` so a stage can pick one (SFT's data.task)."""
-    add_train, add_eval = split_rows(make_addition_rows(n_train + n_eval, digits=2, terms=2, seed=seed), n_eval, seed)
-    rev_train, rev_eval = split_rows(make_reversal_rows(n_train + n_eval, seed=seed), n_eval, seed)
-    copy_train, copy_eval = split_rows(make_reversal_rows(n_train + n_eval, seed=seed + 1, prefix="copy", copy=True),
-                                       n_eval, seed)
-    for r in add_train + add_eval:
-        r.pop("hints", None)
-    train = add_train + rev_train + copy_train
+    """The experts demo's data: digit reversal, digit shift and digit copying (distinct digit
+    strings per task), `n_train` + `n_eval` rows of each, shuffled into OUT/train.jsonl and
+    OUT/eval.jsonl; rows carry `task` so a stage can pick one (SFT's data.task)."""
+    train, held = [], []
+    for i, kind in enumerate(("reversal", "shift", "copy")):
+        rows = make_reversal_rows(n_train + n_eval, seed=seed + i, prefix=kind, kind=kind)
+        t, h = split_rows(rows, n_eval, seed)
+        train, held = train + t, held + h
     random.Random(seed).shuffle(train)
     write_jsonl(out / "train.jsonl", train)
-    write_jsonl(out / "eval.jsonl", add_eval + rev_eval + copy_eval)
+    write_jsonl(out / "eval.jsonl", held)
     return out / "train.jsonl", out / "eval.jsonl"

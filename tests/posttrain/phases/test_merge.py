@@ -95,6 +95,31 @@ def test_merge_run_writes_table_and_loadable_final(experts, tmp_path):
     assert [json.loads(x)["index"] for x in lines] == [0, 1, 2]
 
 
+def test_candidates_are_chosen_on_validation_rows_and_reported_on_the_rest(experts, tmp_path, monkeypatch):
+    d, base, ex = experts
+    cfg = _cfg(d, base, ex, "eval.validation_rows=5", "eval.max_rows=6")
+    task, val, test = merge.task_rows(cfg.experts[0], cfg.eval.max_rows, cfg.eval.validation_rows)
+    assert task == "addition" and len(val) == 5 and len(test) == 6
+    assert not {r["id"] for r in val} & {r["id"] for r in test}
+    seen = []
+    real = merge.hf_greedy_eval
+
+    def spy(model, tok, rows, *a):
+        seen.append(frozenset(r["id"] for r in rows))
+        return real(model, tok, rows, *a)
+
+    monkeypatch.setattr(merge, "hf_greedy_eval", spy)
+    summary = merge.run(cfg, tmp_path / "m")
+    val_ids = {frozenset(r["id"] for r in merge.task_rows(e, 6, 5)[1]) for e in cfg.experts}
+    # base: test; 2 experts: validation + test; 3 candidates: validation; the chosen merge: test
+    assert sum(s in val_ids for s in seen) == 2 * 2 + 3 * 2 and len(seen) == 2 + 2 * 4 + 3 * 2 + 2
+    assert summary["selection"]["validation_rows"] == 5
+    assert summary["merge_retention"] == merge.retention(summary["accuracy"]["merged"], summary["accuracy"],
+                                                         summary["tasks"])
+    with pytest.raises(Exception, match="all taken by eval.validation_rows=40"):
+        merge.run(_cfg(d, base, ex, "eval.validation_rows=40"), tmp_path / "n")
+
+
 def test_lora_adapter_expert_is_folded_into_the_base(experts, tmp_path):
     from peft import LoraConfig, get_peft_model
 
