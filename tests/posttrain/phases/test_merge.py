@@ -143,6 +143,14 @@ def test_bad_experts_are_named(experts, tmp_path):
                             head_dim=64)
     with pytest.raises(ConfigError, match="expert 'rev'.*(architecture|tokenizer)"):
         merge.run(_cfg(d, base, [ex[0], other]), tmp_path / "m")
+    retok = tmp_path / "retok"  # the base's weights, another chat template
+    save_hf(load_causal_lm(base), load_tokenizer(base), retok)
+    tc = json.loads((retok / "tokenizer_config.json").read_text())
+    tc["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    (retok / "tokenizer_config.json").write_text(json.dumps(tc))
+    (retok / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="expert 'rev'.*different tokenizer"):
+        merge.run(_cfg(d, base, [ex[0], retok]), tmp_path / "m")
     with pytest.raises(ConfigError, match="expert 'rev'.*does not exist"):
         merge.run(_cfg(d, base, [ex[0], tmp_path / "nope"]), tmp_path / "m")
     with pytest.raises(ConfigError, match="one weight per expert"):
