@@ -9,8 +9,8 @@ greedy evaluator (rollouts.evaluate) on each expert's held-out rows, and keeps t
     merged accuracy / expert accuracy on that expert's task (each capped at 1);
     ties go to the higher mean accuracy over the tasks, then to the earlier candidate.
 
-The candidates are compared on a validation split, the first `eval.validation_rows`
-held-out rows of each task; the table (base, experts, the chosen merge) and
+The candidates are compared on a validation split, `eval.validation_rows` held-out rows
+of each task (a seeded random subset); the table (base, experts, the chosen merge) and
 `merge_retention` are measured on the other held-out rows, which chose nothing
 (`eval.validation_rows: 0` selects on the reported rows themselves: optimistic).
 
@@ -23,6 +23,7 @@ RUN_DIR/summary.json       accuracy {model: {task: value}} for base, experts, me
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -65,8 +66,9 @@ class Candidate(Section):
 
 class MergeEval(Section):
     reward: RewardConfig = Field(default_factory=lambda: default_reward("exact", workers=1))
-    validation_rows: int = Field(0, ge=0, description="The first this many held-out rows of each task choose "
-                                 "the candidate; the table uses the rest (0: choose on the table's rows).")
+    validation_rows: int = Field(0, ge=0, description="This many held-out rows of each task (a seeded random "
+                                 "subset) choose the candidate; the table uses the rest (0: choose on the "
+                                 "table's rows).")
     max_rows: int | None = Field(200, description="Held-out rows per task in the table, after the validation "
                                                   "rows (None: all).")
     max_new_tokens: int = 16
@@ -114,6 +116,8 @@ def task_rows(e: Expert, max_rows: int | None, validation_rows: int = 0) -> tupl
         if not rows:
             raise DatasetError(f"merge: expert {e.name!r}: {e.eval} has no rows with task {e.task!r}")
     task = e.task or rows[0].get("task") or e.name
+    if validation_rows:  # a seeded shuffle first: a file's order may drift (e.g. longer numbers later)
+        rows = random.Random(f"merge-validation:{task}").sample(rows, len(rows))
     val, test = rows[:validation_rows], rows[validation_rows:]
     if not test:
         raise DatasetError(f"merge: expert {e.name!r}: {e.eval} has {len(rows)} rows of task {task!r}, all taken "

@@ -125,12 +125,16 @@ def load_eval_rows(data: SFTData, max_rows: int | None) -> list[dict]:
 
 
 def dev_rows(cfg: "Config") -> list[dict]:
-    """The first `eval.stop_rows` rows of the first local training file (dataset contract)."""
+    """The first `eval.stop_rows` rows of the first local training file (dataset contract), of
+    `data.task` when set (an expert stops on its own task)."""
     path = _first_local_path(cfg.data)
     if path is None:
         raise ConfigError("eval.stop_at_accuracy needs a local data.train file in the dataset contract "
                           "(rows with 'prompt' and 'answer'); unset eval.stop_at_accuracy otherwise")
-    return load_rows(path)[: cfg.eval.stop_rows]
+    rows = load_rows(path)
+    if cfg.data.task:
+        rows = [r for r in rows if r.get("task") in _tasks(cfg.data.task)]
+    return rows[: cfg.eval.stop_rows]
 
 
 def _first_local_path(data: SFTData) -> str | None:
