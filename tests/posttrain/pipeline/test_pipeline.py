@@ -244,19 +244,20 @@ def test_experts_recipe_wires_experts_and_their_tasks(tmp_path):
     m = plan["merge"].cfg
     assert m.model.path == str(tmp_path / "base" / "final")
     assert [(e.name, e.model, e.task) for e in m.experts] == [
-        ("add_expert", str(tmp_path / "add_expert" / "final"), "addition"),
-        ("rev_expert", str(tmp_path / "rev_expert" / "final"), "reversal")]
+        ("rev_expert", str(tmp_path / "rev_expert" / "final"), "reversal"),
+        ("shift_expert", str(tmp_path / "shift_expert" / "final"), "shift")]
     assert all(e.eval == str(tmp_path / "data" / "eval.jsonl") for e in m.experts)
-    assert plan["add_expert"].cfg.model.path == str(tmp_path / "base" / "final")
+    assert m.eval.validation_rows > 0  # the merge is chosen on rows the table does not report
+    assert plan["shift_expert"].cfg.model.path == str(tmp_path / "base" / "final")
     changed = with_data_defaults(load_pipeline_config(ROOT / "configs" / "recipes" / "experts.yaml",
                                                       ["stages.rev_expert.values.train.max_steps=7"]), tmp_path)
     b = {st.name: st for st in resolve(changed, tmp_path)}  # a changed expert changes the merge's hash
-    assert b["merge"].hash != plan["merge"].hash and b["add_expert"].hash == plan["add_expert"].hash
+    assert b["merge"].hash != plan["merge"].hash and b["shift_expert"].hash == plan["shift_expert"].hash
 
 
 @pytest.mark.parametrize("override, message", [
-    ("stages.merge.from.experts=add_expert", "from.experts must be a list of stage names"),
-    ("stages.merge.from.experts=[add_expert,nope]", "'nope' must name an earlier stage"),
+    ("stages.merge.from.experts=rev_expert", "from.experts must be a list of stage names"),
+    ("stages.merge.from.experts=[rev_expert,nope]", "'nope' must name an earlier stage"),
     ("stages.merge.from.model=[base]", "from.model must be one stage name"),
 ])
 def test_bad_merge_wiring_names_the_stage(tmp_path, override, message):
@@ -265,8 +266,8 @@ def test_bad_merge_wiring_names_the_stage(tmp_path, override, message):
 
 
 def test_experts_summary_carries_the_merge_table_and_errors_name_the_stage(tmp_path, monkeypatch):
-    table = {"base": {"addition": 0.0, "reversal": 0.0}, "add_expert": {"addition": 0.5, "reversal": 0.0},
-             "rev_expert": {"addition": 0.0, "reversal": 0.9}, "merged": {"addition": 0.48, "reversal": 0.9}}
+    table = {"base": {"reversal": 0.0, "shift": 0.0}, "rev_expert": {"reversal": 0.9, "shift": 0.0},
+             "shift_expert": {"reversal": 0.0, "shift": 0.5}, "merged": {"reversal": 0.9, "shift": 0.48}}
 
     def run_stage(st, resume):
         st.dir.mkdir(parents=True, exist_ok=True)
