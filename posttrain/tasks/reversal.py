@@ -1,10 +1,14 @@
-"""Offline task: reverse the digits of a number ("Reverse 4821." -> "1284").
+"""Offline digit-string tasks: reversal ("Reverse 4821." -> "1284"), shift ("Shift 4821." ->
+"5932", every digit plus one mod 10) and copying ("Repeat 4821." -> "4821").
 
-The second task of the experts demo (configs/recipes/experts.yaml). The tiny models'
-tokenizer splits digits one per token, so reversal is a copy task the model learns in a
-few hundred SFT steps, while addition needs carries: two skills an expert of one does
-not have for the other. (Word reversal was tried first: BPE merges letters into chunks,
-so reversing a word means spelling it, which the tiny model did not learn in minutes.)
+The tasks of the experts demo (configs/recipes/experts.yaml). The tiny models' tokenizer
+splits digits one per token, so reversal is a position map that keeps the tokens and shift
+a token map that keeps the positions: two skills a 0.9M model learns within tens of SFT
+steps from a base that knows them in part, which an expert of one does not keep for the
+other. (Addition was the first partner of reversal: it needs hundreds of steps at this size
+and its experts did not merge, docs/merge.md. Word reversal was tried before that: BPE
+merges letters into chunks, so reversing a word means spelling it, which the tiny model did
+not learn in minutes.)
 
 >>> rows = make_reversal_rows(3, seed=0)
 >>> all(r["answer"] == r["prompt"].split()[1].rstrip(".")[::-1] for r in rows)
