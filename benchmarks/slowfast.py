@@ -125,7 +125,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     from rollouts.evaluate import hf_greedy_eval
 
-    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 300)
+    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 160)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not (data / "eval_clips.jsonl").is_file():
