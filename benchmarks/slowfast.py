@@ -1,9 +1,10 @@
 """SlowFast vs uniform frame sampling at an equal visual token budget (issue 15, item 8).
 
-Task: `visual-video-visits` at difficulty 2 (8 frames at 2 fps; the dot visits 2-3 distinct
-quarters, about half the visits one frame long; "Which quarters did the dot visit?", answer like
-"1 3 4"). Each frame is read like the still-image quadrant task the tiny model learns, and a
-sampler that skips a one-frame visit loses part of the answer, so which frames are kept matters.
+Task: `visual-video-colours` at difficulty 2 (8 frames at 2 fps; the dot visits 2-3 distinct
+quarters with a colour of its own each, about half the visits one frame long; "Which colours did
+the dot have?", answer like "red blue"). Each frame is read like the still-image colour task
+the tiny model learns, and a sampler that skips a one-frame visit loses part of the answer, so
+which frames are kept matters. (`kind="visual-video-visits"` asks for the quarters instead.)
 
 Tokens. The tiny Idefics3 model (no image splitting) resizes every image to 56 px, so a smaller
 frame costs what a full one does. SlowFast's fast frames are therefore packed: each run of
@@ -18,7 +19,7 @@ marks them):
 - `slowfast`: every slow frame whole, the fast frames in mosaics;
 - `uniform@slowfast`: per clip, the most evenly spaced whole frames whose tokens fit that clip's
   SlowFast tokens (the equal budget);
-- `uniform:K`: K evenly spaced whole frames, K = N/2 .. N (the accuracy-vs-tokens curve).
+- `uniform:K`: K evenly spaced whole frames, K = N/2 + 1 .. N (the accuracy-vs-tokens curve).
 
 Headline keys:
 - `slowfast_minus_uniform_points`: accuracy points, `slowfast` minus `uniform@slowfast`.
@@ -44,7 +45,6 @@ from posttrain.tasks.tiny_vision import make_tiny_vision_model
 from posttrain.tasks.visual import write_visual_task
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTION = "Which quarters did the dot visit?"
 
 
 class _Exact:
@@ -74,6 +74,10 @@ def uniform_fitting(n: int, times, frame_tokens: int, text_tokens: Callable[[str
     return best
 
 
+def question(row: dict[str, Any]) -> str:
+    return row["prompt"].replace("<video>", "")
+
+
 def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path) -> tuple[dict[str, Any], int]:
     """The clip as an image row (markers and `<image>` slots spelled out) and its token cost.
     mode: "slowfast" (mosaics written under `media_dir`), "uniform:K", or "uniform@slowfast"."""
@@ -92,7 +96,7 @@ def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path) 
                 media_dir.mkdir(parents=True, exist_ok=True)
                 pic.save(path)
             images.append(str(path.resolve()))
-        text = "".join(im.marker + "<image>" for im in plan.images) + QUESTION
+        text = "".join(im.marker + "<image>" for im in plan.images) + question(row)
         return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"], "images": images},
                 plan.total_tokens)
     if mode == "uniform@slowfast":
@@ -101,7 +105,7 @@ def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path) 
     else:
         idx = uniform_indices(len(frames), int(mode.split(":")[1]))
     markers = [frame_marker(True, times[i]) for i in idx]
-    text = "".join(m + "<image>" for m in markers) + QUESTION
+    text = "".join(m + "<image>" for m in markers) + question(row)
     tokens = sum(int(count(h, w)) + text_tokens(m) for m in markers)
     return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"],
              "images": [paths[i] for i in idx]}, tokens)
@@ -120,12 +124,12 @@ def headline_keys(per_mode: dict[str, dict[str, float]]) -> dict[str, float | No
 
 
 def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 0,
-        kind: str = "visual-video-visits") -> tuple[dict, dict]:
+        kind: str = "visual-video-colours") -> tuple[dict, dict]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from rollouts.evaluate import hf_greedy_eval
 
-    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 160)
+    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 100)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not (data / "eval_clips.jsonl").is_file():
@@ -157,7 +161,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
     model = AutoModelForImageTextToText.from_pretrained(sft_dir / "final")
     processor = AutoProcessor.from_pretrained(sft_dir / "final")
     per_mode: dict[str, dict[str, float]] = {}
-    for mode in ["slowfast", "uniform@slowfast", *(f"uniform:{k}" for k in range(max(2, n // 2), n + 1))]:
+    for mode in ["slowfast", "uniform@slowfast", *(f"uniform:{k}" for k in range(n // 2 + 1, n + 1))]:
         enc = [encode(r, mode, count, text_tokens, data / "packed") for r in held]
         res = hf_greedy_eval(model, processor, [e[0] for e in enc], _Exact(), max_new_tokens=8)
         per_mode[mode] = {"accuracy": res.accuracy, "tokens_per_clip": float(np.mean([e[1] for e in enc])),

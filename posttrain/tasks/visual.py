@@ -13,7 +13,11 @@ Five kinds, each verified by `exact` (the answer is an integer string):
   frames in each, and about half the visits last one frame: "Which quarters did the dot visit?"
   (answer like "1 3 4", smallest first). Each frame is read like `visual-quadrants` reads an
   image, so the tiny model can learn it, and a sampler that skips a one-frame visit loses a
-  quarter of the answer: the SlowFast benchmark's task (benchmarks/slowfast.py).
+  quarter of the answer.
+- `visual-video-colours`: `visual-video-visits` where every visit has its own colour: "Which
+  colours did the dot have?" (answer like "red blue", in the order red green blue orange
+  purple). A colour is read from any visual token, with no position within the image to learn:
+  the SlowFast benchmark's task (benchmarks/slowfast.py).
 - `visual-count`: one image with a few filled circles (and, at higher difficulty, squares that
   do not count): "How many circles are in the image?"
 - `visual-add`: two images with circles: "How many circles are in the two images together?"
@@ -43,8 +47,9 @@ from posttrain.core.data import write_jsonl
 from posttrain.tasks.addition import split_rows
 
 KINDS = ("visual-quadrants", "visual-count", "visual-add", "visual-video", "visual-video-quadrants",
-         "visual-video-visits")
+         "visual-video-visits", "visual-video-colours")
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 160, 20), (150, 50, 180)]
+COLOUR_NAMES = ["red", "green", "blue", "orange", "purple"]
 
 
 def _levels(difficulty: int) -> dict[str, int]:
@@ -233,41 +238,60 @@ def dwell_lengths(rng: random.Random, n_frames: int, visits: int) -> list[int]:
 
 
 def visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
-               base_dir: Path, fps: float = 2.0) -> dict[str, Any]:
+               base_dir: Path, fps: float = 2.0, ask: str = "quarters") -> dict[str, Any]:
     """`visual-video-visits`: the dot visits distinct quarters (numbered 1-4 in reading order),
     centred in each as in `visual-video-quadrants`; the answer is the visited quarters, smallest
     first. A set, not the visit order: each quarter's answer is an OR over frames, which a tiny
-    model reads per frame, where an ordered answer asks it to index the k-th visit."""
+    model reads per frame, where an ordered answer asks it to index the k-th visit.
+    `ask="colours"` (`visual-video-colours`): each visit also has its own colour, and the answer
+    is the colours seen, in COLOUR_NAMES order; a colour needs no position read off the image."""
     n_frames = lv["frames"]
     # at most (n + 1) // 2 visits, so one short visit and the long ones (>= 2 frames) always fit
     visits = rng.sample(range(4), rng.randint(2, min(lv["max_visits"], (n_frames + 1) // 2)))
     dwell = dwell_lengths(rng, n_frames, len(visits))
-    half, colour = size // 2, rng.choice(COLOURS)
+    if ask == "colours":
+        colours = rng.sample(range(len(COLOURS)), len(visits))
+    else:
+        colours = [rng.randrange(len(COLOURS))] * len(visits)
+    half = size // 2
     r = half * 2 // 5
     paths, i = [], 0
-    for q, d in zip(visits, dwell):
+    for q, c, d in zip(visits, colours, dwell):
         cx, cy = (q % 2) * half + half // 2, (q // 2) * half + half // 2
         img = Image.new("RGB", (size, size), (255, 255, 255))
-        ImageDraw.Draw(img).ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+        ImageDraw.Draw(img).ellipse((cx - r, cy - r, cx + r, cy + r), fill=COLOURS[c])
         for _ in range(d):
             paths.append(_save(img, media_dir, f"{rid}-f{i:02d}.png", base_dir))
             i += 1
-    answer = " ".join(str(q + 1) for q in sorted(visits))
     starts = [sum(dwell[:k]) / fps for k in range(len(dwell))]
-    pieces = ["the quarters are numbered 1 top left, 2 top right, 3 bottom left, 4 bottom right; "
-              "read the dot's quarter in every frame",
-              "a visit may last a single frame; the frames where the picture changes start the visits",
-              f"the dot starts in quarter {visits[0] + 1}",
-              "visits start at " + ", ".join(f"{t:.1f}s (quarter {q + 1})" for t, q in zip(starts, visits)),
-              f"Sorted, the quarters are {answer}. The answer is {answer}"]
-    return {"id": rid, "prompt": "<video>Which quarters did the dot visit?", "answer": answer,
-            "video": {"frames": paths, "fps": fps},
-            "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)], "task": "visual-video-visits"}
+    if ask == "colours":
+        answer = " ".join(COLOUR_NAMES[c] for c in sorted(colours))
+        seen = [COLOUR_NAMES[c] for c in colours]
+        first = ["name the dot's colour in every frame; the answer lists the colours in the order "
+                 + " ".join(COLOUR_NAMES)]
+    else:
+        answer = " ".join(str(q + 1) for q in sorted(visits))
+        seen = [f"quarter {q + 1}" for q in visits]
+        first = ["the quarters are numbered 1 top left, 2 top right, 3 bottom left, 4 bottom right; "
+                 "read the dot's quarter in every frame"]
+    pieces = first + ["a visit may last a single frame; the frames where the picture changes start the visits",
+                      f"the first visit is {seen[0]}",
+                      "visits start at " + ", ".join(f"{t:.1f}s ({v})" for t, v in zip(starts, seen)),
+                      f"In order, that is {answer}. The answer is {answer}"]
+    question = "Which colours did the dot have?" if ask == "colours" else "Which quarters did the dot visit?"
+    return {"id": rid, "prompt": "<video>" + question, "answer": answer, "video": {"frames": paths, "fps": fps},
+            "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)],
+            "task": "visual-video-colours" if ask == "colours" else "visual-video-visits"}
+
+
+def colour_visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
+                      base_dir: Path) -> dict[str, Any]:
+    return visits_row(rng, rid, lv, size, media_dir, base_dir, ask="colours")
 
 
 MAKERS = {"visual-quadrants": quadrants_row, "visual-count": count_row, "visual-add": add_row,
           "visual-video": video_row, "visual-video-quadrants": quadrant_video_row,
-          "visual-video-visits": visits_row}
+          "visual-video-visits": visits_row, "visual-video-colours": colour_visits_row}
 
 
 def make_visual_rows(kind: str, n: int, base_dir: str | Path, difficulty: int = 2, seed: int = 0,
