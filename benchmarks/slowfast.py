@@ -1,30 +1,37 @@
 """SlowFast vs uniform frame sampling at an equal visual token budget (issue 15, item 8).
 
-Task: `visual-video-quadrants` (how many times did the dot move? The dot jumps between quarters
-of the frame, one visual token each on the tiny model), whose answer lives in the frames where
-something changes; `kind` can be `visual-video` (the dot anywhere). One tiny Idefics3 model is
-SFT'd on training clips, each encoded one of three ways (a third each): SlowFast (every frame,
-with a `<slow t>` or `<fast t>` marker from core/video.plan_clip), and uniform sampling of all
-frames or of half of them (every kept frame marked as core/video.uniform_plan marks them). The
-same model then answers the held-out clips under each encoding, greedily; tokens per clip are
-visual tokens (from the processor's own counter) plus marker tokens (from the tokenizer).
+Task: `visual-video-colours` at difficulty 2 (8 frames at 2 fps; the dot visits 2-3 distinct
+quarters with a colour of its own each, about half the visits one frame long; "Which colours did
+the dot have?", answer like "red blue"). Each frame is read like the still-image colour task
+the tiny model learns, and a sampler that skips a one-frame visit loses part of the answer, so
+which frames are kept matters. (`kind="visual-video-visits"` asks for the quarters instead.)
+
+Tokens. The tiny Idefics3 model (no image splitting) resizes every image to 56 px, so a smaller
+frame costs what a full one does. SlowFast's fast frames are therefore packed: each run of
+consecutive fast frames goes into 2x2 mosaics (core/video.plan_packed_clip; a quarter of an
+image per fast frame, within Keye's 30%), slow frames stay whole, one `<slow t>` / `<fast t>`
+marker per image. Tokens per clip are the processor's own count for every image (mosaic or
+not) plus the markers' tokens from the tokenizer.
+
+Encodings (one tiny model, SFT'd on a mix: a third SlowFast, a third all frames, a third K
+evenly spaced frames with K random in 2..N-1; uniform frames marked as core/video.uniform_plan
+marks them):
+- `slowfast`: every slow frame whole, the fast frames in mosaics;
+- `uniform@slowfast`: per clip, the most evenly spaced whole frames whose tokens fit that clip's
+  SlowFast tokens (the equal budget);
+- `uniform:K`: K evenly spaced whole frames, K = N/2 + 1 .. N (the accuracy-vs-tokens curve).
 
 Headline keys:
-- `slowfast_minus_uniform_points`: accuracy points, SlowFast minus uniform sampling at the
-  largest frame count whose tokens fit SlowFast's budget.
-- `slowfast_token_fraction_at_equal_accuracy`: SlowFast's tokens / the fewest tokens at which
-  uniform sampling reaches SlowFast's accuracy (None when no measured uniform budget does).
-
-Caveat (docs/multimodal.md): Idefics3 resizes every frame to one size, so a fast frame costs as
-much as a slow one, and SlowFast cannot save tokens on this model; at an equal budget both keep
-every frame and differ only in their markers.
+- `slowfast_minus_uniform_points`: accuracy points, `slowfast` minus `uniform@slowfast`.
+- `slowfast_token_fraction_at_equal_accuracy`: SlowFast's tokens / the fewest tokens at which a
+  `uniform:K` reaches SlowFast's accuracy (None when none does).
 """
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,13 +39,12 @@ from benchmarks.common import log
 from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
 from posttrain.core.media import load_video
-from posttrain.core.video import frame_marker, plan_clip, processor_token_counter
+from posttrain.core.video import frame_marker, plan_packed_clip, processor_token_counter, render_packed
 from posttrain.phases import sft
 from posttrain.tasks.tiny_vision import make_tiny_vision_model
 from posttrain.tasks.visual import write_visual_task
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTION = "How many times did the dot move?"
 
 
 class _Exact:
@@ -57,31 +63,73 @@ def uniform_indices(n: int, k: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
 
 
-def encode(row: dict[str, Any], mode: str, count, text_tokens) -> tuple[dict[str, Any], int]:
+def uniform_fitting(n: int, times, frame_tokens: int, text_tokens: Callable[[str], int], budget: int) -> list[int]:
+    """The most evenly spaced frames (at least 1) whose images and markers fit `budget` tokens."""
+    best = [0]
+    for k in range(2, n + 1):
+        idx = uniform_indices(n, k)
+        if sum(frame_tokens + text_tokens(frame_marker(True, times[i])) for i in idx) > budget:
+            break
+        best = idx
+    return best
+
+
+def question(row: dict[str, Any]) -> str:
+    return row["prompt"].replace("<video>", "")
+
+
+def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path) -> tuple[dict[str, Any], int]:
     """The clip as an image row (markers and `<image>` slots spelled out) and its token cost.
-    mode: "slowfast", or "uniform:K" (K evenly spaced frames)."""
+    mode: "slowfast" (mosaics written under `media_dir`), "uniform:K", or "uniform@slowfast"."""
     frames, times = load_video(row["video"])
     paths = row["video"]["frames"]
+    h, w = np.asarray(frames[0]).shape[:2]
     if mode == "slowfast":
-        plan = plan_clip(frames, times, count, 10**9, text_tokens=text_tokens)
-        kept = [(f.index, f.marker, f.tokens) for f in plan.frames]
+        plan = plan_packed_clip(frames, times, count, text_tokens=text_tokens)
+        images = []
+        for k, (im, pic) in enumerate(zip(plan.images, render_packed(frames, plan))):
+            if im.slow:
+                images.append(paths[im.frames[0]])
+                continue
+            path = media_dir / f"{row['id']}-m{k:02d}.png"
+            if not path.is_file():
+                media_dir.mkdir(parents=True, exist_ok=True)
+                pic.save(path)
+            images.append(str(path.resolve()))
+        text = "".join(im.marker + "<image>" for im in plan.images) + question(row)
+        return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"], "images": images},
+                plan.total_tokens)
+    if mode == "uniform@slowfast":
+        budget = encode(row, "slowfast", count, text_tokens, media_dir)[1]
+        idx = uniform_fitting(len(frames), times, int(count(h, w)), text_tokens, budget)
     else:
-        h, w = np.asarray(frames[0]).shape[:2]
-        kept = [(i, frame_marker(True, times[i]), int(count(h, w)))
-                for i in uniform_indices(len(frames), int(mode.split(":")[1]))]
-    text = "".join(m + "<image>" for _, m, _ in kept) + QUESTION
-    tokens = sum(t + text_tokens(m) for _, m, t in kept)
+        idx = uniform_indices(len(frames), int(mode.split(":")[1]))
+    markers = [frame_marker(True, times[i]) for i in idx]
+    text = "".join(m + "<image>" for m in markers) + question(row)
+    tokens = sum(int(count(h, w)) + text_tokens(m) for m in markers)
     return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"],
-             "images": [paths[i] for i, _, _ in kept]}, tokens)
+             "images": [paths[i] for i in idx]}, tokens)
 
 
-def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 0,
-        kind: str = "visual-video-quadrants") -> tuple[dict, dict]:
+def headline_keys(per_mode: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """The two headline numbers from measured (accuracy, tokens per clip) per encoding."""
+    sf = per_mode["slowfast"]
+    curve = sorted((v for m, v in per_mode.items() if m.startswith("uniform:")), key=lambda v: v["tokens_per_clip"])
+    matched = [v for v in curve if v["accuracy"] >= sf["accuracy"]]
+    return {
+        "slowfast_minus_uniform_points": round(100 * (sf["accuracy"] - per_mode["uniform@slowfast"]["accuracy"]), 2),
+        "slowfast_token_fraction_at_equal_accuracy":
+            round(sf["tokens_per_clip"] / matched[0]["tokens_per_clip"], 4) if matched else None,
+    }
+
+
+def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 0,
+        kind: str = "visual-video-colours") -> tuple[dict, dict]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from rollouts.evaluate import hf_greedy_eval
 
-    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 200)
+    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 100)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not (data / "eval_clips.jsonl").is_file():
@@ -97,14 +145,14 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 
     def text_tokens(s: str) -> int:
         return len(processor.tokenizer(s, add_special_tokens=False)["input_ids"])
 
-    n_frames = len(clips[0]["video"]["frames"])
-    modes = ["slowfast", f"uniform:{n_frames}", f"uniform:{max(2, n_frames // 2)}"]
+    n = len(clips[0]["video"]["frames"])
     rng = random.Random(seed)
-    train = [encode(r, rng.choice(modes), count, text_tokens)[0] for r in clips]
+    train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(2, n - 1)}"]) for _ in clips]
+    train = [encode(r, m, count, text_tokens, data / "packed")[0] for r, m in zip(clips, train_modes)]
     write_jsonl(data / "train.jsonl", train)
     sft_dir = out / "sft"
     if not (sft_dir / "final" / "config.json").is_file():
-        log(f"slowfast: SFT {steps} steps on {len(train)} clips ({n_frames} frames, modes {modes})")
+        log(f"slowfast: SFT {steps} steps on {len(train)} clips ({n} frames; SlowFast, all frames, K frames)")
         cfg = load_config(sft.Config, ROOT / "configs" / "vision" / "sft.yaml", [
             "model.init=path", f"model.path={model_dir}", f"data.train={data / 'train.jsonl'}",
             "eval.stop_at_accuracy=null", f"train.max_steps={steps}", "train.max_length=256",
@@ -113,23 +161,13 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 1, seed: int = 
     model = AutoModelForImageTextToText.from_pretrained(sft_dir / "final")
     processor = AutoProcessor.from_pretrained(sft_dir / "final")
     per_mode: dict[str, dict[str, float]] = {}
-    for mode in modes:
-        enc = [encode(r, mode, count, text_tokens) for r in held]
-        res = hf_greedy_eval(model, processor, [e[0] for e in enc], _Exact(), max_new_tokens=3)
-        per_mode[mode] = {"accuracy": res.accuracy, "tokens_per_clip": float(np.mean([e[1] for e in enc]))}
+    for mode in ["slowfast", "uniform@slowfast", *(f"uniform:{k}" for k in range(n // 2 + 1, n + 1))]:
+        enc = [encode(r, mode, count, text_tokens, data / "packed") for r in held]
+        res = hf_greedy_eval(model, processor, [e[0] for e in enc], _Exact(), max_new_tokens=8)
+        per_mode[mode] = {"accuracy": res.accuracy, "tokens_per_clip": float(np.mean([e[1] for e in enc])),
+                          "images_per_clip": float(np.mean([len(e[0]["images"]) for e in enc]))}
         log(f"slowfast: {mode}: accuracy {res.accuracy:.3f}, {per_mode[mode]['tokens_per_clip']:.1f} tokens/clip")
-    sf = per_mode["slowfast"]
-    uniform = sorted(((m, v) for m, v in per_mode.items() if m != "slowfast"), key=lambda mv: mv[1]["tokens_per_clip"])
-    fitting = [v for _, v in uniform if v["tokens_per_clip"] <= sf["tokens_per_clip"]]
-    equal_budget = fitting[-1] if fitting else uniform[0][1]
-    matched = [v for _, v in uniform if v["accuracy"] >= sf["accuracy"]]
-    headline = {
-        "slowfast_minus_uniform_points": round(100 * (sf["accuracy"] - equal_budget["accuracy"]), 2),
-        "slowfast_token_fraction_at_equal_accuracy":
-            round(sf["tokens_per_clip"] / matched[0]["tokens_per_clip"], 4) if matched else None,
-    }
-    details = {"task": f"{kind} difficulty {difficulty}", "frames": n_frames, "train_clips": len(train),
+    details = {"task": f"{kind} difficulty {difficulty}", "frames": n, "train_clips": len(train),
                "eval_clips": len(held), "sft_steps": steps, "per_mode": per_mode,
-               "equal_budget_uniform_tokens": equal_budget["tokens_per_clip"],
-               "caveat": "Idefics3: every frame costs the same tokens at any size; SlowFast saves no tokens here"}
-    return headline, details
+               "fast_frames": "2x2 mosaics of 28-px fast frames, one 56-px image each (core/video.plan_packed_clip)"}
+    return headline_keys(per_mode), details

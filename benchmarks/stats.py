@@ -38,8 +38,8 @@ HEADLINES = {
                             "lower"),
     "fsdp_rss_ratio_494m": ("scale", "peak RSS per FSDP worker (2 workers) / single-process trainer, 494M", 0.6,
                             "lower"),
-    "slowfast_minus_uniform_points": ("slowfast", "visual-video accuracy points, SlowFast - uniform sampling at an "
-                                      "equal token budget (tiny Idefics3)", 5.0, "higher"),
+    "slowfast_minus_uniform_points": ("slowfast", "visual-video-colours accuracy points, SlowFast - uniform "
+                                      "sampling at an equal token budget (tiny Idefics3)", 5.0, "higher"),
     "slowfast_token_fraction_at_equal_accuracy": ("slowfast", "SlowFast tokens / uniform tokens at SlowFast's "
                                                   "accuracy (None: uniform never reached it)", 0.70, "lower"),
     # measured only where bf16 is fast (posttrain.core.devices); absent, with the reason in `skipped`, elsewhere

@@ -185,7 +185,8 @@ def make_task_cmd(
     n_eval: int = typer.Option(200, "--n-eval", help="Held-out rows (with --eval-out)."),
     force: bool = typer.Option(False, "--force", help="Replace existing output files."),
     kind: str = typer.Option("addition", "--kind", help="addition, or a visual task: visual-quadrants, visual-count, "
-                             "visual-add, visual-video, visual-video-quadrants (PNG media next to --out)."),
+                             "visual-add, visual-video, visual-video-quadrants, visual-video-visits "
+                             "(PNG media next to --out)."),
     difficulty: int = typer.Option(2, help="Visual tasks: 1 (easiest) to 5."),
     image_size: int = typer.Option(56, "--image-size", help="Visual tasks: image side in pixels."),
 ) -> None:

@@ -239,3 +239,105 @@ def resize_frames(frames: Sequence[np.ndarray], plan: SlowFastPlan) -> list[Imag
     """The frames at their planned sizes, as RGB images ready for a processor or an engine."""
     return [Image.fromarray(np.asarray(f)).convert("RGB").resize((p.width, p.height), Image.BICUBIC)
             for f, p in zip(frames, plan.frames)]
+
+
+# --- Packing fast frames on a fixed-size encoder -------------------------------------------------
+# Idefics3 / SmolVLM (without image splitting) resize every image to one size, so resizing a fast
+# frame saves nothing. What does save tokens there: several fast frames shrunk into one image,
+# a grid x grid mosaic, so each costs 1 / grid**2 of an image. `mosaic_grid` picks the smallest
+# grid whose share fits `fast_ratio` (0.3 -> 2x2, a quarter each), and the processor's own
+# counter prices every image, mosaic or not.
+
+
+def mosaic_grid(fast_ratio: float) -> int:
+    """The smallest g with 1 / g**2 <= fast_ratio: a fast frame's share of one mosaic image.
+
+    >>> mosaic_grid(0.3), mosaic_grid(0.25), mosaic_grid(0.1), mosaic_grid(1.0)
+    (2, 2, 4, 1)
+    """
+    if not 0 < fast_ratio <= 1:
+        raise ValueError(f"fast_ratio={fast_ratio}: use a fraction in (0, 1]")
+    g = 1
+    while 1 / g**2 > fast_ratio + 1e-12:
+        g += 1
+    return g
+
+
+def pack_fast_frames(slow: Sequence[bool], per_image: int) -> list[list[int]]:
+    """Frame indices grouped into images, in clip order: every slow frame alone; every run of
+    consecutive fast frames in chunks of at most `per_image`.
+
+    >>> pack_fast_frames([True, False, False, False, True, True, False], per_image=2)
+    [[0], [1, 2], [3], [4], [5], [6]]
+    """
+    if per_image < 1:
+        raise ValueError(f"per_image={per_image}: need at least one frame per image")
+    groups: list[list[int]] = []
+    for i, is_slow in enumerate(slow):
+        if is_slow or not groups or slow[groups[-1][0]] or len(groups[-1]) == per_image:
+            groups.append([i])
+        else:
+            groups[-1].append(i)
+    return groups
+
+
+@dataclass(frozen=True)
+class PackedImage:
+    frames: tuple[int, ...]  # clip indices shown in this image (one for a slow frame)
+    slow: bool
+    time_s: float  # the first frame's time
+    tokens: int  # visual tokens of the image, from the model's counter
+
+    @property
+    def marker(self) -> str:
+        return frame_marker(self.slow, self.time_s)
+
+
+@dataclass(frozen=True)
+class PackedPlan:
+    images: list[PackedImage]
+    grid: int  # fast frames per image side
+    visual_tokens: int
+    marker_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.visual_tokens + self.marker_tokens
+
+
+def plan_packed_clip(frames: Sequence[np.ndarray], times: Sequence[float], count_tokens: TokenCounter,
+                     threshold: float = 0.95, fast_ratio: float = 0.3, patch: int = 14, tol: float = 0.02,
+                     text_tokens: Callable[[str], int] | None = None) -> PackedPlan:
+    """SlowFast for a fixed-size encoder: slow frames (classify_frames) at full size, one image each;
+    fast frames in `mosaic_grid(fast_ratio)`-square mosaics of the frame size; one marker per image.
+    Every image is priced by `count_tokens` at the frame size (what the processor charges)."""
+    if not len(frames) or len(frames) != len(times):
+        raise ValueError("need at least one frame and one time per frame")
+    height, width = np.asarray(frames[0]).shape[:2]
+    grid = mosaic_grid(fast_ratio)
+    slow = classify_frames(frames, threshold, patch, tol)
+    tokens = int(count_tokens(height, width))
+    images = [PackedImage(tuple(g), slow[g[0]], float(times[g[0]]), tokens)
+              for g in pack_fast_frames(slow, grid * grid)]
+    markers = sum(text_tokens(im.marker) for im in images) if text_tokens else 0
+    return PackedPlan(images, grid, tokens * len(images), markers)
+
+
+def mosaic(frames: Sequence[np.ndarray], grid: int, fill: int = 128) -> Image.Image:
+    """`frames` (at most grid**2, one size) shrunk by `grid` and laid out in reading order on an
+    image of the frame size; empty cells are grey (`fill`), so they never look like a frame."""
+    if not 0 < len(frames) <= grid * grid:
+        raise ValueError(f"a {grid}x{grid} mosaic holds 1 to {grid * grid} frames, got {len(frames)}")
+    height, width = np.asarray(frames[0]).shape[:2]
+    ch, cw = height // grid, width // grid
+    out = Image.new("RGB", (width, height), (fill, fill, fill))
+    for k, frame in enumerate(frames):
+        cell = Image.fromarray(np.asarray(frame)).convert("RGB").resize((cw, ch), Image.BOX)
+        out.paste(cell, ((k % grid) * cw, (k // grid) * ch))
+    return out
+
+
+def render_packed(frames: Sequence[np.ndarray], plan: PackedPlan) -> list[Image.Image]:
+    """The plan's images: slow frames as they are, fast frames as mosaics."""
+    return [Image.fromarray(np.asarray(frames[im.frames[0]])).convert("RGB") if im.slow
+            else mosaic([frames[i] for i in im.frames], plan.grid) for im in plan.images]

@@ -9,6 +9,15 @@ Five kinds, each verified by `exact` (the answer is an integer string):
   model's SFT only learned to answer the most common count (docs/multimodal.md).
 - `visual-video-quadrants`: `visual-video` with the dot centred in one quarter per frame; a move
   is a jump to another quarter.
+- `visual-video-visits`: the dot visits 2 to min(4, difficulty + 1) distinct quarters, dwelling a variable number of
+  frames in each, and about half the visits last one frame: "Which quarters did the dot visit?"
+  (answer like "1 3 4", smallest first). Each frame is read like `visual-quadrants` reads an
+  image, so the tiny model can learn it, and a sampler that skips a one-frame visit loses a
+  quarter of the answer.
+- `visual-video-colours`: `visual-video-visits` where every visit has its own colour: "Which
+  colours did the dot have?" (answer like "red blue", in the order red green blue orange
+  purple). A colour is read from any visual token, with no position within the image to learn:
+  the SlowFast benchmark's task (benchmarks/slowfast.py).
 - `visual-count`: one image with a few filled circles (and, at higher difficulty, squares that
   do not count): "How many circles are in the image?"
 - `visual-add`: two images with circles: "How many circles are in the two images together?"
@@ -37,15 +46,18 @@ from PIL import Image, ImageDraw
 from posttrain.core.data import write_jsonl
 from posttrain.tasks.addition import split_rows
 
-KINDS = ("visual-quadrants", "visual-count", "visual-add", "visual-video", "visual-video-quadrants")
+KINDS = ("visual-quadrants", "visual-count", "visual-add", "visual-video", "visual-video-quadrants",
+         "visual-video-visits", "visual-video-colours")
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (230, 160, 20), (150, 50, 180)]
+COLOUR_NAMES = ["red", "green", "blue", "orange", "purple"]
 
 
 def _levels(difficulty: int) -> dict[str, int]:
     if not 1 <= difficulty <= 5:
         raise ValueError(f"difficulty={difficulty}: use 1 (easiest) to 5")
     return {"max_objects": 2 + difficulty, "distractors": difficulty - 1,
-            "frames": 4 + 2 * difficulty, "max_moves": 1 + difficulty}
+            "frames": 4 + 2 * difficulty, "max_moves": 1 + difficulty,
+            "max_visits": min(4, 1 + difficulty)}
 
 
 def _place(rng: random.Random, n: int, size: int, r: int, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -212,8 +224,74 @@ def quadrant_video_row(rng: random.Random, rid: str, lv: dict[str, int], size: i
             "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)], "task": "visual-video-quadrants"}
 
 
+def dwell_lengths(rng: random.Random, n_frames: int, visits: int) -> list[int]:
+    """Frames spent on each of `visits` visits (sum `n_frames`): each visit is short (one frame)
+    with probability 1/2, never all of them; the long ones split the rest, at least 2 frames each."""
+    short = [rng.random() < 0.5 for _ in range(visits)]
+    if all(short):
+        short[rng.randrange(visits)] = False
+    n_long, rest = visits - sum(short), n_frames - sum(short)
+    # a random composition of `rest` into n_long parts of >= 2: cut `rest - n_long` into parts of >= 1
+    cuts = sorted(rng.sample(range(1, rest - n_long), n_long - 1))
+    longs = iter(b - a + 1 for a, b in zip([0] + cuts, cuts + [rest - n_long]))
+    return [1 if s else next(longs) for s in short]
+
+
+def visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
+               base_dir: Path, fps: float = 2.0, ask: str = "quarters") -> dict[str, Any]:
+    """`visual-video-visits`: the dot visits distinct quarters (numbered 1-4 in reading order),
+    centred in each as in `visual-video-quadrants`; the answer is the visited quarters, smallest
+    first. A set, not the visit order: each quarter's answer is an OR over frames, which a tiny
+    model reads per frame, where an ordered answer asks it to index the k-th visit.
+    `ask="colours"` (`visual-video-colours`): each visit also has its own colour, and the answer
+    is the colours seen, in COLOUR_NAMES order; a colour needs no position read off the image."""
+    n_frames = lv["frames"]
+    # at most (n + 1) // 2 visits, so one short visit and the long ones (>= 2 frames) always fit
+    visits = rng.sample(range(4), rng.randint(2, min(lv["max_visits"], (n_frames + 1) // 2)))
+    dwell = dwell_lengths(rng, n_frames, len(visits))
+    if ask == "colours":
+        colours = rng.sample(range(len(COLOURS)), len(visits))
+    else:
+        colours = [rng.randrange(len(COLOURS))] * len(visits)
+    half = size // 2
+    r = half * 2 // 5
+    paths, i = [], 0
+    for q, c, d in zip(visits, colours, dwell):
+        cx, cy = (q % 2) * half + half // 2, (q // 2) * half + half // 2
+        img = Image.new("RGB", (size, size), (255, 255, 255))
+        ImageDraw.Draw(img).ellipse((cx - r, cy - r, cx + r, cy + r), fill=COLOURS[c])
+        for _ in range(d):
+            paths.append(_save(img, media_dir, f"{rid}-f{i:02d}.png", base_dir))
+            i += 1
+    starts = [sum(dwell[:k]) / fps for k in range(len(dwell))]
+    if ask == "colours":
+        answer = " ".join(COLOUR_NAMES[c] for c in sorted(colours))
+        seen = [COLOUR_NAMES[c] for c in colours]
+        first = ["name the dot's colour in every frame; the answer lists the colours in the order "
+                 + " ".join(COLOUR_NAMES)]
+    else:
+        answer = " ".join(str(q + 1) for q in sorted(visits))
+        seen = [f"quarter {q + 1}" for q in visits]
+        first = ["the quarters are numbered 1 top left, 2 top right, 3 bottom left, 4 bottom right; "
+                 "read the dot's quarter in every frame"]
+    pieces = first + ["a visit may last a single frame; the frames where the picture changes start the visits",
+                      f"the first visit is {seen[0]}",
+                      "visits start at " + ", ".join(f"{t:.1f}s ({v})" for t, v in zip(starts, seen)),
+                      f"In order, that is {answer}. The answer is {answer}"]
+    question = "Which colours did the dot have?" if ask == "colours" else "Which quarters did the dot visit?"
+    return {"id": rid, "prompt": "<video>" + question, "answer": answer, "video": {"frames": paths, "fps": fps},
+            "hints": ["Hint: " + "; ".join(pieces[:j]) + "." for j in range(1, 6)],
+            "task": "visual-video-colours" if ask == "colours" else "visual-video-visits"}
+
+
+def colour_visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
+                      base_dir: Path) -> dict[str, Any]:
+    return visits_row(rng, rid, lv, size, media_dir, base_dir, ask="colours")
+
+
 MAKERS = {"visual-quadrants": quadrants_row, "visual-count": count_row, "visual-add": add_row,
-          "visual-video": video_row, "visual-video-quadrants": quadrant_video_row}
+          "visual-video": video_row, "visual-video-quadrants": quadrant_video_row,
+          "visual-video-visits": visits_row, "visual-video-colours": colour_visits_row}
 
 
 def make_visual_rows(kind: str, n: int, base_dir: str | Path, difficulty: int = 2, seed: int = 0,

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from posttrain.core.video import (classify_frames, frame_marker, frame_sizes, patch_similarity, plan_slowfast,
-                                  uniform_plan, video_prompt_text)
+from posttrain.core.video import (classify_frames, frame_marker, frame_sizes, mosaic, mosaic_grid, pack_fast_frames,
+                                  patch_similarity, plan_packed_clip, plan_slowfast, render_packed, uniform_plan,
+                                  video_prompt_text)
 
 
 def qwen_like(h: int, w: int) -> int:
@@ -96,3 +97,39 @@ def test_uniform_plan_at_the_same_budget_and_the_prompt_text():
     sf = plan_slowfast([True, False], [0, 0.5], 112, 112, qwen_like, budget=10)
     assert video_prompt_text(sf) == "<slow 0.0s><image><fast 0.5s><image>"
     assert frame_marker(False, 12.34) == "<fast 12.3s>"
+
+
+def test_mosaic_grid_is_the_smallest_whose_share_fits_the_fast_ratio():
+    assert [mosaic_grid(r) for r in (1.0, 0.3, 0.25, 0.2, 0.12, 0.11)] == [1, 2, 2, 3, 3, 4]  # 1/9 > 0.11
+    with pytest.raises(ValueError, match="fast_ratio=0"):
+        mosaic_grid(0)
+
+
+def test_fast_runs_are_packed_in_order_and_never_across_a_slow_frame():
+    slow = [True, False, False, False, False, False, True, False, True, True]
+    assert pack_fast_frames(slow, 4) == [[0], [1, 2, 3, 4], [5], [6], [7], [8], [9]]
+    assert pack_fast_frames(slow, 1) == [[i] for i in range(10)]
+    assert pack_fast_frames([True], 4) == [[0]]
+
+
+def test_packed_plan_prices_every_image_with_the_counter_and_renders_mosaics():
+    def frame(q):  # a 56-px frame, white, with one black 28-px quarter q
+        f = np.full((56, 56, 3), 255, np.uint8)
+        f[(q // 2) * 28:(q // 2) * 28 + 28, (q % 2) * 28:(q % 2) * 28 + 28] = 0
+        return f
+    qs = [0, 0, 0, 3, 3, 3, 3, 3, 3, 1]  # slow at 0, 3 and 9; fast runs of 2 and 5 frames
+    frames, times = [frame(q) for q in qs], [i / 2 for i in range(10)]
+    plan = plan_packed_clip(frames, times, lambda h, w: 7, text_tokens=len)
+    assert [im.frames for im in plan.images] == [(0,), (1, 2), (3,), (4, 5, 6, 7), (8,), (9,)]
+    assert [im.marker for im in plan.images] == ["<slow 0.0s>", "<fast 0.5s>", "<slow 1.5s>", "<fast 2.0s>",
+                                                 "<fast 4.0s>", "<slow 4.5s>"]
+    assert plan.grid == 2 and plan.visual_tokens == 6 * 7  # 10 frames in 6 images
+    assert plan.marker_tokens == sum(len(im.marker) for im in plan.images) and plan.total_tokens == 42 + 66
+    pics = [np.asarray(p) for p in render_packed(frames, plan)]
+    assert all(p.shape == (56, 56, 3) for p in pics) and np.array_equal(pics[0], frames[0])
+    # the 2-frame mosaic: cells 1 and 2 hold frame 1 and 2 halved (black top-left 14 px), cells 3-4 grey
+    m = pics[1]
+    assert (m[:14, :14] == 0).all() and (m[14:28, 14:28] == 255).all() and (m[:14, 28:42] == 0).all()
+    assert (m[28:, :] == 128).all()
+    with pytest.raises(ValueError, match="holds 1 to 4 frames"):
+        mosaic(frames[:5], 2)

@@ -8,7 +8,7 @@ import pytest
 from posttrain.core.data import load_rows
 from posttrain.core.media import load_image, load_video
 from posttrain.core.video import classify_frames
-from posttrain.tasks.visual import make_visual_rows, write_visual_task
+from posttrain.tasks.visual import COLOUR_NAMES, COLOURS, make_visual_rows, write_visual_task
 
 
 def _blobs(img, colour_test) -> int:
@@ -35,7 +35,7 @@ def _not_white(a):
 
 
 @pytest.mark.parametrize("kind", ["visual-quadrants", "visual-count", "visual-add", "visual-video",
-                                  "visual-video-quadrants"])
+                                  "visual-video-quadrants", "visual-video-visits", "visual-video-colours"])
 def test_rows_load_through_the_contract_with_five_cumulative_hints(tmp_path, kind):
     train, held = write_visual_task(kind, tmp_path / "d" / "train.jsonl", 12, difficulty=3, seed=1,
                                     eval_out=tmp_path / "e" / "eval.jsonl", n_eval=4)
@@ -100,6 +100,40 @@ def test_video_answer_is_the_number_of_frames_where_the_dot_moved(tmp_path, kind
         assert sum(classify_frames(frames)) == 1 + changed  # every move is a slow frame, the rest fast
         answers.add(r["answer"])
     assert len(answers) >= 3  # the answer varies
+
+
+@pytest.mark.parametrize("difficulty", [1, 2, 4])
+def test_visits_answer_is_the_sorted_quarters_and_one_frame_visits_occur(tmp_path, difficulty):
+    rows = make_visual_rows("visual-video-visits", 40, tmp_path, difficulty=difficulty, seed=5)
+    answers, dwell_one, max_visits = set(), 0, 0
+    for r in rows:
+        video = {**r["video"], "frames": [str(tmp_path / p) for p in r["video"]["frames"]]}
+        frames, _ = load_video(video)
+        assert len(frames) == 4 + 2 * difficulty
+        quarters = [[q for q, (y, x) in enumerate([(0, 0), (0, 28), (28, 0), (28, 28)])
+                     if (f[y:y + 28, x:x + 28] < 200).any()] for f in frames]
+        assert all(len(q) == 1 for q in quarters)  # the dot sits inside one quarter
+        seq = [q[0] for q in quarters]
+        visits = [q for k, q in enumerate(seq) if k == 0 or q != seq[k - 1]]
+        assert len(set(visits)) == len(visits)  # distinct quarters: missing any visit changes the answer
+        assert r["answer"] == " ".join(str(q + 1) for q in sorted(visits))
+        assert classify_frames(frames) == [k == 0 or seq[k] != seq[k - 1] for k in range(len(seq))]
+        dwell = np.diff([k for k in range(len(seq)) if k == 0 or seq[k] != seq[k - 1]] + [len(seq)])
+        dwell_one += int((dwell == 1).any())
+        max_visits = max(max_visits, len(visits))
+        answers.add(r["answer"])
+    assert 2 <= max_visits == min(4, 1 + difficulty, (len(frames) + 1) // 2)  # the knob sets how many
+    assert dwell_one >= 10 and len(answers) >= 5
+
+
+def test_colours_answer_is_the_colours_of_the_visits_in_palette_order(tmp_path):
+    rows = make_visual_rows("visual-video-colours", 30, tmp_path, difficulty=3, seed=6)
+    for r in rows:
+        frames, _ = load_video({**r["video"], "frames": [str(tmp_path / p) for p in r["video"]["frames"]]})
+        seen = {tuple(int(v) for v in f.reshape(-1, 3)[(f.reshape(-1, 3) < 200).any(axis=1)][0]) for f in frames}
+        names = [COLOUR_NAMES[COLOURS.index(c)] for c in seen]  # the dot's centre pixels, exact palette colours
+        assert r["answer"] == " ".join(n for n in COLOUR_NAMES if n in names)
+        assert sum(classify_frames(frames)) == len(seen)  # one slow frame per visit, one colour per visit
 
 
 def test_seeded_and_knob_checked(tmp_path):
