@@ -18,9 +18,10 @@ from typing import Any, Callable
 
 import torch
 
-from posttrain.core.devices import master_dtype
+from posttrain.core.devices import MIXED_DTYPES, master_dtype
 from posttrain.core.models import load_causal_lm, resolve_device, save_hf
 from posttrain.rl.config import Config
+from posttrain.rl.mixed import WorkingCopy
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.update import UpdateResult, gspo_update, update_settings
 from posttrain.rl.workers import WorkerGroup
@@ -33,7 +34,9 @@ def total_optimizer_steps(cfg: Config) -> int:
 
 class LocalPolicy:
     """The policy, its optimizer and schedule in this process. Checkpoints hold an HF folder
-    (`model/`) plus the optimizer and scheduler states in trainer.pt."""
+    (`model/`) plus the optimizer and scheduler states in trainer.pt. In bf16 the forward and
+    backward passes run on a bf16 working copy of the fp32 master model (posttrain.rl.mixed),
+    which is what the optimizer, checkpoints and weight sync see."""
 
     def __init__(self, cfg: Config, model_path: str, precision: str, pad_id: int):
         self.start_path = model_path  # the weights the engines start from
@@ -42,11 +45,13 @@ class LocalPolicy:
         self.config = self.model.config
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, total_optimizer_steps(cfg))
         self.settings = update_settings(cfg, pad_id, precision)
+        dtype = MIXED_DTYPES.get(precision)
+        self.working = WorkingCopy(self.model, dtype) if dtype is not None else None
 
     def update(self, rollouts: list[Rollout], advantages: torch.Tensor, generator: torch.Generator,
                vision: Callable | None = None) -> UpdateResult:
         return gspo_update(self.model, self.optimizer, self.scheduler, rollouts=rollouts, advantages=advantages,
-                           generator=generator, vision=vision, **self.settings)
+                           generator=generator, vision=vision, working=self.working, **self.settings)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()

@@ -14,6 +14,7 @@ import torch
 
 from posttrain.core.devices import autocast
 from posttrain.rl.logprobs import ResponseBatch, collate, response_logprobs
+from posttrain.rl.mixed import WorkingCopy
 from posttrain.rl.offpolicy import correction_weights, mismatch_metrics
 from posttrain.rl.policy_losses import POLICY_LOSSES
 from rollouts.types import Rollout
@@ -61,13 +62,15 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
                 precision: str = "float32",
                 vision: Callable[[list[Rollout]], dict[str, torch.Tensor]] | None = None,
                 minibatches: Sequence[torch.Tensor] | None = None, loss_scales: Sequence[float] | None = None,
-                agree: Callable[[bool], bool] | None = None) -> UpdateResult:
+                agree: Callable[[bool], bool] | None = None, working: WorkingCopy | None = None) -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
     (posttrain.rl.policy_losses). `correction` = (mode, level, clip) of the off-policy correction
     (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages.
     `precision=bfloat16` runs the forward passes under bf16 autocast (fp32 weights, gradients and
-    optimizer state; log-probs in fp32 from the bf16 logits). `vision(rollouts)` gives an image-text
-    model its pixel inputs.
+    optimizer state; log-probs in fp32 from the bf16 logits). With `working` (a bf16 WorkingCopy of
+    `model`, posttrain.rl.mixed) the passes run on that copy instead, without autocast: its gradients
+    move to `model`'s fp32 parameters, which the optimizer steps, and it is refreshed after each step.
+    `vision(rollouts)` gives an image-text model its pixel inputs.
 
     A trainer worker (posttrain.rl.workers) holds a slice of each global minibatch: `minibatches` are
     its local index sets (default: `minibatch_indices` of the whole batch), `loss_scales` the factor
@@ -84,14 +87,15 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     batch = batch.to(device)
     adv = advantages.to(device=device, dtype=torch.float32)  # (N,)
     model.train()
+    net, amp = (working.forward_model(), "float32") if working is not None else (model, precision)
     engine = _engine_logprobs(rollouts, batch)  # (N, R) or None
     if old_logprobs == "engine":
         if engine is None:
             raise ValueError("algo.old_logprobs=engine, but the generator returned no log-probs for every token")
         old = engine
     else:
-        with torch.no_grad(), autocast(device, precision):
-            old = response_logprobs(model, batch)  # (N, R)
+        with torch.no_grad(), autocast(device, amp):
+            old = response_logprobs(net, batch)  # (N, R)
     off_metrics: dict[str, float] = {}
     if engine is not None and old_logprobs != "engine":
         off_metrics = mismatch_metrics(old, engine, batch.response_mask)
@@ -105,8 +109,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     collected: dict[str, list[float]] = {}
     for k, mb in enumerate(minibatches):
         sub = batch.select(mb)
-        with autocast(device, precision):
-            lp = response_logprobs(model, sub)  # (b, R)
+        with autocast(device, amp):
+            lp = response_logprobs(net, sub)  # (b, R)
         loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
         ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
         optimizer.zero_grad(set_to_none=True)
@@ -116,6 +120,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
             result.bad_sample_ids += [] if finite else ids
             continue
         (loss if loss_scales is None else loss * loss_scales[k]).backward()
+        if working is not None:
+            working.grads_to_master()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         if hasattr(grad_norm, "full_tensor"):  # sharded parameters: the norm is a DTensor, the same on every rank
             grad_norm = grad_norm.full_tensor()
@@ -126,6 +132,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
             continue
         optimizer.step()
         scheduler.step()
+        if working is not None:
+            working.refresh()
         result.applied += 1
         scale = 1.0 if loss_scales is None else loss_scales[k]  # a worker's share of the global loss
         m = {**m, "rl/loss": float(loss.detach()) * scale, "rl/grad_norm": float(grad_norm)}

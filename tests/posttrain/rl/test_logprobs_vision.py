@@ -64,3 +64,19 @@ def test_a_sampled_image_token_in_the_response_is_scored_not_filled_with_pixels(
     assert torch.isfinite(lp).all() and lp.shape == (1, len(resp))
     torch.testing.assert_close(lp[0, 0], torch.log_softmax(logits, -1)[image_token])  # its own log-prob is exact
     assert batch.input_ids[0, -len(resp)] == image_token  # the batch itself is unchanged
+
+
+def test_a_bf16_working_copy_takes_fp32_pixels(vlm):
+    """The bf16 update (posttrain.rl.mixed) feeds the processor's fp32 pixels to a bf16 vision tower."""
+    from posttrain.rl.mixed import WorkingCopy
+
+    processor, model = vlm
+    ids = _prompt_ids(processor, 1)
+    resp = processor.tokenizer("3", add_special_tokens=False)["input_ids"] + [processor.tokenizer.eos_token_id]
+    batch = collate([ids], [resp], processor.tokenizer.pad_token_id)
+    batch.vision = vision_inputs(processor.image_processor, [[Image.new("RGB", (56, 56), (255, 0, 0))]])
+    with torch.no_grad():
+        lp16 = response_logprobs(WorkingCopy(model).module.eval(), batch)
+        lp32 = response_logprobs(model, batch)
+    assert lp16.dtype == torch.float32
+    torch.testing.assert_close(lp16, lp32, atol=0.1, rtol=0.0)
