@@ -184,16 +184,26 @@ def _broadcast(group: Any, buf: torch.Tensor, timeout_s: float) -> None:
     group.broadcast([buf], opts).wait(datetime.timedelta(seconds=timeout_s))
 
 
-def _buffer(plan: Sequence[Bucket], device: str) -> torch.Tensor:
-    return torch.empty(max((b.nbytes for b in plan), default=ALIGN), dtype=torch.uint8, device=device)
+def _as_bytes(bucket: Bucket, got: dict[str, torch.Tensor], device: str) -> torch.Tensor | None:
+    """The bucket's bytes without packing, when it is one contiguous tensor already in its dtype on
+    `device` that fills it (a big embedding travels alone): one copy fewer on the sender."""
+    if len(bucket.tensors) != 1:
+        return None
+    spec, t = bucket.tensors[0], got[bucket.tensors[0].name]
+    if (str(t.dtype).removeprefix("torch.") != spec.dtype or not t.is_contiguous() or t.device.type != device
+            or spec.nbytes != bucket.nbytes):
+        return None
+    return t.detach().reshape(-1).view(torch.uint8)
 
 
 def send_buckets(named: Iterable[tuple[str, torch.Tensor]], plan: Sequence[Bucket], group: Any,
                  timeout_s: float, device: str = "cpu") -> list[tuple[int, int]]:
     """Rank 0: broadcast the plan's buckets, filled from `named` (in plan order), and return
-    each bucket's checksum. Holds one bucket of tensors at a time."""
+    each bucket's checksum. Holds one bucket of tensors at a time; a bucket that is one tensor
+    in the engines' dtype is sent from the tensor itself."""
     order = [s.name for b in plan for s in b.tensors]
-    buf, sums = _buffer(plan, device), []
+    buf: torch.Tensor | None = None  # the packing buffer, grown to the largest packed bucket
+    sums = []
     it = iter(named)
     for bucket in plan:
         got: dict[str, torch.Tensor] = {}
@@ -203,9 +213,15 @@ def send_buckets(named: Iterable[tuple[str, torch.Tensor]], plan: Sequence[Bucke
                 raise WeightSyncError(f"weight stream out of plan order: expected {s.name!r} "
                                       f"(#{order.index(s.name)}), got {name!r}")
             got[name] = tensor
-        out = pack(bucket, got, buf)
+        out = _as_bytes(bucket, got, device)
+        if out is None:
+            if buf is None or buf.numel() < bucket.nbytes:
+                buf = None  # free the smaller one first
+                buf = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
+            out = pack(bucket, got, buf)
         sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
         _broadcast(group, out, timeout_s)
+        del got, out
     return sums
 
 

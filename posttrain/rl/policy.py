@@ -6,7 +6,8 @@ checkpoint format); `posttrain.rl.workers.WorkerGroup` holds the policy in N Ray
 same either way:
 
     update(rollouts, advantages, generator, vision) -> UpdateResult
-    state_dict()                      the full HF state dict, for the engines
+    state_dict()                      the full HF state dict
+    sync_to(generator, version)       install the weights in the engines (WorkerGroup streams from rank 0)
     last_lr(), checkpoint_state(), write_checkpoint(folder), load_checkpoint(folder, state)
     save_final(out, tokenizer), close()
 """
@@ -50,6 +51,9 @@ class LocalPolicy:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
+
+    def sync_to(self, generator: Any, version: int) -> None:
+        generator.update_weights(self.model.state_dict(), version)
 
     def last_lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
