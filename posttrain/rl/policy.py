@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from posttrain.core.allocator import mmap_large_allocations
 from posttrain.core.devices import master_dtype
 from posttrain.core.models import load_causal_lm, resolve_device, save_hf
 from posttrain.rl.config import Config
@@ -38,6 +39,7 @@ class LocalPolicy:
 
     def __init__(self, cfg: Config, model_path: str, precision: str, pad_id: int):
         self.start_path = model_path  # the weights the engines start from
+        mmap_large_allocations()  # as in the trainer workers: freed tensors leave the resident set
         self.model = load_causal_lm(model_path, master_dtype(precision), cfg.model.trust_remote_code)
         self.model.to(resolve_device(cfg.model.device))
         self.config = self.model.config

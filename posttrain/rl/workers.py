@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
+from posttrain.core.allocator import mmap_large_allocations
 from posttrain.core.devices import master_dtype
 from posttrain.core.models import check_model_path, load_causal_lm, load_tokenizer, save_hf
 from posttrain.core.seeding import rng_state, set_rng_state, set_seed
@@ -123,6 +124,7 @@ class PolicyWorker:
         self.rank, self.world, self.cfg = rank, world, cfg
         self.model_path, self.precision, self.pad_id, self.total_steps = model_path, precision, pad_id, total_steps
         self.device = torch.device("cuda", 0) if cfg.trainer.num_gpus_per_worker > 0 else torch.device("cpu")
+        mmap_large_allocations()  # freed activations and gathered layers leave the resident set
 
     def describe(self) -> dict[str, Any]:
         import ray  # the node's address as Ray sees it
