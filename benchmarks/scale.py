@@ -237,9 +237,10 @@ def cost_run(size: str, strategy: str, out: Path, timeout_s: float) -> dict[str,
 
 def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | None = None,
         bucket_mb: float = 256.0, parts: tuple[str, ...] = ("sync", "cost"),
-        previous: dict[str, Any] | None = None) -> tuple[dict, dict]:
-    """`previous`: the last run's details; sizes and parts not measured now are kept from it (the
-    same model shapes only), so `--scale-sizes 494m` refreshes one row of the tables."""
+        previous: dict[str, Any] | None = None, strategies: tuple[str, ...] = ("single", "fsdp")
+        ) -> tuple[dict, dict]:
+    """`previous`: the last run's details; sizes, parts and strategies not measured now are kept from
+    it (the same model shapes only), so `--scale-sizes 494m` refreshes one row of the tables."""
     out.mkdir(parents=True, exist_ok=True)
     names = only_sizes or list(QUICK_SIZES if quick else SHAPES)
     bad = [n for n in names if n not in SHAPES] + [p for p in parts if p not in ("sync", "cost")]
@@ -263,9 +264,12 @@ def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | No
             log(f"scale: {size} sync {details['sizes'][size]['sync']}")
     if "cost" in parts:
         for size in names:
-            details["cost"][size] = {"single": _attempt(cost_run, size, "single", out / "runs", 3600)}
-            details["cost"][size]["fsdp"] = ({"skipped": skip} if skip
-                                             else _attempt(cost_run, size, "fsdp", out / "runs", 3600))
+            kept = details["cost"].get(size, {})  # a variant not run now keeps the previous run's numbers
+            details["cost"][size] = {
+                "single": (_attempt(cost_run, size, "single", out / "runs", 3600) if "single" in strategies
+                           else kept.get("single", {"skipped": "not run"})),
+                "fsdp": ({"skipped": skip} if skip else _attempt(cost_run, size, "fsdp", out / "runs", 3600)
+                         if "fsdp" in strategies else kept.get("fsdp", {"skipped": "not run"}))}
             log(f"scale: {size} cost {details['cost'][size]}")
     for key in ("sizes", "cost"):  # smallest first, whatever order the runs came in
         details[key] = {k: details[key][k] for k in SHAPES if k in details[key]}

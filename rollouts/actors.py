@@ -181,6 +181,7 @@ class RolloutPool:
         self._rendezvous: dict[str, Any] | None = None  # ... or the one an external sender joins as rank 0
         self._source: Any = None  # that sender (its state_dict() recovers a restarted engine)
         self._joining: list[Any] | None = None  # the engines' join calls of a new rendezvous
+        self._recovering = False  # inside _restream
         self._plan: tuple[list, list] | None = None  # (tensor specs, bucket plan) of the last streamed sync
         self._last_state: dict[str, Any] | None = None
         self.corrupt_for_test: tuple[int, int] | None = None  # (actor, bucket): tests break one bucket
@@ -374,6 +375,19 @@ class RolloutPool:
         return store, [a.join_weight_group.remote(host, store.port, i + 1, world, self.sync_backend,
                                                   self.sync_timeout_s) for i, a in enumerate(self.actors)]
 
+    def _restream(self) -> None:
+        """Bring every engine to the current version by streaming from the external sender again
+        (over a new group: a restarted engine is not in the old one). Once: an engine that fails
+        during this recovery sync makes it raise."""
+        if self._recovering:
+            raise WeightSyncError("an engine failed again while being recovered by a streamed weight sync")
+        self._recovering = True
+        try:
+            self._drop_group()
+            self.update_weights_from(self._source, self.weight_version)
+        finally:
+            self._recovering = False
+
     def _restart(self, i: int, reason: str) -> None:
         """Kill actor i (Ray restarts it) and bring it to the current weights, or raise."""
         import ray
@@ -402,9 +416,11 @@ class RolloutPool:
                     time.sleep(0.2)
                     continue
                 self.incarnations[i] = incarnation
-                if version != self.weight_version and self._weights_ref is None and (self._last_state or self._source):
-                    last = self._last_state if self._last_state is not None else self._source.state_dict()
-                    self._weights_ref = ray.put(engine_weights(last, self.dtype))  # recovery only
+                if version != self.weight_version and self._source is not None and self._weights_ref is None:
+                    self._restream()  # a sharded trainer: no full state dict anywhere, so send it again
+                    return
+                if version != self.weight_version and self._weights_ref is None and self._last_state is not None:
+                    self._weights_ref = ray.put(engine_weights(self._last_state, self.dtype))  # recovery only
                     self._drop_group()  # a new incarnation is not in the streamed sync's group
                 if version != self.weight_version and self._weights_ref is not None:
                     ray.get(actor.load_weights.remote(self._weights_ref, self.weight_version),
