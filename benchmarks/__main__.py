@@ -46,6 +46,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-sizes", default="", help="scale: comma-separated subset of 1m,27m,124m,494m")
     p.add_argument("--scale-parts", default="sync,cost", help="scale: sync (object store vs stream vs memcpy), "
                    "cost (step time, sync time, peak RSS per process), or both")
+    p.add_argument("--scale-strategies", default="single,fsdp",
+                   help="scale: cost-growth variants to run now (the others keep the previous numbers)")
     p.add_argument("--sync-bucket-mb", type=float, default=256.0, help="scale: streamed sync bucket size (MiB)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
     p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
@@ -124,7 +126,8 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
         return scale.run(out / "scale", sizes, quick=args.quick,
                          only_sizes=[x for x in args.scale_sizes.split(",") if x] or None,
                          bucket_mb=args.sync_bucket_mb, parts=tuple(x for x in args.scale_parts.split(",") if x),
-                         previous=load_results(out / "results.json").get("details", {}).get("scale"))
+                         previous=load_results(out / "results.json").get("details", {}).get("scale"),
+                         strategies=tuple(x for x in args.scale_strategies.split(",") if x))
 
     if name == "slowfast":
         from benchmarks import slowfast

@@ -223,21 +223,43 @@ def scale_section(x: dict | None) -> list[str]:
                   "once (and loaded under both names).", ""]
     cost = x.get("cost") or {}
     if cost:
-        rows = []
+        rows, errors = [], []
         for size, c in cost.items():
             one, fs = c.get("single", {}), c.get("fsdp", {})
+            errors += [f"{size} {k}: {v['error']}" for k, v in c.items() if v.get("error")]
+            ratio = (fs["worker_peak_mib"] / one["trainer_peak_mib"]
+                     if fs.get("worker_peak_mib") and one.get("trainer_peak_mib") else None)
             rows.append([size, _mean(one.get("step_s")), _mean(one.get("sync_s")), one.get("trainer_peak_mib"),
-                         one.get("engine_peak_mib"), one.get("tree_peak_gib"),
-                         fs.get("skipped") and "skipped" or _mean(fs.get("step_s")),
-                         fs.get("skipped") and "skipped" or fs.get("worker_peak_mib")])
+                         one.get("engine_peak_mib"), one.get("tree_peak_gib"), _cell(fs, _mean(fs.get("step_s"))),
+                         _cell(fs, _mean(fs.get("sync_s"))), _cell(fs, fs.get("worker_peak_mib")),
+                         _cell(fs, fs.get("trainer_peak_mib")), _cell(fs, ratio)])
         lines += ["Cost growth: 2 GSPO steps of `configs/scale/qwen2.5-0.5b-shape.yaml` at each size (4 prompts x 4 "
-                  "samples x 8 tokens, streamed sync). Step and sync seconds: mean over the steps; peak RSS per "
-                  "process sampled every 0.25 s (MiB); the tree sum counts shared pages once per process.", ""]
+                  "samples x 8 tokens, streamed sync), `single` (the trainer in the driver) and `fsdp` (2 PolicyWorker "
+                  "actors, FSDP2 over gloo, the weights streamed to the engine from rank 0). Step and sync seconds: "
+                  "mean over the steps; peak RSS per process sampled every 0.25 s (MiB; fsdp: the larger of the two "
+                  "workers, and the driver, which holds no weights); the tree sum counts shared pages once per "
+                  "process.", ""]
         lines += table(["size", "single step s", "single sync s", "single trainer peak MiB", "engine peak MiB",
-                        "tree peak GiB", "fsdp step s", "fsdp peak MiB / worker"], rows, 2) + [""]
+                        "tree peak GiB", "fsdp step s", "fsdp sync s", "fsdp peak MiB / worker", "fsdp driver MiB",
+                        "fsdp worker / single"], rows, 2) + [""]
         if x.get("fsdp_skipped"):
             lines += [f"fsdp: skipped ({x['fsdp_skipped']}).", ""]
+        if errors:
+            lines += ["Failed runs: " + "; ".join(errors), ""]
+    s494 = (x["sizes"].get("494m") or {}).get("sync") or {}
+    c494 = cost.get("494m") or {}
+    ratio = (c494.get("fsdp", {}).get("worker_peak_mib") or 0) / (c494.get("single", {}).get("trainer_peak_mib") or 1)
+    lines += [f"Headline keys: `sync_vs_memcpy_494m` = {fmt(s494.get('stream_vs_memcpy'))} (target <= 5); "
+              f"`fsdp_rss_ratio_494m` = {fmt(round(ratio, 3) if ratio else None, 3)} (target <= 0.6).", ""]
+    if x.get("finished_at"):
+        lines += [f"Finished {x['finished_at']} ({fmt(x.get('wall_s'), 0)} s); load average (1, 5, 15 min) at the "
+                  f"end: {fmt(x.get('loadavg_end'))} (the machine is shared; above ~2 other jobs took part of the "
+                  "2 cores).", ""]
     return lines
+
+
+def _cell(variant: dict, value: Any) -> Any:
+    return "skipped" if variant.get("skipped") else "failed" if variant.get("error") else value
 
 
 def _mean(v: list | None) -> float | None:

@@ -237,9 +237,10 @@ def cost_run(size: str, strategy: str, out: Path, timeout_s: float) -> dict[str,
 
 def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | None = None,
         bucket_mb: float = 256.0, parts: tuple[str, ...] = ("sync", "cost"),
-        previous: dict[str, Any] | None = None) -> tuple[dict, dict]:
-    """`previous`: the last run's details; sizes and parts not measured now are kept from it (the
-    same model shapes only), so `--scale-sizes 494m` refreshes one row of the tables."""
+        previous: dict[str, Any] | None = None, strategies: tuple[str, ...] = ("single", "fsdp")
+        ) -> tuple[dict, dict]:
+    """`previous`: the last run's details; sizes, parts and strategies not measured now are kept from
+    it (the same model shapes only), so `--scale-sizes 494m` refreshes one row of the tables."""
     out.mkdir(parents=True, exist_ok=True)
     names = only_sizes or list(QUICK_SIZES if quick else SHAPES)
     bad = [n for n in names if n not in SHAPES] + [p for p in parts if p not in ("sync", "cost")]
@@ -263,9 +264,12 @@ def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | No
             log(f"scale: {size} sync {details['sizes'][size]['sync']}")
     if "cost" in parts:
         for size in names:
-            details["cost"][size] = {"single": cost_run(size, "single", out / "runs", 3600)}
-            details["cost"][size]["fsdp"] = ({"skipped": skip} if skip
-                                             else cost_run(size, "fsdp", out / "runs", 3600))
+            kept = details["cost"].get(size, {})  # a variant not run now keeps the previous run's numbers
+            details["cost"][size] = {
+                "single": (_attempt(cost_run, size, "single", out / "runs", 3600) if "single" in strategies
+                           else kept.get("single", {"skipped": "not run"})),
+                "fsdp": ({"skipped": skip} if skip else _attempt(cost_run, size, "fsdp", out / "runs", 3600)
+                         if "fsdp" in strategies else kept.get("fsdp", {"skipped": "not run"}))}
             log(f"scale: {size} cost {details['cost'][size]}")
     for key in ("sizes", "cost"):  # smallest first, whatever order the runs came in
         details[key] = {k: details[key][k] for k in SHAPES if k in details[key]}
@@ -273,9 +277,19 @@ def run(out: Path, sizes: Sizes, quick: bool = False, only_sizes: list[str] | No
     headline: dict[str, Any] = {"sync_vs_memcpy_494m": s494["stream_vs_memcpy"] if s494 else None}
     c494 = details["cost"].get("494m", {})
     fsdp = c494.get("fsdp", {})
-    headline["fsdp_rss_ratio_494m"] = (round(fsdp["worker_peak_mib"] / c494["single"]["trainer_peak_mib"], 3)
-                                       if fsdp.get("worker_peak_mib") else None)
+    single = c494.get("single", {})
+    headline["fsdp_rss_ratio_494m"] = (round(fsdp["worker_peak_mib"] / single["trainer_peak_mib"], 3)
+                                       if fsdp.get("worker_peak_mib") and single.get("trainer_peak_mib") else None)
     return headline, details
+
+
+def _attempt(fn: Any, *args: Any) -> dict[str, Any]:
+    """One variant's result, or {"error": ...}: a failed fsdp run keeps the single run's numbers."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - recorded in results.json and shown in the table
+        log(f"scale: {args[:2]} failed: {type(e).__name__}: {e}")
+        return {"error": f"{type(e).__name__}: {e}"[:500]}
 
 
 def cpu_model() -> str:

@@ -21,8 +21,8 @@ from posttrain.core.progress import peak_rss_mb
 from rollouts.cluster import RayCluster
 from rollouts.types import PromptInput, Rollout, SamplingSpec
 from rollouts.vllm_engine import VLLMEngine, count_cpus, engine_env
-from rollouts.weight_sync import (WeightSyncError, client_store, open_group, plan_buckets, receive_buckets,
-                                  send_buckets, server_store, split_aliases, tensor_specs, verify)
+from rollouts.weight_sync import (TensorSpec, WeightSyncError, client_store, open_group, plan_buckets,
+                                  receive_buckets, send_buckets, server_store, split_aliases, tensor_specs, verify)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,11 @@ class RolloutPool:
             raise ValueError(f"rollout.weight_sync={weight_sync!r}: use 'auto', 'object_store' or 'stream'")
         self.weight_sync, self.bucket_bytes = weight_sync, int(sync_bucket_mb * 2**20)
         self.sync_backend = resolve_sync_backend(sync_backend, device)
-        self._group = None  # the streamed sync's process group, (re)formed on demand
+        self._group = None  # the streamed sync's process group with the driver as rank 0, (re)formed on demand
+        self._rendezvous: dict[str, Any] | None = None  # ... or the one an external sender joins as rank 0
+        self._source: Any = None  # that sender (its state_dict() recovers a restarted engine)
+        self._joining: list[Any] | None = None  # the engines' join calls of a new rendezvous
+        self._recovering = False  # inside _restream
         self._plan: tuple[list, list] | None = None  # (tensor specs, bucket plan) of the last streamed sync
         self._last_state: dict[str, Any] | None = None
         self.corrupt_for_test: tuple[int, int] | None = None  # (actor, bucket): tests break one bucket
@@ -218,13 +222,57 @@ class RolloutPool:
 
     def update_weights(self, state_dict: dict[str, Any], version: int) -> None:
         t0 = time.monotonic()
-        nbytes = sum(s.nbytes for s in tensor_specs(split_aliases(state_dict)[0].items(), self.dtype))
-        stream = self.weight_sync == "stream" or (self.weight_sync == "auto" and nbytes >= AUTO_STREAM_BYTES)
+        unique, aliases = split_aliases(state_dict)  # a tied lm_head travels once
+        specs = tensor_specs(unique.items(), self.dtype)
+        stream = self._streams(specs)
         if stream:
-            self._stream_weights(state_dict, version)
+            self._last_state, self._source = state_dict, None  # whole, with aliases: recovers a restarted engine
+            if self._group is None:
+                self._open_group()
+            self._stream(specs, aliases, version, lambda plan, device: send_buckets(
+                unique.items(), plan, self._group, self.sync_timeout_s, device))
         else:
             self._object_store_weights(state_dict, version)
-        self.last_sync = {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(nbytes),
+        self._record(t0, specs, stream)
+
+    def update_weights_from(self, source: Any, version: int) -> None:
+        """Install weights that `source` sends itself, e.g. a sharded trainer's rank 0 (it never builds
+        a full state dict, and nothing passes through this process). `source` has:
+        `weight_layout()` -> ([(name, dtype, shape)] of the tensors with their own storage, {name: [tied
+        names]}); `send_weights(rendezvous, plan, timeout_s, device)` -> per-bucket checksums: join the
+        weight group as rank 0 (`rendezvous`: host, port, world, backend, timeout_s) and send the plan;
+        `state_dict()` -> the full weights, for the object-store path below the stream threshold and to
+        recover a restarted engine."""
+        t0 = time.monotonic()
+        layout, aliases = source.weight_layout()
+        specs = [TensorSpec(n, self.dtype if getattr(torch, d).is_floating_point else d, tuple(shape))
+                 for n, d, shape in layout]
+        stream = self._streams(specs)
+        if not stream:
+            self.update_weights(source.state_dict(), version)
+            return
+        self._last_state, self._source = None, source
+        if self._rendezvous is None:
+            self._open_rendezvous()
+        rdv = self._rendezvous
+        self._stream(specs, aliases, version,
+                     lambda plan, device: source.send_weights(rdv, plan, self.sync_timeout_s, device))
+        if self._joining:  # the engines joined during the first send
+            import ray
+
+            refs, self._joining = self._joining, None
+            try:
+                self.engine_pids = ray.get(refs, timeout=self.sync_timeout_s)
+            except Exception as e:  # a failed join was already handled as a failed sync
+                log.warning("an engine's weight-group join failed: %s", e)
+        self._record(t0, specs, stream)
+
+    def _streams(self, specs: list[TensorSpec]) -> bool:
+        nbytes = sum(s.nbytes for s in specs)
+        return self.weight_sync == "stream" or (self.weight_sync == "auto" and nbytes >= AUTO_STREAM_BYTES)
+
+    def _record(self, t0: float, specs: list[TensorSpec], stream: bool) -> None:
+        self.last_sync = {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(sum(s.nbytes for s in specs)),
                           "sync/streamed": float(stream), **self._peak_memory()}
 
     def _peak_memory(self) -> dict[str, float]:
@@ -255,30 +303,28 @@ class RolloutPool:
         for i in bad:
             self._restart(i, reason="weight sync timed out or failed")
 
-    def _stream_weights(self, state_dict: dict[str, Any], version: int) -> None:
-        """Broadcast the weights bucket by bucket over the pool's own group, then compare every
-        engine's checksums with ours; an engine that failed is restarted and brought to this
-        version (object store, one engine), a checksum mismatch raises naming the engine."""
+    def _stream(self, specs: list[TensorSpec], aliases: dict[str, list[str]], version: int,
+                send: Any) -> None:
+        """Broadcast the weights bucket by bucket (`send(plan, device)` -> the sender's checksums) over
+        the weight group, then compare every engine's checksums with the sender's; an engine that
+        failed is restarted and brought to this version (object store, one engine), a checksum
+        mismatch raises naming the engine."""
         import ray
 
-        self._last_state = state_dict  # whole, with aliases: a restarted engine is recovered from it
-        state_dict, aliases = split_aliases(state_dict)  # a tied lm_head travels once
-        specs = tensor_specs(state_dict.items(), self.dtype)
         if self._plan is None or self._plan[0] != specs:
             self._plan = (specs, plan_buckets(specs, self.bucket_bytes))
         plan = self._plan[1]
         self.weight_version, self._weights_ref = version, None
-        if self._group is None:
-            self._open_group()
         device = "cpu" if self.sync_backend == "gloo" else "cuda"
         corrupt = self.corrupt_for_test or (-1, None)
         refs = {a.receive_weights.remote(plan, self.sync_timeout_s, device, corrupt[1] if i == corrupt[0] else None,
                                          aliases): i for i, a in enumerate(self.actors)}
         expected, send_error = None, None
         try:
-            expected = send_buckets(state_dict.items(), plan, self._group, self.sync_timeout_s, device)
+            expected = send(plan, device)
         except Exception as e:  # a receiver died or hung: the group is broken; find out which below
-            send_error, self._group = e, None
+            send_error = e
+            self._drop_group()
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=self.sync_timeout_s)
         reports, bad = {}, [refs[r] for r in pending]
         for r in ready:
@@ -294,21 +340,53 @@ class RolloutPool:
         ray.get([self.actors[refs[r]].set_version.remote(version) for r in ready if refs[r] not in bad],
                 timeout=self.sync_timeout_s)
         if bad:
-            self._group = None  # restarted engines are not in it
+            self._drop_group()  # restarted engines are not in it
             for i in sorted(bad):
                 self._restart(i, reason="streamed weight sync timed out or failed")
 
+    def _drop_group(self) -> None:
+        self._group = self._rendezvous = None
+
     def _open_group(self) -> None:
+        """The weight group with this process as rank 0 (the engines are ranks 1..N)."""
         import ray
 
+        store, refs = self._engines_join()
+        group = open_group(self.sync_backend, store, 0, len(self.actors) + 1, self.sync_timeout_s)
+        self.engine_pids = ray.get(refs, timeout=self.sync_timeout_s)
+        self._group, self._store = group, store
+
+    def _open_rendezvous(self) -> None:
+        """A weight group whose rank 0 is another process: serve its store and let the engines start
+        joining (they finish when that rank 0 joins, inside its first `send_weights`; each engine
+        actor runs its next call, the receive, after that)."""
+        store, refs = self._engines_join()
+        self._store, self._joining = store, refs
+        self._rendezvous = {"host": store.host, "port": store.port, "world": len(self.actors) + 1,
+                            "backend": self.sync_backend, "timeout_s": self.sync_timeout_s}
+
+    def _engines_join(self) -> tuple[Any, list[Any]]:
+        import ray
+
+        self._drop_group()  # an engine is in one weight group at a time: the new one replaces the old
         host = ray.util.get_node_ip_address()
         world = len(self.actors) + 1
         store = server_store(host, world, self.sync_timeout_s)
-        refs = [a.join_weight_group.remote(host, store.port, i + 1, world, self.sync_backend, self.sync_timeout_s)
-                for i, a in enumerate(self.actors)]
-        group = open_group(self.sync_backend, store, 0, world, self.sync_timeout_s)
-        self.engine_pids = ray.get(refs, timeout=self.sync_timeout_s)
-        self._group, self._store = group, store
+        return store, [a.join_weight_group.remote(host, store.port, i + 1, world, self.sync_backend,
+                                                  self.sync_timeout_s) for i, a in enumerate(self.actors)]
+
+    def _restream(self) -> None:
+        """Bring every engine to the current version by streaming from the external sender again
+        (over a new group: a restarted engine is not in the old one). Once: an engine that fails
+        during this recovery sync makes it raise."""
+        if self._recovering:
+            raise WeightSyncError("an engine failed again while being recovered by a streamed weight sync")
+        self._recovering = True
+        try:
+            self._drop_group()
+            self.update_weights_from(self._source, self.weight_version)
+        finally:
+            self._recovering = False
 
     def _restart(self, i: int, reason: str) -> None:
         """Kill actor i (Ray restarts it) and bring it to the current weights, or raise."""
@@ -338,9 +416,12 @@ class RolloutPool:
                     time.sleep(0.2)
                     continue
                 self.incarnations[i] = incarnation
+                if version != self.weight_version and self._source is not None and self._weights_ref is None:
+                    self._restream()  # a sharded trainer: no full state dict anywhere, so send it again
+                    return
                 if version != self.weight_version and self._weights_ref is None and self._last_state is not None:
                     self._weights_ref = ray.put(engine_weights(self._last_state, self.dtype))  # recovery only
-                    self._group = None  # a new incarnation is not in the streamed sync's group
+                    self._drop_group()  # a new incarnation is not in the streamed sync's group
                 if version != self.weight_version and self._weights_ref is not None:
                     ray.get(actor.load_weights.remote(self._weights_ref, self.weight_version),
                             timeout=self.sync_timeout_s)

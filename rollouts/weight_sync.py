@@ -178,34 +178,64 @@ def client_store(host: str, port: int, world_size: int, timeout_s: float) -> Any
     return dist.TCPStore(host, port, world_size, False, timeout=datetime.timedelta(seconds=timeout_s))
 
 
-def _broadcast(group: Any, buf: torch.Tensor, timeout_s: float) -> None:
+def _start_broadcast(group: Any, buf: torch.Tensor) -> Any:
+    """Start broadcasting `buf` from rank 0; the transfer runs on the backend's threads while the
+    caller packs or loads another bucket. `.wait(timeout)` on the result finishes it."""
     opts = dist.BroadcastOptions()
     opts.rootRank = 0
-    group.broadcast([buf], opts).wait(datetime.timedelta(seconds=timeout_s))
+    return group.broadcast([buf], opts)
 
 
-def _buffer(plan: Sequence[Bucket], device: str) -> torch.Tensor:
-    return torch.empty(max((b.nbytes for b in plan), default=ALIGN), dtype=torch.uint8, device=device)
+def _finish(work: Any, timeout_s: float) -> None:
+    work.wait(datetime.timedelta(seconds=timeout_s))
+
+
+def _as_bytes(bucket: Bucket, got: dict[str, torch.Tensor], device: str) -> torch.Tensor | None:
+    """The bucket's bytes without packing, when it is one contiguous tensor already in its dtype on
+    `device` that fills it (a big embedding travels alone): one copy fewer on the sender."""
+    if len(bucket.tensors) != 1:
+        return None
+    spec, t = bucket.tensors[0], got[bucket.tensors[0].name]
+    if (str(t.dtype).removeprefix("torch.") != spec.dtype or not t.is_contiguous() or t.device.type != device
+            or spec.nbytes != bucket.nbytes):
+        return None
+    return t.detach().reshape(-1).view(torch.uint8)
 
 
 def send_buckets(named: Iterable[tuple[str, torch.Tensor]], plan: Sequence[Bucket], group: Any,
                  timeout_s: float, device: str = "cpu") -> list[tuple[int, int]]:
     """Rank 0: broadcast the plan's buckets, filled from `named` (in plan order), and return
-    each bucket's checksum. Holds one bucket of tensors at a time."""
+    each bucket's checksum. Bucket k+1 is packed while bucket k is in flight (two packing
+    buffers, used in turn), so at most two buckets of tensors are held at a time; a bucket that
+    is one tensor in the engines' dtype is sent from the tensor itself."""
     order = [s.name for b in plan for s in b.tensors]
-    buf, sums = _buffer(plan, device), []
+    bufs: list[torch.Tensor | None] = [None, None]  # packing buffers, grown to the largest packed bucket
+    sums, in_flight = [], None
     it = iter(named)
-    for bucket in plan:
-        got: dict[str, torch.Tensor] = {}
-        for s in bucket.tensors:
-            name, tensor = next(it, (None, None))
-            if name != s.name:
-                raise WeightSyncError(f"weight stream out of plan order: expected {s.name!r} "
-                                      f"(#{order.index(s.name)}), got {name!r}")
-            got[name] = tensor
-        out = pack(bucket, got, buf)
-        sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
-        _broadcast(group, out, timeout_s)
+    try:
+        for k, bucket in enumerate(plan):
+            got: dict[str, torch.Tensor] = {}
+            for s in bucket.tensors:
+                name, tensor = next(it, (None, None))
+                if name != s.name:
+                    raise WeightSyncError(f"weight stream out of plan order: expected {s.name!r} "
+                                          f"(#{order.index(s.name)}), got {name!r}")
+                got[name] = tensor
+            out = _as_bytes(bucket, got, device)
+            if out is None:
+                buf = bufs[k % 2]  # not the one in flight
+                if buf is None or buf.numel() < bucket.nbytes:
+                    bufs[k % 2] = None  # free the smaller one first
+                    bufs[k % 2] = buf = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)
+                out = pack(bucket, got, buf)
+            sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
+            if in_flight is not None:
+                _finish(in_flight[0], timeout_s)
+            in_flight = (_start_broadcast(group, out), out, got)  # keeps the tensors alive until sent
+            del got, out
+    finally:
+        if in_flight is not None:
+            _finish(in_flight[0], timeout_s)
     return sums
 
 
@@ -213,32 +243,41 @@ def receive_buckets(plan: Sequence[Bucket], group: Any, load: Callable[[Iterator
                     timeout_s: float, device: str = "cpu", corrupt_bucket: int | None = None,
                     timings: dict[str, float] | None = None, aliases: dict[str, list[str]] | None = None
                     ) -> list[tuple[int, int]]:
-    """Ranks 1..N: call `load` once with an iterator of (name, tensor) that receives each bucket
-    as the loader reaches it (so the loader's per-load setup runs once and bucket k+1 travels
-    while the sender packs it), and return the checksum of every bucket the loader consumed
-    entirely. Buckets it left unread are still received (the sender is not left hanging) but
+    """Ranks 1..N: call `load` once with an iterator of (name, tensor) that yields each bucket
+    as the loader reaches it (so the loader's per-load setup runs once), and return the checksum
+    of every bucket the loader consumed entirely. Bucket k+1 is received while the loader works
+    on bucket k. Buckets it left unread are still received (the sender is not left hanging) but
     not counted, so `verify` reports a partial apply. `corrupt_bucket` flips a byte of that
     bucket before the loader sees it (a test hook standing for a transport or load fault).
-    `timings` gets the seconds spent receiving and checksumming, and the rest (loading).
+    `timings` gets the seconds spent waiting for buckets and checksumming, and the rest (loading).
     `aliases` ({name: [other names]}, from `split_aliases`) hands a received tensor to the loader
     under its other names too."""
     sums: list[tuple[int, int]] = []
     spent = {"receive_s": 0.0, "checksum_s": 0.0}
-    received = [0]
+    posted: list[tuple[Any, torch.Tensor]] = []  # (work, buffer) of every bucket asked for, in order
+    done = [0]  # buckets whose receive finished
 
-    def receive(bucket: Bucket) -> torch.Tensor:
-        out = torch.empty(bucket.nbytes, dtype=torch.uint8, device=device)  # fresh: the loader may keep views
+    def post() -> None:
+        if len(posted) < len(plan):
+            out = torch.empty(plan[len(posted)].nbytes, dtype=torch.uint8, device=device)  # fresh: the loader may keep views
+            posted.append((_start_broadcast(group, out), out))
+
+    def receive() -> torch.Tensor:
+        k = done[0]
+        work, out = posted[k]
         t0 = time.perf_counter()
-        _broadcast(group, out, timeout_s)
+        _finish(work, timeout_s)
         spent["receive_s"] += time.perf_counter() - t0
-        received[0] += 1
-        if corrupt_bucket == bucket.index:
+        posted[k] = (None, out)
+        done[0] += 1
+        if corrupt_bucket == plan[k].index:
             out[0] ^= 0xFF
         return out
 
     def stream() -> Iterator[tuple[str, torch.Tensor]]:
         for bucket in plan:
-            out = receive(bucket)
+            out = receive()
+            post()  # the next bucket travels while this one loads
             for name, tensor in views(bucket, out):
                 yield name, tensor
                 for alias in (aliases or {}).get(name, ()):
@@ -246,15 +285,19 @@ def receive_buckets(plan: Sequence[Bucket], group: Any, load: Callable[[Iterator
             t0 = time.perf_counter()  # the loader asked past this bucket's last tensor: it took them all
             sums.append(checksum(out.cpu() if out.device.type != "cpu" else out))
             spent["checksum_s"] += time.perf_counter() - t0
+            posted[done[0] - 1] = (None, None)  # the loader holds what it kept
 
     t_all = time.perf_counter()
+    post()
     it = stream()
     try:
         load(it)
     finally:  # also when the loader raised: receive what it left, so no rank waits on this one
         it.close()
-        for bucket in plan[received[0]:]:
-            receive(bucket)
+        while done[0] < len(plan):
+            post()
+            receive()
+            posted[done[0] - 1] = (None, None)
     if timings is not None:
         timings.update(spent, load_s=time.perf_counter() - t_all - spent["receive_s"] - spent["checksum_s"])
     return sums

@@ -6,7 +6,8 @@ checkpoint format); `posttrain.rl.workers.WorkerGroup` holds the policy in N Ray
 same either way:
 
     update(rollouts, advantages, generator, vision) -> UpdateResult
-    state_dict()                      the full HF state dict, for the engines
+    state_dict()                      the full HF state dict
+    sync_to(generator, version)       install the weights in the engines (WorkerGroup streams from rank 0)
     last_lr(), checkpoint_state(), write_checkpoint(folder), load_checkpoint(folder, state)
     save_final(out, tokenizer), close()
 """
@@ -18,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from posttrain.core.allocator import mmap_large_allocations
 from posttrain.core.devices import MIXED_DTYPES, master_dtype
 from posttrain.core.models import load_causal_lm, resolve_device, save_hf
 from posttrain.rl.config import Config
@@ -40,6 +42,7 @@ class LocalPolicy:
 
     def __init__(self, cfg: Config, model_path: str, precision: str, pad_id: int):
         self.start_path = model_path  # the weights the engines start from
+        mmap_large_allocations()  # as in the trainer workers: freed tensors leave the resident set
         self.model = load_causal_lm(model_path, master_dtype(precision), cfg.model.trust_remote_code)
         self.model.to(resolve_device(cfg.model.device))
         self.config = self.model.config
@@ -55,6 +58,9 @@ class LocalPolicy:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.model.state_dict()
+
+    def sync_to(self, generator: Any, version: int) -> None:
+        generator.update_weights(self.model.state_dict(), version)
 
     def last_lr(self) -> float:
         return self.scheduler.get_last_lr()[0]

@@ -155,7 +155,7 @@ class GSPOTrainer:
                                         weight_sync=cfg.rollout.weight_sync, sync_bucket_mb=cfg.rollout.sync_bucket_mb,
                                         sync_backend=cfg.rollout.sync_backend)
         if ckpt:  # engines loaded the start folder; give them the checkpoint's weights and version
-            self.generator.update_weights(self.policy.state_dict(), self.step)
+            self.policy.sync_to(self.generator, self.step)
         self.stop = StopFlag()
         self.timings: dict[str, float] = {}
         self.version = self.step  # the trainer's weight version (engines hold the same after each sync)
@@ -340,12 +340,12 @@ class GSPOTrainer:
             t0 = time.monotonic()
             draws, rollouts = self._pending.result()
             self.timings["time/rollout_wait"] = time.monotonic() - t0  # generation that the update did not hide
-            self.generator.update_weights(self.policy.state_dict(), version)
+            self.policy.sync_to(self.generator, version)
             if self.cfg.rollout.partial_rollouts == "restart":
                 restarted, rollouts = len(rollouts), self.generate(draws, version)
             self._pending = _Done((draws, rollouts))
         else:
-            self.generator.update_weights(self.policy.state_dict(), version)
+            self.policy.sync_to(self.generator, version)
         self.timings.update(getattr(self.generator, "last_sync", {}))  # sync/seconds, sync/bytes, sync/streamed
         self.version = version
         return restarted

@@ -30,16 +30,19 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_state_dict, set_model_state_dict,
+                                                     set_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
+from posttrain.core.allocator import mmap_large_allocations
 from posttrain.core.devices import master_dtype
 from posttrain.core.models import check_model_path, load_causal_lm, load_tokenizer, save_hf
 from posttrain.core.seeding import rng_state, set_rng_state, set_seed
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.update import UpdateResult, gspo_update, minibatch_indices, update_settings
 from rollouts.types import Rollout
+from rollouts.weight_sync import Bucket, client_store, open_group, send_buckets
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,7 @@ class PolicyWorker:
         self.rank, self.world, self.cfg = rank, world, cfg
         self.model_path, self.precision, self.pad_id, self.total_steps = model_path, precision, pad_id, total_steps
         self.device = torch.device("cuda", 0) if cfg.trainer.num_gpus_per_worker > 0 else torch.device("cpu")
+        mmap_large_allocations()  # freed activations and gathered layers leave the resident set
 
     def describe(self) -> dict[str, Any]:
         import ray  # the node's address as Ray sees it
@@ -135,12 +139,36 @@ class PolicyWorker:
         dist.init_process_group(cfg.trainer.resolved_backend(), init_method=f"tcp://{addr}:{port}",
                                 rank=self.rank, world_size=self.world, timeout=timedelta(seconds=cfg.trainer.timeout_s))
         set_seed(cfg.train.seed)
-        self.model = load_causal_lm(self.model_path, master_dtype(self.precision), cfg.model.trust_remote_code)
-        self.model.to(self.device)
+        self.model = self._load_sharded()
         self.hf_config = self.model.config
-        shard_model(self.model, cfg.trainer.strategy, self.world, self.device.type)
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, self.total_steps)
         self.settings = update_settings(cfg, self.pad_id, self.precision)
+
+    def _load_sharded(self) -> torch.nn.Module:
+        """The sharded model, its weights read from disk by rank 0 only: the other ranks build it on the
+        meta device (no memory), every rank shards it, the others allocate just their shards, and rank 0
+        broadcasts the full tensors one at a time, each rank keeping its slice. Buffers (rotary
+        frequencies, not in the checkpoint) come from rank 0 too."""
+        from transformers import AutoConfig, AutoModelForCausalLM  # the unsharded class, built on meta
+
+        dtype, remote = master_dtype(self.precision), self.cfg.model.trust_remote_code
+        if self.rank == 0:
+            model = load_causal_lm(self.model_path, dtype, remote).to(self.device)
+            full = model.state_dict()  # keeps the full tensors alive through sharding, to broadcast them
+        else:
+            config = AutoConfig.from_pretrained(self.model_path, trust_remote_code=remote)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype),
+                                                         trust_remote_code=remote)
+            full = {}
+        shard_model(model, self.cfg.trainer.strategy, self.world, self.device.type)
+        if self.rank != 0:
+            model.to_empty(device=self.device)
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        del full
+        for _, buf in model.named_buffers():
+            dist.broadcast(buf, src=0)
+        return model
 
     def _agree(self, ok: bool) -> bool:
         flag = torch.tensor([int(ok)], device=self.device)
@@ -157,7 +185,7 @@ class PolicyWorker:
         iterate (each tensor is an all-gather); only rank 0's values are meant to be used. A streamed
         weight sync can send these as they come instead of collecting the dict."""
         for name, t in self.model.state_dict().items():
-            full = (t.full_tensor() if hasattr(t, "full_tensor") else t).detach()
+            full = self._full(t)
             yield name, full.cpu() if self.rank == 0 else full  # the other ranks drop theirs at once
 
     def push_weights(self, send: Callable[[Iterator[tuple[str, torch.Tensor]]], Any]) -> Any:
@@ -169,6 +197,51 @@ class PolicyWorker:
         for _ in tensors:
             pass
         return None
+
+    def weight_layout(self) -> tuple[list[tuple[str, str, tuple[int, ...]]], dict[str, list[str]]]:
+        """([(name, dtype, full shape)] of the tensors with their own storage, in state-dict order;
+        {name: [names tied to it]}): what a weight-sync plan needs, without gathering anything."""
+        first: dict[int, str] = {}
+        specs, aliases = [], {}
+        for name, t in self.model.state_dict(keep_vars=True).items():
+            if id(t) in first:  # a tied lm_head is the embedding's parameter
+                aliases.setdefault(first[id(t)], []).append(name)
+                continue
+            first[id(t)] = name
+            specs.append((name, str(t.dtype).removeprefix("torch."), tuple(t.shape)))
+        return specs, aliases
+
+    def send_weights(self, rendezvous: dict[str, Any], plan: Sequence[Bucket], timeout_s: float,
+                     device: str) -> list[tuple[int, int]] | None:
+        """Stream the weights to the engines: rank 0 is rank 0 of the engines' weight group (joined
+        through the rollout pool's `rendezvous`, kept for the next syncs) and sends the plan's buckets
+        as it gathers each tensor, so no full state dict exists anywhere; the other ranks take part in
+        every gather. Returns rank 0's per-bucket checksums."""
+        names = [s.name for b in plan for s in b.tensors]
+        state = self.model.state_dict()
+        tensors = ((n, self._full(state[n])) for n in names)
+        if self.rank != 0:
+            for _ in tensors:
+                pass
+            return None
+        try:
+            return send_buckets(tensors, plan, self._weight_group(rendezvous), timeout_s, device)
+        except BaseException:  # an engine failed: keep gathering, so the peers are not left in a collective
+            self._wgroup = None
+            for _ in tensors:
+                pass
+            raise
+
+    def _full(self, t: torch.Tensor) -> torch.Tensor:
+        return (t.full_tensor() if hasattr(t, "full_tensor") else t).detach()
+
+    def _weight_group(self, rdv: dict[str, Any]) -> Any:
+        """The weight-transfer group as its rank 0, opened once per rendezvous the pool hands out."""
+        key = (rdv["host"], rdv["port"])
+        if getattr(self, "_wgroup", None) is None or self._wgroup[0] != key:
+            store = client_store(rdv["host"], rdv["port"], rdv["world"], rdv["timeout_s"])
+            self._wgroup = (key, open_group(rdv["backend"], store, 0, rdv["world"], rdv["timeout_s"]), store)
+        return self._wgroup[1]
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         out = {}
@@ -321,6 +394,21 @@ class WorkerGroup:
         """`send(iter of (name, full tensor))` on rank 0, the gathers streamed layer by layer: the
         hook for a weight sync that does not build the whole state dict (rank 0's result)."""
         return self.call("push_weights", send)[0]
+
+    def weight_layout(self) -> tuple[list[tuple[str, str, tuple[int, ...]]], dict[str, list[str]]]:
+        return self.call("weight_layout")[0]
+
+    def send_weights(self, rendezvous: dict[str, Any], plan: Sequence[Bucket], timeout_s: float,
+                     device: str) -> list[tuple[int, int]]:
+        return self.call("send_weights", rendezvous, plan, timeout_s, device)[0]
+
+    def sync_to(self, generator: Any, version: int) -> None:
+        """Install the weights in the engines: streamed from rank 0 when the generator can take a
+        sender (RolloutPool.update_weights_from), else the gathered state dict."""
+        if hasattr(generator, "update_weights_from"):
+            generator.update_weights_from(self, version)
+        else:
+            generator.update_weights(self.state_dict(), version)
 
     def last_lr(self) -> float:
         return self.call("last_lr")[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -130,6 +131,44 @@ def test_two_workers_update_equals_the_single_process_update(request, ray_cluste
     assert streamed == {k: pytest.approx(float(v.double().sum())) for k, v in params.items()}
 
 
+def test_rank0_streams_the_sharded_weights_in_buckets_that_an_engine_loads_and_verifies(fsdp_group):
+    """The streamed sync from a 2-worker FSDP group (no full state dict on any process): an engine
+    stand-in (rank 1 of the weight group, in a thread here) receives every bucket; what it loads is
+    the trainer's weights, its checksums match rank 0's, and a corrupted bucket fails naming it."""
+    import ray
+
+    from rollouts.weight_sync import (TensorSpec, WeightSyncError, client_store, open_group, plan_buckets,
+                                      receive_buckets, server_store, verify)
+
+    layout, aliases = fsdp_group.weight_layout()
+    assert aliases == {"model.embed_tokens.weight": ["lm_head.weight"]}  # the tied head travels once
+    plan = plan_buckets([TensorSpec(n, d, tuple(s)) for n, d, s in layout], 16 * 1024)
+    assert len(plan) > 2
+    host = ray.util.get_node_ip_address()
+    for attempt, corrupt in enumerate((None, 1)):
+        store = server_store(host, 2, 60)
+        rdv = {"host": host, "port": store.port, "world": 2, "backend": "gloo", "timeout_s": 60}
+        loaded, got = {}, {}
+
+        def engine(corrupt=corrupt, loaded=loaded, got=got):
+            group = open_group("gloo", client_store(host, store.port, 2, 60), 1, 2, 60)
+            got["sums"] = receive_buckets(plan, group, lambda it: loaded.update((k, v.clone()) for k, v in it), 60,
+                                          corrupt_bucket=corrupt, aliases=aliases)
+
+        t = threading.Thread(target=engine)
+        t.start()
+        sent = fsdp_group.send_weights(rdv, plan, 60, "cpu")
+        t.join(60)
+        want = fsdp_group.state_dict()
+        assert set(loaded) == set(want)
+        if corrupt is None:
+            assert all(torch.equal(loaded[k], want[k]) for k in want)
+            verify(sent, {"rollout engine 0": got["sums"]})
+        else:
+            with pytest.raises(WeightSyncError, match=r"rollout engine 0 loaded bucket\(s\) \[1\]"):
+                verify(sent, {"rollout engine 0": got["sums"]})
+
+
 def test_two_worker_rl_run_checkpoints_shards_resumes_and_saves_one_hf_folder(ray_cluster, tiny_model, tiny_task,
                                                                              tmp_path):
     """`posttrain rl` with trainer.num_workers=2 (fsdp) on the in-process generator: the loop runs, each
@@ -237,7 +276,7 @@ def test_sigkill_of_a_worker_mid_run_stops_the_run_and_resume_finishes_it(tiny_m
 @pytest.mark.engine
 def test_two_fsdp_workers_sync_a_vllm_engine(tiny_model, tiny_task, tmp_path):
     """The real path: 2 FSDP workers train, a vLLM engine in a Ray actor samples and receives the
-    gathered weights every step (its weight version follows the steps)."""
+    weights streamed from the workers' rank 0 every step (its weight version follows the steps)."""
     import ray
 
     from posttrain.rl import trainer as rl
@@ -246,14 +285,18 @@ def test_two_fsdp_workers_sync_a_vllm_engine(tiny_model, tiny_task, tmp_path):
           "data.max_eval_rows=8", "rollout.backend=vllm", "rollout.prompts_per_step=4", "rollout.group_size=4",
           "rollout.max_new_tokens=6", "train.steps=2", "eval.every=0", "optim.lr=1e-3", "algo.eps_low=0.2",
           "algo.eps_high=0.2", "engine.max_model_len=256", "ray.num_cpus=3", "trainer.strategy=fsdp",
-          "trainer.num_workers=2", "trainer.timeout_s=300", "reward=exact"]
+          "trainer.num_workers=2", "trainer.timeout_s=300", "reward=exact", "rollout.weight_sync=stream"]
     trainer = rl.GSPOTrainer(load_config(Config, None, ov), tmp_path / "run")
     try:
         summary = trainer.fit()
         engines = ray.get([a.state.remote() for a in trainer.generator.actors])
+        pool = trainer.generator
+        streamed = (pool.last_sync["sync/streamed"], pool._source is trainer.policy, pool._last_state, pool.engine_pids)
     finally:
         trainer.close()
     assert [version for _, version in engines] == [2] and summary["steps"] == 2
+    # sent by rank 0 of the workers, verified bucket by bucket; the driver never held the weights
+    assert streamed[:3] == (1.0, True, None) and streamed[3] == [[pool.info[0]["pid"]]]
 
 
 @pytest.mark.slow
