@@ -42,6 +42,11 @@ class LocalPolicy:
         self.config = self.model.config
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, total_optimizer_steps(cfg))
         self.settings = update_settings(cfg, pad_id, precision)
+        self.ref_model = None
+        if cfg.algo.kl_coef > 0:  # the start model (model.path, also on resume), frozen: the KL penalty's reference
+            self.ref_model = load_causal_lm(cfg.model.path, master_dtype(precision), cfg.model.trust_remote_code)
+            self.ref_model.to(resolve_device(cfg.model.device)).eval().requires_grad_(False)
+            self.settings.update(ref_model=self.ref_model, kl_coef=cfg.algo.kl_coef)
 
     def update(self, rollouts: list[Rollout], advantages: torch.Tensor, generator: torch.Generator,
                vision: Callable | None = None) -> UpdateResult:
