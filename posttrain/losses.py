@@ -100,6 +100,32 @@ def grpo_loss(
     return loss, _clip_metrics(ratio.detach(), eps_low, eps_high, mask)
 
 
+def kl_penalty(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    response_mask: Tensor,
+) -> tuple[Tensor, dict[str, float]]:
+    """KL(pi_theta || pi_ref) per sampled token with Schulman's k3 estimator, averaged like
+    the policy losses (over each response's tokens, then over sequences); the trainer adds
+    `kl_coef *` this to the policy loss (GRPO's KL term, arXiv 2402.03300 eq. 4).
+
+        d_t = log pi_ref(y_t) - log pi_theta(y_t)
+        k3_t = exp(d_t) - d_t - 1            (>= 0; unbiased for KL on samples of pi_theta)
+
+    Its gradient pulls every token's log-prob back towards the reference model's, with no
+    clipping: GSPO's clip range (3e-4) stops the policy term once a sequence moved, not this one.
+    """
+    mask = response_mask.to(logprobs.dtype)
+    d = ref_logprobs - logprobs  # (B, T)
+    k3 = torch.exp(d) - d - 1  # (B, T)
+    kl = _seq_mean(k3, mask).mean()
+    with torch.no_grad():
+        tokens = mask.sum().clamp(min=1)
+        metrics = {"rl/kl_ref": float(kl), "rl/kl_ref_max": float((k3 * mask).max()) if k3.numel() else 0.0,
+                   "rl/logprob_minus_ref": float((-d * mask).sum() / tokens)}
+    return kl, metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # MPO (InternVL Mixed Preference Optimization). Owned by the sft/mpo/rm/rft phases.
 # ---------------------------------------------------------------------------------------------

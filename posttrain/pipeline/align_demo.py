@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
-from posttrain.core.run_dir import RunDir, atomic_write_text
+from posttrain.core.run_dir import (CONFIG_FILE, INPUTS_FILE, SUMMARY_FILE, RunDir, atomic_write_text, flat_config,
+                                     input_files)
 from posttrain.phases import sft
 from posttrain.pipeline.spread import machine, merge_seeds
 from posttrain.rl import align
@@ -80,15 +82,31 @@ def run_sft(data: dict[str, Path], model: Path, out: Path, overrides: list[str])
     return sft.run(cfg, out)
 
 
-def run_align(data: dict[str, Path], sft_model: Path, out: Path, overrides: list[str]) -> dict[str, Any]:
-    cfg = load_config(align.Config, ALIGN_YAML, [f"model.path={sft_model}", f"data.train={data['train']}",
-                                                 f"data.eval={data['eval']}",
-                                                 f"eval.extra_evals=[{{name: task_accuracy, data: '{data['task']}', "
-                                                 "reward: 'posttrain.tasks.instructions:final_number'}, "
-                                                 f"{{name: constrained_task_accuracy, data: '{data['eval']}', "
-                                                 "reward: 'posttrain.tasks.instructions:final_number'}]",
-                                                 *overrides])
-    return align.run(cfg, out)
+def align_config(data: dict[str, Path], sft_model: Path, overrides: list[str]) -> align.Config:
+    return load_config(align.Config, ALIGN_YAML, [f"model.path={sft_model}", f"data.train={data['train']}",
+                                                  f"data.eval={data['eval']}",
+                                                  f"eval.extra_evals=[{{name: task_accuracy, data: '{data['task']}', "
+                                                  "reward: 'posttrain.tasks.instructions:final_number'}, "
+                                                  f"{{name: constrained_task_accuracy, data: '{data['eval']}', "
+                                                  "reward: 'posttrain.tasks.instructions:final_number'}]",
+                                                  *overrides])
+
+
+def finished_summary(run_dir: Path, cfg: align.Config) -> dict[str, Any] | None:
+    """RUN_DIR's summary when it holds a finished run of exactly this align config on the same
+    data files (config.yaml and inputs.json of RUN_DIR/align), else None: a multi-seed run that
+    stopped, or is run again, redoes only the seeds it has not finished."""
+    summary, align_dir = run_dir / SUMMARY_FILE, run_dir / "align"
+    if not (summary.is_file() and (align_dir / CONFIG_FILE).is_file() and (align_dir / INPUTS_FILE).is_file()):
+        return None
+    new = flat_config(cfg.model_dump(mode="json"))
+    if flat_config(yaml.safe_load((align_dir / CONFIG_FILE).read_text())) != new:
+        return None
+    inputs = json.loads((align_dir / INPUTS_FILE).read_text())
+    if inputs != input_files(new):
+        return None
+    s = json.loads(summary.read_text())
+    return None if s.get("interrupted") or s.get("constraint_rate_after") is None else s
 
 
 def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides: list[str] = (),
@@ -105,7 +123,12 @@ def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides
     if not (sft_model / "config.json").is_file():
         run_sft(data, init, home / "sft", [f"data.seed={sft_seed}", f"train.seed={sft_seed}", *sft_overrides])
     t1 = time.monotonic()
-    a = run_align(data, sft_model, run.path / "align", [f"train.seed={seed}", *align_overrides])
+    cfg = align_config(data, sft_model, [f"train.seed={seed}", *align_overrides])
+    done = finished_summary(run.path, cfg)
+    if done is not None:
+        print(f"{run.path}: finished with this config and data; reusing its summary", flush=True)
+        return done
+    a = align.run(cfg, run.path / "align")
     summary = {
         "seed": seed, "sft_seed": sft_seed,
         "constraint_rate_before": a["constraint_rate_before"], "constraint_rate_after": a["constraint_rate_after"],

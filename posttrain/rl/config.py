@@ -62,6 +62,9 @@ class AlgoConfig(Section):
     skip_uniform_groups: bool = Field(
         True, description="Leave groups whose rewards are all equal (zero advantage) out of the update.")
     max_bad_steps: int = Field(3, ge=1, description="Abort after this many steps in a row with non-finite loss/grad.")
+    kl_coef: float = Field(
+        0.0, ge=0.0, description="Weight of a KL penalty to the start model (model.path, e.g. the SFT model), "
+        "k3 per token (posttrain.losses.kl_penalty), added to the policy loss; 0: no reference model is loaded.")
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +248,9 @@ class Config(Section):
         if self.off_policy.level == "token" and self.algo.loss == "gspo" and self.off_policy.mode in ("tis", "mis"):
             raise ValueError("off_policy.level=token weighs tokens, but algo.loss=gspo has one ratio per sequence: "
                              "set off_policy.level=sequence or algo.loss=gspo_token")
+        if self.algo.kl_coef > 0 and self.trainer.distributed:
+            raise ValueError(f"algo.kl_coef={self.algo.kl_coef} needs a reference model, which only "
+                             "trainer.strategy=single holds for now: set algo.kl_coef=0 or trainer.strategy=single")
         if self.overlong.mode == "soft_penalty" and self.overlong.buffer > self.rollout.max_new_tokens:
             raise ValueError(f"overlong.buffer={self.overlong.buffer} exceeds rollout.max_new_tokens="
                              f"{self.rollout.max_new_tokens}: lower overlong.buffer")

@@ -50,6 +50,11 @@ class LocalPolicy:
         self.settings = update_settings(cfg, pad_id, precision)
         dtype = MIXED_DTYPES.get(precision)
         self.working = WorkingCopy(self.model, dtype) if dtype is not None else None
+        self.ref_model = None
+        if cfg.algo.kl_coef > 0:  # the start model (model.path, also on resume), frozen: the KL penalty's reference
+            self.ref_model = load_causal_lm(cfg.model.path, master_dtype(precision), cfg.model.trust_remote_code)
+            self.ref_model.to(resolve_device(cfg.model.device)).eval().requires_grad_(False)
+            self.settings.update(ref_model=self.ref_model, kl_coef=cfg.algo.kl_coef)
 
     def update(self, rollouts: list[Rollout], advantages: torch.Tensor, generator: torch.Generator,
                vision: Callable | None = None) -> UpdateResult:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from posttrain.core.devices import autocast
+from posttrain.losses import kl_penalty
 from posttrain.rl.logprobs import ResponseBatch, collate, response_logprobs
 from posttrain.rl.mixed import WorkingCopy
 from posttrain.rl.offpolicy import correction_weights, mismatch_metrics
@@ -62,7 +63,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
                 precision: str = "float32",
                 vision: Callable[[list[Rollout]], dict[str, torch.Tensor]] | None = None,
                 minibatches: Sequence[torch.Tensor] | None = None, loss_scales: Sequence[float] | None = None,
-                agree: Callable[[bool], bool] | None = None, working: WorkingCopy | None = None) -> UpdateResult:
+                agree: Callable[[bool], bool] | None = None, working: WorkingCopy | None = None,
+                ref_model: Any = None, kl_coef: float = 0.0) -> UpdateResult:
     """`loss_fn(logprobs, old_logprobs, advantages, response_mask) -> (loss, metrics)`, its settings bound
     (posttrain.rl.policy_losses). `correction` = (mode, level, clip) of the off-policy correction
     (posttrain.rl.offpolicy); it needs trainer old log-probs and the engine's, and weighs the advantages.
@@ -76,7 +78,8 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     its local index sets (default: `minibatch_indices` of the whole batch), `loss_scales` the factor
     each minibatch's loss is multiplied by before backward (so the gradients its group averages equal
     the single-process gradient), and `agree(ok)` is True only when every worker's loss is finite
-    (all skip together, or none does)."""
+    (all skip together, or none does). `ref_model` with `kl_coef > 0` adds `kl_coef * kl_penalty` to
+    each minibatch's loss (algo.kl_coef): the reference log-probs are one no-grad forward per batch."""
     result = UpdateResult()
     if not rollouts:
         return result
@@ -96,6 +99,10 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     else:
         with torch.no_grad(), autocast(device, amp):
             old = response_logprobs(net, batch)  # (N, R)
+    ref = None
+    if ref_model is not None and kl_coef > 0:  # the fp32 reference model: autocast in bf16 runs
+        with torch.no_grad(), autocast(device, precision):
+            ref = response_logprobs(ref_model, batch)  # (N, R)
     off_metrics: dict[str, float] = {}
     if engine is not None and old_logprobs != "engine":
         off_metrics = mismatch_metrics(old, engine, batch.response_mask)
@@ -112,6 +119,10 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
         with autocast(device, amp):
             lp = response_logprobs(net, sub)  # (b, R)
         loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
+        if ref is not None:  # loss = policy loss + beta * KL(pi_theta || pi_ref)
+            kl, kl_metrics = kl_penalty(lp, ref[mb], sub.response_mask)
+            loss = loss + kl_coef * kl
+            m = {**m, **kl_metrics}
         ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
         optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))

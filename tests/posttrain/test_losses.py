@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from posttrain.losses import grpo_loss, gspo_loss
+from posttrain.losses import grpo_loss, gspo_loss, kl_penalty
 
 
 def test_gspo_unclipped_hand_computed():
@@ -97,3 +97,30 @@ def test_grpo_token_ratio_hand_computed():
 def test_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
         gspo_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), torch.ones(1, 1), variant="bogus")
+
+
+def test_kl_penalty_k3_hand_computed():
+    """k3 = exp(d) - d - 1 with d = ref - logprob, per response mean, then batch mean.
+
+    seq 1: d = [0, 1]            -> k3 = [0, e - 2 = 0.718281828], mean 0.359140914
+    seq 2: d = [-1, (padded)]    -> k3 = [e^-1 = 0.367879441], mean over 1 token
+    KL = (0.359140914 + 0.367879441) / 2 = 0.363510178.
+    d k3 / d logprob = 1 - exp(d): seq 1 token 2: (1 - e) / 2 tokens / 2 seqs = -0.429570457;
+    seq 2 token 1: (1 - e^-1) / 1 / 2 = 0.316060279; token 1 of seq 1 (d = 0) and padding: 0.
+    """
+    lp = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.0, -1.0], [-1.5, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1], [1, 0]])
+    kl, metrics = kl_penalty(lp, ref, mask)
+    assert_close(kl, torch.tensor(((math.e - 2) / 2 + math.exp(-1)) / 2, dtype=torch.float64))
+    kl.backward()
+    assert_close(lp.grad, torch.tensor([[0.0, (1 - math.e) / 4], [(1 - math.exp(-1)) / 2, 0.0]], dtype=torch.float64))
+    assert metrics["rl/kl_ref"] == pytest.approx(0.363510178)
+    assert metrics["rl/logprob_minus_ref"] == pytest.approx(0.0)  # (0 - 1 + 1) / 3 tokens
+
+
+def test_kl_penalty_is_zero_at_the_reference():
+    lp = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    kl, _ = kl_penalty(lp, lp.detach().clone(), torch.ones(3, 4))
+    kl.backward()
+    assert float(kl) == 0.0 and float(lp.grad.abs().max()) == 0.0

@@ -40,3 +40,23 @@ def test_align_demo_over_seeds_keeps_the_keys_and_adds_seeds(monkeypatch, tmp_pa
     assert saved["spread"]["constrained_task_accuracy_after"] == pytest.approx({"mean": 0.92, "min": 0.9, "max": 0.94, "n": 3})
     assert saved["guard"] == {"tripped_at_step": None}  # equal in every seed: kept as is
     assert len(saved["final_model"]) == 3  # differs per seed: the list
+
+
+def test_a_finished_seed_is_reused_only_with_the_same_config_and_data(tmp_path):
+    from posttrain.core.run_dir import RunDir
+
+    data = align_demo.make_data(tmp_path / "data", seed=0)
+    cfg = align_demo.align_config(data, tmp_path / "sft", ["train.seed=0"])
+    seed_dir = tmp_path / "seed-0"
+    RunDir(seed_dir / "align", "align").start(cfg)
+    (seed_dir / "summary.json").write_text(json.dumps({"seed": 0, "constraint_rate_after": 0.8}))
+    assert align_demo.finished_summary(seed_dir, cfg) == {"seed": 0, "constraint_rate_after": 0.8}
+    other = align_demo.align_config(data, tmp_path / "sft", ["train.seed=0", "algo.kl_coef=0.2"])
+    assert align_demo.finished_summary(seed_dir, other) is None
+    with data["train"].open("a") as f:  # same config, changed data file
+        f.write(data["train"].read_text().splitlines()[0] + "\n")
+    assert align_demo.finished_summary(seed_dir, cfg) is None
+    align_demo.make_data(tmp_path / "data", seed=0)  # the same data again: reused; an interrupted run is not
+    assert align_demo.finished_summary(seed_dir, cfg) is not None
+    (seed_dir / "summary.json").write_text(json.dumps({"seed": 0, "constraint_rate_after": 0.8, "interrupted": True}))
+    assert align_demo.finished_summary(seed_dir, cfg) is None
