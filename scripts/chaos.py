@@ -9,6 +9,15 @@ Writes RUN/summary.json (RUN = --out, default runs/chaos):
   orphans    [{"pid", "cmdline"}] processes of the run still alive after it ended (must be [])
   lost       ["what"] results complete before a kill and missing or corrupt after it (must be [])
   accuracy   {"chaos": {stage: acc}, "uninterrupted": {stage: acc}}  (RUN/ref is the clean run)
+  noise      how far uninterrupted runs move: the stage accuracies of uninterrupted runs with
+             other seeds (--noise-seeds, in RUN/noise-seed-N), their range per stage, the
+             binomial standard error of the held-out accuracy, and per stage whether the chaos
+             run is within noise: |chaos - uninterrupted| <= the range over seeds
+  within_noise  true when every stage is (null when fewer than two seeds were measured)
+
+Each kill falls at a seeded random moment --window seconds after the latest of: the (re)start,
+the previous kill, and the moment its target first appeared (an engine only exists in RL
+stages), so the kills spread over the run instead of bunching where the target appears.
 
 A kill of an engine actor or a reward worker is survived in place (Ray restarts the actor,
 the pool a worker); a kill of the pipeline process is followed by `--resume`.
@@ -30,14 +39,23 @@ from typing import Any
 
 import psutil
 
+from posttrain.pipeline.spread import seed_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "recipes" / "keye.yaml"
-# The recipe shortened to minutes: fewer rows, steps and samples (same stages, same wiring).
-SHORT = ["data.demo_train_rows=3000", "data.demo_eval_rows=100", "stages.sft.values.train.max_steps=400",
-         "stages.rl1.values.train.steps=12", "stages.rl2.values.train.steps=12",
-         "stages.rl1.values.train.checkpoint_every=3", "stages.rl2.values.train.checkpoint_every=3",
-         "stages.rft.values.data.max_prompts=150", "stages.rft.values.sft.train.max_steps=100",
-         "stages.filter.values.data.max_prompts=200", "report=false"]
+# The recipe shortened to about half of `make demo`'s work: the same data and SFT (which stops by
+# measurement at 40% dev accuracy), RL rounds of 30 steps instead of 60, RFT on 250 prompts with 150
+# SFT steps instead of 500 / 300, the filter on 500 prompts instead of 1000; checkpoints more often,
+# so a kill loses less. Every stage still learns (docs/reliability.md, "make chaos").
+SHORT = ["stages.sft.values.train.save_steps=100",
+         "stages.rl1.values.train.steps=30", "stages.rl2.values.train.steps=30",
+         "stages.rl1.values.train.checkpoint_every=5", "stages.rl2.values.train.checkpoint_every=5",
+         "stages.rft.values.data.max_prompts=250", "stages.rft.values.sft.train.max_steps=150",
+         "stages.filter.values.data.max_prompts=500", "defaults.rl.engine.cpu_threads=0", "report=false"]
+# One OpenMP thread per process (torch in the pipeline, the engine bound to one core above): on a
+# shared 2-core machine two threads per process spin at every barrier while the other is descheduled.
+# It also makes the numbers independent of the core count (docs/reproducibility.md).
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 KINDS = ("pipeline", "engine", "reward_worker", "pipeline")
 MARKERS = {"engine": "ray::_EngineActor", "reward_worker": "rewards.worker"}
 
@@ -114,7 +132,7 @@ def running_stage(run: Path) -> str | None:
 def start(run: Path, overrides: list[str], resume: bool, log) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "posttrain.cli", "pipeline", "--config", str(RECIPE), *overrides]
     cmd += ["--resume", str(run)] if resume else ["--run-dir", str(run)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, **THREADS, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
@@ -131,27 +149,34 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
     lost: list[str] = []
     seen: dict[int, tuple[float, str]] = {}  # pid -> (create_time, cmdline) of every process of the run
     proc, attempt, resumes = start(run, overrides, False, log), 1, 0
-    t0 = time.monotonic()
+    t0 = clock = time.monotonic()  # t0: this attempt's start; clock: when the next kill's delay starts
     for kind in KINDS:
         delay = rng.uniform(*window)
-        target = None
+        target, appeared = None, None
         while proc.poll() is None:
             for p in descendants(proc.pid):
                 try:
                     seen.setdefault(p.pid, (p.create_time(), " ".join(p.cmdline())))
                 except psutil.NoSuchProcess:
                     pass
-            if time.monotonic() - t0 >= delay:
-                target = find_target(kind, proc.pid)
-                if target is not None:
-                    break
+            target = find_target(kind, proc.pid)
+            if target is not None and appeared is None:
+                appeared = time.monotonic()
+            if target is None:
+                appeared = None
+            elif time.monotonic() - max(clock, appeared) >= delay:
+                break
             time.sleep(0.2)
         if proc.poll() is not None:
             break  # the run finished before this kill
         before = complete_results(run)
         kills.append({"kind": kind, "pid": target.pid, "at_s": round(time.monotonic() - t0, 1),
                       "stage": running_stage(run), "attempt": attempt})
-        target.send_signal(signal.SIGKILL)
+        try:
+            target.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:  # it ended between the check and the kill: not a kill
+            kills.pop()
+            continue
         if kind == "pipeline":
             proc.wait()
             time.sleep(2.0)
@@ -161,6 +186,7 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
         else:
             time.sleep(1.0)
             lost += lost_after(before, run)
+        clock = time.monotonic()
     code = proc.wait()
     for _ in range(3):  # ended by a kill we did not make (or a preemption): resume, a bounded number of times
         if code in (0, 2):
@@ -180,30 +206,77 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
             "orphans": orphans, "lost": lost, "exit_code": code}
 
 
+def uninterrupted(run: Path, overrides: list[str], log) -> dict[str, Any]:
+    """The stage accuracies of an uninterrupted run into `run`, run once (kept for the next call)."""
+    if not (run / "summary.json").is_file():
+        if run.exists():
+            subprocess.run(["rm", "-rf", str(run)], check=True)
+        start(run, overrides, False, log).wait()
+    return stage_accuracies(run)
+
+
+def noise(ref: dict[str, Any], others: dict[int, dict[str, Any]], chaos: dict[str, Any], eval_rows: int
+          ) -> dict[str, Any]:
+    """How far uninterrupted runs move, and whether the chaos run's accuracies are within that.
+
+    Runs are deterministic per machine for a seed (docs/reproducibility.md), so the noise is the
+    spread over seeds: per stage, max - min of the uninterrupted runs' accuracies (seed 0 = ref and
+    `others`); a stage is within noise when |chaos - ref| <= that range. The binomial standard
+    error of a held-out accuracy on `eval_rows` rows is reported next to it.
+
+    >>> n = noise({"sft": 0.4, "rl": 0.6}, {1: {"sft": 0.45, "rl": 0.7}}, {"sft": 0.42, "rl": 0.5}, 100)
+    >>> n["seed_range"], n["chaos_minus_uninterrupted"], n["within_noise"], n["binomial_se"]["sft"]
+    ({'sft': 0.05, 'rl': 0.1}, {'sft': 0.02, 'rl': -0.1}, {'sft': True, 'rl': True}, 0.049)
+    """
+    by_seed = {0: ref, **others}
+    rng = {s: round(max(r[s] for r in by_seed.values()) - min(r[s] for r in by_seed.values()), 6)
+           for s in ref if all(r.get(s) is not None for r in by_seed.values())} if len(by_seed) > 1 else {}
+    diff = {s: round(chaos[s] - ref[s], 6) for s in ref if chaos.get(s) is not None and ref[s] is not None}
+    return {"how": "range (max - min) per stage over uninterrupted runs with seeds "
+                   f"{sorted(by_seed)} (seed 0 = ref); within noise: |chaos - ref| <= that range",
+            "uninterrupted_by_seed": {str(k): v for k, v in by_seed.items()},
+            "seed_range": rng, "eval_rows": eval_rows,
+            "binomial_se": {s: round((a * (1 - a) / eval_rows) ** 0.5, 3) for s, a in ref.items() if a is not None},
+            "chaos_minus_uninterrupted": diff,
+            "within_noise": {s: abs(d) <= rng[s] + 1e-9 for s, d in diff.items() if s in rng}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "chaos")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seeds the kill moments (not the training)")
     ap.add_argument("--window", type=float, nargs=2, default=(20.0, 90.0),
-                    help="seconds after a (re)start within which each kill falls")
+                    help="seconds after a (re)start, the previous kill or the target's appearance "
+                         "within which each kill falls")
+    ap.add_argument("--noise-seeds", type=int, nargs="*", default=[1, 2],
+                    help="training seeds of the extra uninterrupted runs that measure noise (run after "
+                         "the chaos run, each kept in OUT/noise-seed-N for the next call)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides after the shortening ones")
     a = ap.parse_args(argv)
     overrides = [*SHORT, *a.overrides]
     a.out.mkdir(parents=True, exist_ok=True)
     with (a.out / "chaos.log").open("a") as log:
-        ref = a.out / "ref"
-        if not (ref / "summary.json").is_file():  # the uninterrupted run, once
-            if ref.exists():
-                subprocess.run(["rm", "-rf", str(ref)], check=True)
-            start(ref, overrides, False, log).wait()
+        ref_acc = uninterrupted(a.out / "ref", overrides, log)
         run = a.out / "run"
         if run.exists():
             subprocess.run(["rm", "-rf", str(run)], check=True)
         result = chaos_run(run, overrides, a.seed, tuple(a.window), log)
-    result["accuracy"] = {"chaos": stage_accuracies(run), "uninterrupted": stage_accuracies(ref)}
-    (a.out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+        chaos_acc = stage_accuracies(run)
+        result["accuracy"] = {"chaos": chaos_acc, "uninterrupted": ref_acc}
+        eval_file = a.out / "ref" / "data" / "eval.jsonl"
+        eval_rows = sum(1 for _ in eval_file.open()) if eval_file.is_file() else 0
+        others: dict[int, dict[str, Any]] = {}
+        for s in [None, *a.noise_seeds]:  # the summary is written before each noise run and after the last
+            if s is not None:
+                others[s] = uninterrupted(a.out / f"noise-seed-{s}", [*overrides, *seed_overrides(s)], log)
+            result["noise"] = noise(ref_acc, others, chaos_acc, eval_rows)
+            within = result["noise"]["within_noise"]
+            result["within_noise"] = all(within.values()) if within else None
+            (a.out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    ok = result["completed"] and not result["orphans"] and not result["lost"]
+    kinds = {k["kind"] for k in result["kills"]}
+    ok = (result["completed"] and not result["orphans"] and not result["lost"] and len(result["kills"]) >= 4
+          and len(kinds) >= 3 and result["within_noise"] is not False)
     return 0 if ok else 1
 
 
