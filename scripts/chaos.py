@@ -51,7 +51,7 @@ SHORT = ["stages.sft.values.train.save_steps=100",
          "stages.rl1.values.train.steps=30", "stages.rl2.values.train.steps=30",
          "stages.rl1.values.train.checkpoint_every=5", "stages.rl2.values.train.checkpoint_every=5",
          "stages.rft.values.data.max_prompts=250", "stages.rft.values.sft.train.max_steps=150",
-         "stages.filter.values.data.max_prompts=500", "defaults.rl.engine.cpu_threads=0", "report=false"]
+         "stages.filter.values.data.max_prompts=500", "defaults.rl.engine.cpu_threads=0-0", "report=false"]
 # One OpenMP thread per process (torch in the pipeline, the engine bound to one core above): on a
 # shared 2-core machine two threads per process spin at every barrier while the other is descheduled.
 # It also makes the numbers independent of the core count (docs/reproducibility.md).
@@ -129,6 +129,15 @@ def running_stage(run: Path) -> str | None:
     return next((n for n, r in stages.items() if r.get("status") == "running"), None)
 
 
+def failed_stage(run: Path) -> str | None:
+    state_file = run / "pipeline_state.json"
+    try:
+        stages = json.loads(state_file.read_text()).get("stages", {}) if state_file.is_file() else {}
+    except json.JSONDecodeError:
+        return None
+    return next((n for n, r in stages.items() if r.get("status") != "done"), None)
+
+
 def start(run: Path, overrides: list[str], resume: bool, log) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "posttrain.cli", "pipeline", "--config", str(RECIPE), *overrides]
     cmd += ["--resume", str(run)] if resume else ["--run-dir", str(run)]
@@ -149,11 +158,23 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
     lost: list[str] = []
     seen: dict[int, tuple[float, str]] = {}  # pid -> (create_time, cmdline) of every process of the run
     proc, attempt, resumes = start(run, overrides, False, log), 1, 0
+    failures: list[dict[str, Any]] = []  # exits we did not cause (e.g. Ray timing out at startup under load)
     t0 = clock = time.monotonic()  # t0: this attempt's start; clock: when the next kill's delay starts
+
+    def resume_after_failure() -> bool:
+        """The run ended by itself with an error: resume it (a bounded number of times)."""
+        nonlocal proc, attempt, resumes, t0
+        code = proc.poll()
+        if code in (0, 2) or len(failures) >= 3:
+            return False
+        failures.append({"exit_code": code, "stage": running_stage(run) or failed_stage(run), "attempt": attempt})
+        proc, attempt, resumes, t0 = start(run, overrides, True, log), attempt + 1, resumes + 1, time.monotonic()
+        return True
+
     for kind in KINDS:
         delay = rng.uniform(*window)
         target, appeared = None, None
-        while proc.poll() is None:
+        while proc.poll() is None or resume_after_failure():
             for p in descendants(proc.pid):
                 try:
                     seen.setdefault(p.pid, (p.create_time(), " ".join(p.cmdline())))
@@ -187,12 +208,10 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
             time.sleep(1.0)
             lost += lost_after(before, run)
         clock = time.monotonic()
-    code = proc.wait()
-    for _ in range(3):  # ended by a kill we did not make (or a preemption): resume, a bounded number of times
-        if code in (0, 2):
-            break
-        proc, attempt, resumes = start(run, overrides, True, log), attempt + 1, resumes + 1
-        code = proc.wait()
+    proc.wait()
+    while resume_after_failure():
+        proc.wait()
+    code = proc.poll()
     time.sleep(3.0)
     orphans = []
     for pid, (created, cmd) in seen.items():
@@ -203,16 +222,25 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
         except psutil.NoSuchProcess:
             pass
     return {"kills": kills, "resumes": resumes, "completed": code == 0 and (run / "summary.json").is_file(),
-            "orphans": orphans, "lost": lost, "exit_code": code}
+            "orphans": orphans, "lost": lost, "exit_code": code, "failures": failures}
 
 
-def uninterrupted(run: Path, overrides: list[str], log) -> dict[str, Any]:
-    """The stage accuracies of an uninterrupted run into `run`, run once (kept for the next call)."""
-    if not (run / "summary.json").is_file():
-        if run.exists():
+def uninterrupted(run: Path, overrides: list[str], log) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The stage accuracies of an uninterrupted run into `run` (kept for the next call), and the
+    failures it was resumed after: an exit it made by itself (Ray timing out at startup under
+    load) is resumed, at most twice, and reported, since a resume mid-stage is an interruption."""
+    failures: list[dict[str, Any]] = []
+    resume = (run / "pipeline.yaml").is_file()  # an earlier call's run, stopped before it finished
+    if resume:
+        failures.append({"exit_code": None, "stage": failed_stage(run), "note": "found unfinished; resumed"})
+    while not (run / "summary.json").is_file() and len(failures) <= 2:
+        if not resume and run.exists():
             subprocess.run(["rm", "-rf", str(run)], check=True)
-        start(run, overrides, False, log).wait()
-    return stage_accuracies(run)
+        code = start(run, overrides, resume, log).wait()
+        if code != 0:
+            failures.append({"exit_code": code, "stage": failed_stage(run)})
+        resume = True
+    return stage_accuracies(run), failures
 
 
 def noise(ref: dict[str, Any], others: dict[int, dict[str, Any]], chaos: dict[str, Any], eval_rows: int
@@ -256,19 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [*SHORT, *a.overrides]
     a.out.mkdir(parents=True, exist_ok=True)
     with (a.out / "chaos.log").open("a") as log:
-        ref_acc = uninterrupted(a.out / "ref", overrides, log)
+        ref_acc, ref_failures = uninterrupted(a.out / "ref", overrides, log)
         run = a.out / "run"
         if run.exists():
             subprocess.run(["rm", "-rf", str(run)], check=True)
         result = chaos_run(run, overrides, a.seed, tuple(a.window), log)
         chaos_acc = stage_accuracies(run)
         result["accuracy"] = {"chaos": chaos_acc, "uninterrupted": ref_acc}
+        result["uninterrupted_failures"] = {"ref": ref_failures}
         eval_file = a.out / "ref" / "data" / "eval.jsonl"
         eval_rows = sum(1 for _ in eval_file.open()) if eval_file.is_file() else 0
         others: dict[int, dict[str, Any]] = {}
         for s in [None, *a.noise_seeds]:  # the summary is written before each noise run and after the last
             if s is not None:
-                others[s] = uninterrupted(a.out / f"noise-seed-{s}", [*overrides, *seed_overrides(s)], log)
+                others[s], result["uninterrupted_failures"][f"noise-seed-{s}"] = uninterrupted(
+                    a.out / f"noise-seed-{s}", [*overrides, *seed_overrides(s)], log)
             result["noise"] = noise(ref_acc, others, chaos_acc, eval_rows)
             within = result["noise"]["within_noise"]
             result["within_noise"] = all(within.values()) if within else None

@@ -68,3 +68,13 @@ def test_targets_are_found_among_the_runs_processes_by_command_line():
 
 def test_the_kill_plan_covers_three_kinds_and_four_kills():
     assert len(chaos.KINDS) >= 4 and len(set(chaos.KINDS)) >= 3
+
+
+def test_noise_is_the_spread_over_seeds_and_a_bigger_difference_is_outside_it():
+    ref, seed1, seed2 = {"sft": 0.40, "rl1": 0.60}, {"sft": 0.46, "rl1": 0.62}, {"sft": 0.43, "rl1": 0.66}
+    n = chaos.noise(ref, {1: seed1, 2: seed2}, {"sft": 0.45, "rl1": 0.53}, 200)
+    assert n["seed_range"] == {"sft": 0.06, "rl1": 0.06}
+    assert n["chaos_minus_uninterrupted"] == {"sft": 0.05, "rl1": -0.07}
+    assert n["within_noise"] == {"sft": True, "rl1": False}
+    assert n["binomial_se"] == {"sft": 0.035, "rl1": 0.035}
+    assert chaos.noise(ref, {}, ref, 200)["within_noise"] == {}  # one seed measures no noise
