@@ -2,18 +2,29 @@
 driver SIGKILLs, at seeded random moments and in turn, the pipeline process, a rollout
 engine actor and a reward worker; after a pipeline kill it resumes with `--resume`.
 
+The runs (all in RUN/ref, then moved, because a stage's config hash covers its paths):
+  RUN/uninterrupted  the recipe, start to end, no kill
+  RUN/run            the chaos run: from the uninterrupted run's SFT stage (a copy: the same
+                     SFT model, so the kills, which fall in the stages after it, are compared
+                     on equal footing; SFT kills and resumes are tested in
+                     tests/posttrain/pipeline/test_pipeline_resume.py), then every later stage
+                     while the driver kills
+  RUN/noise-seed-N   from the same SFT, the later stages uninterrupted with training and
+                     sampling seed N (--noise-seeds): how far the results move by seed alone
+
 Writes RUN/summary.json (RUN = --out, default runs/chaos):
   kills      [{"kind", "pid", "at_s" (since that attempt's start), "stage", "attempt"}]
   resumes    number of `--resume` restarts
   completed  true when the final stage finished (the resumed pipeline exited 0)
   orphans    [{"pid", "cmdline"}] processes of the run still alive after it ended (must be [])
   lost       ["what"] results complete before a kill and missing or corrupt after it (must be [])
-  accuracy   {"chaos": {stage: acc}, "uninterrupted": {stage: acc}}  (RUN/ref is the clean run)
-  noise      how far uninterrupted runs move: the stage accuracies of uninterrupted runs with
-             other seeds (--noise-seeds, in RUN/noise-seed-N), their range per stage, the
-             binomial standard error of the held-out accuracy, and per stage whether the chaos
-             run is within noise: |chaos - uninterrupted| <= the range over seeds
-  within_noise  true when every stage is (null when fewer than two seeds were measured)
+  accuracy   {"chaos": {stage: acc}, "uninterrupted": {stage: acc}}
+  noise      the noise seeds' stage accuracies, their range per stage with the uninterrupted
+             run (seed 0), the binomial standard error of a held-out accuracy, and per stage
+             whether the chaos run is within noise: |chaos - uninterrupted| <= that range
+  within_noise  true when every stage is (null when no noise seed was run)
+  failures, uninterrupted_failures   exits we did not cause (Ray timing out at startup on a
+             loaded machine), each followed by a resume
 
 Each kill falls at a seeded random moment --window seconds after the latest of: the (re)start,
 the previous kill, and the moment its target first appeared (an engine only exists in RL
@@ -30,6 +41,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,19 +51,26 @@ from typing import Any
 
 import psutil
 
-from posttrain.pipeline.spread import seed_overrides
-
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "recipes" / "keye.yaml"
-# The recipe shortened to about half of `make demo`'s work: the same data and SFT (which stops by
-# measurement at 40% dev accuracy), RL rounds of 30 steps instead of 60, RFT on 250 prompts with 150
-# SFT steps instead of 500 / 300, the filter on 500 prompts instead of 1000; checkpoints more often,
-# so a kill loses less. Every stage still learns (docs/reliability.md, "make chaos").
+# The recipe shortened to fit a session on a shared 2-core machine: the demo's data and SFT (which
+# stops by measurement at 40% dev accuracy), RL rounds of 15 steps instead of 60, RFT on 150
+# prompts with 100 SFT steps instead of 500 / 300, the filter on 300 prompts instead of 1000;
+# checkpoints every 3 RL steps, so a kill loses little. Every stage still learns (docs/reliability.md).
 SHORT = ["stages.sft.values.train.save_steps=100",
-         "stages.rl1.values.train.steps=30", "stages.rl2.values.train.steps=30",
-         "stages.rl1.values.train.checkpoint_every=5", "stages.rl2.values.train.checkpoint_every=5",
-         "stages.rft.values.data.max_prompts=250", "stages.rft.values.sft.train.max_steps=150",
-         "stages.filter.values.data.max_prompts=500", "defaults.rl.engine.cpu_threads=0-0", "report=false"]
+         "stages.rl1.values.train.steps=15", "stages.rl2.values.train.steps=15",
+         "stages.rl1.values.train.checkpoint_every=3", "stages.rl2.values.train.checkpoint_every=3",
+         "stages.rft.values.data.max_prompts=150", "stages.rft.values.sft.train.max_steps=100",
+         "stages.filter.values.data.max_prompts=300", "defaults.rl.engine.cpu_threads=0-0", "report=false"]
+FIRST = "sft"  # the stage the chaos and noise runs take from the uninterrupted run
+
+
+def later_seed_overrides(seed: int) -> list[str]:
+    """Seed `seed` for every stage after SFT (training, RFT and filter sampling); data and SFT unchanged."""
+    return [f"defaults.rl.train.seed={seed}", f"defaults.rft.sft.train.seed={seed}",
+            f"defaults.rft.sampling.seed={seed}", f"defaults.filter.sampling.seed={seed}"]
+
+
 # One OpenMP thread per process (torch in the pipeline, the engine bound to one core above): on a
 # shared 2-core machine two threads per process spin at every barrier while the other is descheduled.
 # It also makes the numbers independent of the core count (docs/reproducibility.md).
@@ -152,12 +171,14 @@ def stage_accuracies(run: Path) -> dict[str, Any]:
     return {s["name"]: s["accuracy"] for s in json.loads(summary.read_text())["stages"]}
 
 
-def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, float], log) -> dict[str, Any]:
+def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, float], log,
+              resume: bool = False) -> dict[str, Any]:
+    """Run (`resume`: continue) the pipeline in `run` while killing KINDS in turn."""
     rng = random.Random(seed)
     kills: list[dict[str, Any]] = []
     lost: list[str] = []
     seen: dict[int, tuple[float, str]] = {}  # pid -> (create_time, cmdline) of every process of the run
-    proc, attempt, resumes = start(run, overrides, False, log), 1, 0
+    proc, attempt, resumes = start(run, overrides, resume, log), 1, 0
     failures: list[dict[str, Any]] = []  # exits we did not cause (e.g. Ray timing out at startup under load)
     t0 = clock = time.monotonic()  # t0: this attempt's start; clock: when the next kill's delay starts
 
@@ -225,22 +246,49 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
             "orphans": orphans, "lost": lost, "exit_code": code, "failures": failures}
 
 
-def uninterrupted(run: Path, overrides: list[str], log) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The stage accuracies of an uninterrupted run into `run` (kept for the next call), and the
-    failures it was resumed after: an exit it made by itself (Ray timing out at startup under
-    load) is resumed, at most twice, and reported, since a resume mid-stage is an interruption."""
+def uninterrupted(run: Path, overrides: list[str], log, resume: bool = False) -> list[dict[str, Any]]:
+    """Run (`resume`: continue) the pipeline in `run` to its end; the failures it was resumed
+    after: an exit it made by itself (Ray timing out at startup under load) is resumed, at most
+    twice, and reported, since a resume mid-stage is an interruption."""
     failures: list[dict[str, Any]] = []
-    resume = (run / "pipeline.yaml").is_file()  # an earlier call's run, stopped before it finished
-    if resume:
+    if not resume and (run / "pipeline.yaml").is_file():  # an earlier call's run, stopped before it ended
         failures.append({"exit_code": None, "stage": failed_stage(run), "note": "found unfinished; resumed"})
+        resume = True
     while not (run / "summary.json").is_file() and len(failures) <= 2:
         if not resume and run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
+            shutil.rmtree(run)
         code = start(run, overrides, resume, log).wait()
         if code != 0:
             failures.append({"exit_code": code, "stage": failed_stage(run)})
         resume = True
-    return stage_accuracies(run), failures
+    return failures
+
+
+def snapshot_first_stage(run: Path, base: Path) -> None:
+    """Copy what the first stage left (data, initial model, its stage folder, the pipeline config)
+    to `base`, with a pipeline state that holds only that stage: a `--resume` from a copy of it in
+    `run`'s path skips the stage (same config hash) and runs every later one afresh."""
+    state = json.loads((run / "pipeline_state.json").read_text())
+    later = [n for n in state["stages"] if n != FIRST]
+    if base.exists():
+        shutil.rmtree(base)
+    shutil.copytree(run, base, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if Path(d) == run and (n in later or n in (
+                        "summary.json", "report.html", "tensorboard"))])
+    state["stages"] = {FIRST: state["stages"][FIRST]}
+    (base / "pipeline_state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def from_snapshot(base: Path, run: Path) -> None:
+    if run.exists():
+        shutil.rmtree(run)
+    shutil.copytree(base, run, symlinks=True)
+
+
+def move(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    src.rename(dst)
 
 
 def noise(ref: dict[str, Any], others: dict[int, dict[str, Any]], chaos: dict[str, Any], eval_rows: int
@@ -249,8 +297,9 @@ def noise(ref: dict[str, Any], others: dict[int, dict[str, Any]], chaos: dict[st
 
     Runs are deterministic per machine for a seed (docs/reproducibility.md), so the noise is the
     spread over seeds: per stage, max - min of the uninterrupted runs' accuracies (seed 0 = ref and
-    `others`); a stage is within noise when |chaos - ref| <= that range. The binomial standard
-    error of a held-out accuracy on `eval_rows` rows is reported next to it.
+    `others`, which share ref's SFT and change the seeds of every later stage); a stage is within
+    noise when |chaos - ref| <= that range. The binomial standard error of a held-out accuracy on
+    `eval_rows` rows is reported next to it.
 
     >>> n = noise({"sft": 0.4, "rl": 0.6}, {1: {"sft": 0.45, "rl": 0.7}}, {"sft": 0.42, "rl": 0.5}, 100)
     >>> n["seed_range"], n["chaos_minus_uninterrupted"], n["within_noise"], n["binomial_se"]["sft"]
@@ -260,8 +309,9 @@ def noise(ref: dict[str, Any], others: dict[int, dict[str, Any]], chaos: dict[st
     rng = {s: round(max(r[s] for r in by_seed.values()) - min(r[s] for r in by_seed.values()), 6)
            for s in ref if all(r.get(s) is not None for r in by_seed.values())} if len(by_seed) > 1 else {}
     diff = {s: round(chaos[s] - ref[s], 6) for s in ref if chaos.get(s) is not None and ref[s] is not None}
-    return {"how": "range (max - min) per stage over uninterrupted runs with seeds "
-                   f"{sorted(by_seed)} (seed 0 = ref); within noise: |chaos - ref| <= that range",
+    return {"how": "range (max - min) per stage over uninterrupted runs from the same SFT model with the "
+                   f"later stages' seeds {sorted(by_seed)} (0 = the uninterrupted run); within noise: "
+                   "|chaos - uninterrupted| <= that range",
             "uninterrupted_by_seed": {str(k): v for k, v in by_seed.items()},
             "seed_range": rng, "eval_rows": eval_rows,
             "binomial_se": {s: round((a * (1 - a) / eval_rows) ** 0.5, 3) for s, a in ref.items() if a is not None},
@@ -277,28 +327,39 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds after a (re)start, the previous kill or the target's appearance "
                          "within which each kill falls")
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=[1, 2],
-                    help="training seeds of the extra uninterrupted runs that measure noise (run after "
-                         "the chaos run, each kept in OUT/noise-seed-N for the next call)")
+                    help="seeds of the stages after SFT in the extra uninterrupted runs that measure "
+                         "noise (run after the chaos run, each kept in OUT/noise-seed-N for the next call)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides after the shortening ones")
     a = ap.parse_args(argv)
     overrides = [*SHORT, *a.overrides]
     a.out.mkdir(parents=True, exist_ok=True)
+    work, base, ref = a.out / "ref", a.out / f"{FIRST}-snapshot", a.out / "uninterrupted"
     with (a.out / "chaos.log").open("a") as log:
-        ref_acc, ref_failures = uninterrupted(a.out / "ref", overrides, log)
-        run = a.out / "run"
-        if run.exists():
-            subprocess.run(["rm", "-rf", str(run)], check=True)
-        result = chaos_run(run, overrides, a.seed, tuple(a.window), log)
-        chaos_acc = stage_accuracies(run)
+        if not ((ref / "summary.json").is_file() and base.is_dir()):  # the uninterrupted run, once
+            ref_failures = uninterrupted(work, overrides, log)
+            snapshot_first_stage(work, base)
+            move(work, ref)
+            (ref / "failures.json").write_text(json.dumps(ref_failures) + "\n")
+        ref_acc = stage_accuracies(ref)
+        from_snapshot(base, work)
+        result = chaos_run(work, overrides, a.seed, tuple(a.window), log, resume=True)
+        move(work, a.out / "run")
+        chaos_acc = stage_accuracies(a.out / "run")
         result["accuracy"] = {"chaos": chaos_acc, "uninterrupted": ref_acc}
-        result["uninterrupted_failures"] = {"ref": ref_failures}
-        eval_file = a.out / "ref" / "data" / "eval.jsonl"
+        result["uninterrupted_failures"] = {"uninterrupted": json.loads((ref / "failures.json").read_text())}
+        eval_file = ref / "data" / "eval.jsonl"
         eval_rows = sum(1 for _ in eval_file.open()) if eval_file.is_file() else 0
         others: dict[int, dict[str, Any]] = {}
         for s in [None, *a.noise_seeds]:  # the summary is written before each noise run and after the last
             if s is not None:
-                others[s], result["uninterrupted_failures"][f"noise-seed-{s}"] = uninterrupted(
-                    a.out / f"noise-seed-{s}", [*overrides, *seed_overrides(s)], log)
+                done = a.out / f"noise-seed-{s}"
+                if not (done / "summary.json").is_file():
+                    from_snapshot(base, work)
+                    fails = uninterrupted(work, [*overrides, *later_seed_overrides(s)], log, resume=True)
+                    move(work, done)
+                    (done / "failures.json").write_text(json.dumps(fails) + "\n")
+                others[s] = stage_accuracies(done)
+                result["uninterrupted_failures"][done.name] = json.loads((done / "failures.json").read_text())
             result["noise"] = noise(ref_acc, others, chaos_acc, eval_rows)
             within = result["noise"]["within_noise"]
             result["within_noise"] = all(within.values()) if within else None

@@ -78,3 +78,18 @@ def test_noise_is_the_spread_over_seeds_and_a_bigger_difference_is_outside_it():
     assert n["within_noise"] == {"sft": True, "rl1": False}
     assert n["binomial_se"] == {"sft": 0.035, "rl1": 0.035}
     assert chaos.noise(ref, {}, ref, 200)["within_noise"] == {}  # one seed measures no noise
+
+
+def test_the_snapshot_keeps_the_first_stage_and_drops_every_later_one(tmp_path):
+    run, base = tmp_path / "ref", tmp_path / "snap"
+    run.mkdir()
+    _stage(run, "sft", "done")
+    _stage(run, "rl1", "done", step=3)
+    for name in ("pipeline.yaml", "summary.json"):
+        (run / name).write_text("x\n")
+    (run / "init_model").mkdir()
+    chaos.snapshot_first_stage(run, base)
+    assert sorted(p.name for p in base.iterdir()) == ["init_model", "pipeline.yaml", "pipeline_state.json", "sft"]
+    assert list(json.loads((base / "pipeline_state.json").read_text())["stages"]) == ["sft"]
+    assert (base / "sft" / "final" / "model.safetensors").read_bytes() == b"weights"
+    assert (run / "rl1").is_dir()  # the source is left as it was
