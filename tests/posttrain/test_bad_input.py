@@ -42,8 +42,9 @@ def files(tmp_path, tiny_model, monkeypatch):
     put("badpairs.jsonl", json.dumps(PAIR) + "\n" + json.dumps({"id": "b", "prompt": "q", "chosen": "x"}) + "\n")
     put("longpairs.jsonl", json.dumps(PAIR) + "\n" + json.dumps({**PAIR, "id": "b", "chosen": "2 " * 400}) + "\n")
     put("plainfile.txt", "not a directory\n")
-    put("fake.png", "not a png\n")
-    put("badimage.jsonl", json.dumps({**ROW, "prompt": "<image> What is 1 + 1?", "images": ["fake.png"]}) + "\n")
+    (tmp_path / "media").mkdir()  # not in tmp_path itself: `data video-plan --frames {tmp}` needs no image there
+    (tmp_path / "media" / "fake.png").write_text("not a png\n")
+    put("badimage.jsonl", json.dumps({**ROW, "prompt": "<image> What is 1 + 1?", "images": ["media/fake.png"]}) + "\n")
     put("noimage.jsonl", json.dumps({"id": "a", "prompt": "<image> What is 1 + 1?", "completion": "2",
                                      "images": ["gone.png"]}) + "\n")
     f["readonly"] = _read_only_dir(tmp_path / "readonly")
@@ -84,8 +85,10 @@ CASES = [
      r"model\.path=.*nowhere does not exist"),
     ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{oldrun}"], r"oldrun is not empty .*--resume"),
     ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{plainfile}/run"], r"a parent of it is a file"),
-    ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{readonly}/run"], r"--run-dir .*/run (cannot be created|.*not writable)"),
-    ("sft", ["--config", TINY / "sft.yaml", M, "data.train={noimage}"], r"noimage\.jsonl:1: images\[0\].*no such file"),
+    ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{readonly}/run"],
+     r"--run-dir .*/run (cannot be created|.*not writable)"),
+    ("sft", ["--config", TINY / "sft.yaml", M, "data.train={noimage}"],
+     r"noimage\.jsonl:1: .*images\[0\] 'gone\.png': no such file"),
     ("mpo", ["--config", TINY / "mpo.yaml", M, "data.train={badpairs}", "data.eval=null", "data.eval_rows=null"],
      r"badpairs\.jsonl:2: .*rejected"),
     ("mpo", ["--config", TINY / "mpo.yaml", M, "data.train={longpairs}", "data.eval=null", "data.eval_rows=null",
@@ -94,7 +97,7 @@ CASES = [
     ("rl", [M, "data.train={good}", "rollout.group_size=1"], r"field 'rollout\.group_size'.*greater than or equal to 2"),
     ("rl", ["data.train={good}"], r"field 'model\.path' is not set"),
     ("rl", [M, "data.train={tmp}"], r"is a directory, not a dataset file"),
-    ("rl", [M, "data.train={badimage}"], r"badimage\.jsonl:1: images\[0\].*fake\.png.* is not a readable image"),
+    ("rl", [M, "data.train={badimage}"], r"badimage\.jsonl:1: .*images\[0\] .*fake\.png' is not a readable image"),
     ("rl", [M, "data.train={good}", "optim.lr=-1"], r"field 'optim\.lr'"),
     ("rft", ["--config", TINY / "rft.yaml", M, "data.prompts={noprompt}", "data.eval=null"],
      r"noprompt\.jsonl:2: field 'prompt'"),
