@@ -80,9 +80,12 @@ readme-tables:
 	$(BIN)/python scripts/readme_tables.py
 
 # Chaos: the Keye recipe (shortened) while pipeline, engine actor and reward worker are SIGKILLed in
-# turn at seeded moments, resumed with --resume; writes runs/chaos/summary.json (docs/reliability.md).
+# turn at seeded moments, resumed with --resume, against an uninterrupted run and the spread of
+# uninterrupted runs over seeds; writes runs/chaos/summary.json (docs/reliability.md).
+# CHAOS_ARGS="--noise-seeds 1" measures the noise with one extra seed instead of two.
+CHAOS_ARGS ?=
 chaos: setup
-	$(BIN)/python scripts/chaos.py --out runs/chaos
+	$(BIN)/python scripts/chaos.py --out runs/chaos $(CHAOS_ARGS)
 
 # LongCoT data pipeline: teacher SFT -> `posttrain data cot` (auto review) -> student SFT, against a
 # student on the unfiltered k paths at equal steps (docs/data.md).

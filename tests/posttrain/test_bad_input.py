@@ -1,12 +1,14 @@
 """Bad input, every verb of `posttrain --help`: malformed JSONL, invalid UTF-8, missing and
-mistyped fields, out-of-range values, missing model folders, a run directory that holds a
-run, a file where a directory should be. Each case exits non-zero with a short message
+mistyped fields, wrong media (an image that is not one, a missing image), out-of-range values,
+missing model folders, a run directory that holds a run, a file where a directory should be, a
+read-only output directory. Each case exits non-zero with a short message
 naming the file and row, the config field or the plugin, and no traceback; nothing
 starts training. A verb missing from the table fails `test_the_table_covers_every_verb`."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -40,12 +42,38 @@ def files(tmp_path, tiny_model, monkeypatch):
     put("badpairs.jsonl", json.dumps(PAIR) + "\n" + json.dumps({"id": "b", "prompt": "q", "chosen": "x"}) + "\n")
     put("longpairs.jsonl", json.dumps(PAIR) + "\n" + json.dumps({**PAIR, "id": "b", "chosen": "2 " * 400}) + "\n")
     put("plainfile.txt", "not a directory\n")
+    (tmp_path / "media").mkdir()  # not in tmp_path itself: `data video-plan --frames {tmp}` needs no image there
+    (tmp_path / "media" / "fake.png").write_text("not a png\n")
+    put("badimage.jsonl", json.dumps({**ROW, "prompt": "<image> What is 1 + 1?", "images": ["media/fake.png"]}) + "\n")
+    put("noimage.jsonl", json.dumps({"id": "a", "prompt": "<image> What is 1 + 1?", "completion": "2",
+                                     "images": ["gone.png"]}) + "\n")
+    f["readonly"] = _read_only_dir(tmp_path / "readonly")
     run = tmp_path / "oldrun"
     run.mkdir()
     (run / "summary.json").write_text("{}")
     (run / "config.yaml").write_text("phase: sft\n")
     f["oldrun"] = run
     return f
+
+
+def _read_only_dir(path: Path) -> Path:
+    """A directory nobody may write into: mode 0555, or, for root (who writes anywhere), sysfs's
+    root, where even root cannot create a file or a folder."""
+    path.mkdir(mode=0o555)
+    if not os.access(path, os.W_OK):
+        return path
+    if Path("/sys").is_dir() and _refuses_files(Path("/sys")):
+        return Path("/sys")
+    pytest.skip("no directory here refuses writes (root, and /sys is writable)")
+
+
+def _refuses_files(d: Path) -> bool:
+    try:
+        (d / "posttrain-write-probe").mkdir()
+    except OSError:
+        return True
+    (d / "posttrain-write-probe").rmdir()
+    return False
 
 
 M = "model.path={model}"
@@ -57,6 +85,10 @@ CASES = [
      r"model\.path=.*nowhere does not exist"),
     ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{oldrun}"], r"oldrun is not empty .*--resume"),
     ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{plainfile}/run"], r"a parent of it is a file"),
+    ("sft", ["--config", TINY / "sft.yaml", M, "--run-dir", "{readonly}/run"],
+     r"--run-dir .*/run (cannot be created|.*not writable)"),
+    ("sft", ["--config", TINY / "sft.yaml", M, "data.train={noimage}"],
+     r"noimage\.jsonl:1: .*images\[0\] 'gone\.png': no such file"),
     ("mpo", ["--config", TINY / "mpo.yaml", M, "data.train={badpairs}", "data.eval=null", "data.eval_rows=null"],
      r"badpairs\.jsonl:2: .*rejected"),
     ("mpo", ["--config", TINY / "mpo.yaml", M, "data.train={longpairs}", "data.eval=null", "data.eval_rows=null",
@@ -65,6 +97,7 @@ CASES = [
     ("rl", [M, "data.train={good}", "rollout.group_size=1"], r"field 'rollout\.group_size'.*greater than or equal to 2"),
     ("rl", ["data.train={good}"], r"field 'model\.path' is not set"),
     ("rl", [M, "data.train={tmp}"], r"is a directory, not a dataset file"),
+    ("rl", [M, "data.train={badimage}"], r"badimage\.jsonl:1: .*images\[0\] .*fake\.png' is not a readable image"),
     ("rl", [M, "data.train={good}", "optim.lr=-1"], r"field 'optim\.lr'"),
     ("rft", ["--config", TINY / "rft.yaml", M, "data.prompts={noprompt}", "data.eval=null"],
      r"noprompt\.jsonl:2: field 'prompt'"),
@@ -78,6 +111,7 @@ CASES = [
     ("make-tiny-model", ["--data", "{good}", "--out", "{oldrun}"], r"--out .*oldrun already exists; pass --force"),
     ("data make-task", ["--out", "{tmp}/t.jsonl", "--n", "0"], r"--n 0: the number of training rows"),
     ("data make-task", ["--out", "{good}"], r"--out .*good\.jsonl already exists"),
+    ("data make-task", ["--out", "{readonly}/t.jsonl"], r"permission denied: .*t\.jsonl"),
     ("data pairs", ["--input", "{badjson}", "--output", "{tmp}/p.jsonl"], r"badjson\.jsonl:2: not valid JSON"),
     ("pipeline", ["stages.sft.valuez.x=1"], r"stages"),
     ("pipeline", ["--run-dir", "{oldrun}"], r"oldrun is not empty .*--resume"),
@@ -89,6 +123,8 @@ CASES = [
     ("rewards list", ["--bogus"], r"No such option"),
     ("rewards check", ["no_such_reward"], r"unknown reward 'no_such_reward'"),
     ("rewards score", ["--reward", "exact", "--input", "{good}", "--output", "{tmp}"], r"--output .* is a directory"),
+    ("rewards score", ["--reward", "exact", "--input", "{good}", "--output", "{readonly}/s.jsonl"],
+     r"permission denied: .*s\.jsonl"),
     ("rewards score", ["--reward", "exact", "--input", "{utf8}", "--output", "{tmp}/s.jsonl"],
      r"utf8\.jsonl:2: not valid UTF-8"),
     ("data cot", ["model.path={tmp}/nope", "--run-dir", "{tmp}/cot"], r"data\.sources is empty"),

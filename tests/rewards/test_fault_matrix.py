@@ -111,12 +111,17 @@ def test_workers_die_with_a_killed_parent(tmp_path):
         "s = Scorer([%r], workers=2, timeout_s=600)\n"
         "s.score(['a', 'b'], [{}, {}])\n" % (os.getcwd(), plugin("hangs")))
     proc = subprocess.Popen([sys.executable, str(script)])
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine takes a while to start Python three times
     workers = []
     while time.monotonic() < deadline and len(workers) < 2:
         time.sleep(0.2)
         workers = [p for p in psutil.Process(proc.pid).children() if "rewards.worker" in " ".join(p.cmdline())]
     assert len(workers) == 2
+    # each worker forks its sentinel right after asking for the parent-death signal: from then on
+    # it is bound to die with us (a kill before that is the start-up race, handled by getppid)
+    while time.monotonic() < deadline and not all(w.children() for w in workers):
+        time.sleep(0.2)
+    assert all(w.children() for w in workers)
     time.sleep(1.0)  # both are inside the hanging call now
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)

@@ -68,3 +68,28 @@ def test_targets_are_found_among_the_runs_processes_by_command_line():
 
 def test_the_kill_plan_covers_three_kinds_and_four_kills():
     assert len(chaos.KINDS) >= 4 and len(set(chaos.KINDS)) >= 3
+
+
+def test_noise_is_the_spread_over_seeds_and_a_bigger_difference_is_outside_it():
+    ref, seed1, seed2 = {"sft": 0.40, "rl1": 0.60}, {"sft": 0.46, "rl1": 0.62}, {"sft": 0.43, "rl1": 0.66}
+    n = chaos.noise(ref, {1: seed1, 2: seed2}, {"sft": 0.45, "rl1": 0.53}, 200)
+    assert n["seed_range"] == {"sft": 0.06, "rl1": 0.06}
+    assert n["chaos_minus_uninterrupted"] == {"sft": 0.05, "rl1": -0.07}
+    assert n["within_noise"] == {"sft": True, "rl1": False}
+    assert n["binomial_se"] == {"sft": 0.035, "rl1": 0.035}
+    assert chaos.noise(ref, {}, ref, 200)["within_noise"] == {}  # one seed measures no noise
+
+
+def test_the_snapshot_keeps_the_first_stage_and_drops_every_later_one(tmp_path):
+    run, base = tmp_path / "ref", tmp_path / "snap"
+    run.mkdir()
+    _stage(run, "sft", "done")
+    _stage(run, "rl1", "done", step=3)
+    for name in ("pipeline.yaml", "summary.json"):
+        (run / name).write_text("x\n")
+    (run / "init_model").mkdir()
+    chaos.snapshot_first_stage(run, base)
+    assert sorted(p.name for p in base.iterdir()) == ["init_model", "pipeline.yaml", "pipeline_state.json", "sft"]
+    assert list(json.loads((base / "pipeline_state.json").read_text())["stages"]) == ["sft"]
+    assert (base / "sft" / "final" / "model.safetensors").read_bytes() == b"weights"
+    assert (run / "rl1").is_dir()  # the source is left as it was
