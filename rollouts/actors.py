@@ -167,7 +167,8 @@ class RolloutPool:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self.cluster = RayCluster(getattr(ray_cfg, "address", None), getattr(ray_cfg, "num_cpus", None),
-                                  getattr(ray_cfg, "namespace", "posttrain"))
+                                  getattr(ray_cfg, "namespace", "posttrain"),
+                                  worker_niceness=getattr(ray_cfg, "worker_niceness", 0))
         self.cfg, self.model, self.device = engine, model, device
         self.unit_timeout_s, self.sync_timeout_s = unit_timeout_s, sync_timeout_s
         self.weight_version = 0

@@ -67,6 +67,9 @@ class RayConfig(Section):
     )
     num_cpus: int | None = Field(None, description="CPUs of the local cluster (default: all).")
     namespace: str = "posttrain"
+    worker_niceness: int = Field(
+        0, ge=-20, le=19, description="Local cluster only: nice value of Ray's workers (engines, trainer workers). "
+        "Ray's default, 15, makes them yield the CPU to every other process.")
 
 
 class EngineConfig(Section):

@@ -4,6 +4,7 @@ STRICT_SPREAD placement group land on different nodes; nothing is left behind.""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import yaml
@@ -58,3 +59,26 @@ def test_rl_stage_spreads_rollout_actors_over_two_nodes(tiny_model, tiny_task, t
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.parametrize("niceness", [0, 5])
+def test_local_cluster_runs_workers_at_the_configured_niceness(niceness):
+    """Ray's default (15) would make engine actors yield the CPU to every other process; a local
+    cluster runs them at the driver's niceness plus `ray.worker_niceness`, and leaves no RAY_
+    variable behind in the driver's environment."""
+    ray = pytest.importorskip("ray")
+    from rollouts.cluster import NICENESS_ENV, RayCluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = RayCluster(None, num_cpus=1, namespace="test-niceness", worker_niceness=niceness)
+    try:
+        assert cluster.owned and NICENESS_ENV not in os.environ
+
+        @ray.remote(num_cpus=1)
+        def nice_of_worker() -> int:
+            return os.nice(0)
+
+        assert ray.get(nice_of_worker.remote(), timeout=120) == min(19, os.nice(0) + niceness)
+    finally:
+        cluster.close()

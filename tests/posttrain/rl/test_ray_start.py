@@ -17,16 +17,16 @@ def test_start_ray_uses_the_run_settings_when_rollouts_or_services_need_it(monke
     started = []
 
     class FakeCluster:
-        def __init__(self, address, num_cpus, namespace):
-            started.append((address, num_cpus, namespace))
+        def __init__(self, address, num_cpus, namespace, worker_niceness=0):
+            started.append((address, num_cpus, namespace, worker_niceness))
 
     monkeypatch.setattr(cluster, "RayCluster", FakeCluster)
-    base = ["ray.num_cpus=1", "ray.namespace=mine"]
+    base = ["ray.num_cpus=1", "ray.namespace=mine", "ray.worker_niceness=3"]
     assert rl.start_ray(load_config(rl.Config, None, [*base, "rollout.backend=hf", "reward=exact"])) is None
     assert started == []
     rl.start_ray(load_config(rl.Config, None, [*base, "rollout.backend=hf", "reward=[exact, {name: judge, kwargs: {model: m}}]"]))
     rl.start_ray(load_config(rl.Config, None, [*base, "rollout.backend=vllm"]))
-    assert started == [(None, 1, "mine"), (None, 1, "mine")]
+    assert started == [(None, 1, "mine", 3), (None, 1, "mine", 3)]
 
 
 def test_ray_init_is_called_in_one_place():
