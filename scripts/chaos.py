@@ -282,7 +282,8 @@ def chaos_run(run: Path, overrides: list[str], seed: int, window: tuple[float, f
                 code = proc.wait(timeout=stop_timeout_s)
             except subprocess.TimeoutExpired:  # the run hangs on the dead worker: a failure of the run
                 proc.kill()
-                code = proc.wait()
+                proc.wait()
+                code = None
                 failures.append({"exit_code": None, "stage": kills[-1]["stage"], "attempt": attempt,
                                  "note": f"still running {stop_timeout_s:.0f} s after the {kind} kill; killed"})
             if kind != "pipeline":
