@@ -18,7 +18,8 @@ The runs (all in RUN/ref, then moved, because a stage's config hash covers its p
 The trainer-worker leg: the recipe cut to its SFT and first RL stage (`rl1`, shortened as above),
 with `trainer.num_workers=2 trainer.strategy=ddp` in rl1, so the policy trains in two Ray actors
 (`ray::PolicyWorker`, posttrain/rl/workers.py); from the same SFT copy, run uninterrupted and
-with one seeded SIGKILL of a PolicyWorker process once rl1 has a checkpoint. Killing a worker
+with one SIGKILL of a PolicyWorker process at a seeded moment --leg-window seconds (5-30) after
+rl1's first checkpoint. Killing a worker
 breaks the group: the pipeline must stop by itself with an error naming the worker (within
 trainer.timeout_s, recorded as `stopped_after_s` and `exit_code` in the kill), after which the
 driver resumes with `--resume` from the last (sharded) checkpoint. Why a separate leg and not
@@ -105,6 +106,10 @@ FIRST = "sft"  # the stage the chaos and noise runs take from the uninterrupted 
 LEG_STAGES = ("sft", "rl1")
 LEG = ["stages.rl1.values.trainer.num_workers=2", "stages.rl1.values.trainer.strategy=ddp",
        "stages.rl1.values.trainer.timeout_s=300", "stages.rl1.values.ray.num_cpus=3"]
+# The worker is killed this many seconds after rl1's first checkpoint (step 3 of 15): soon enough
+# that the stage is still training on a quiet machine (a few seconds a step), late enough that the
+# resume restores a sharded checkpoint.
+LEG_WINDOW = (5.0, 30.0)
 
 
 def later_seed_overrides(seed: int) -> list[str]:
@@ -475,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-seeds", type=int, nargs="*", default=[1, 2],
                     help="seeds of the stages after SFT in the extra uninterrupted runs that measure "
                          "noise (run after the chaos run, each kept in OUT/noise-seed-N for the next call)")
+    ap.add_argument("--leg-window", type=float, nargs=2, default=LEG_WINDOW,
+                    help="seconds after rl1's first checkpoint within which the trainer worker is killed")
     ap.add_argument("--only", choices=["all", "trainer-worker"], default="all",
                     help="trainer-worker: only the trainer-worker leg (and the SFT it starts from)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides after the shortening ones")
@@ -489,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 uninterrupted(work, overrides_for((FIRST,), overrides), log, recipe=sft_only)
                 snapshot_first_stage(work, base)
                 shutil.rmtree(work)
-            leg = trainer_worker_leg(a.out, base, overrides, a.seed, tuple(a.window), log)
+            leg = trainer_worker_leg(a.out, base, overrides, a.seed, tuple(a.leg_window), log)
             print(json.dumps(leg, indent=2))
             return 0 if leg_ok(leg) else 1
         if not ((ref / "summary.json").is_file() and base.is_dir()):  # the uninterrupted run, once
@@ -504,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         chaos_acc = stage_accuracies(a.out / "run")
         result["accuracy"] = {"chaos": chaos_acc, "uninterrupted": ref_acc}
         result["uninterrupted_failures"] = {"uninterrupted": json.loads((ref / "failures.json").read_text())}
-        fold_leg(result, trainer_worker_leg(a.out, base, overrides, a.seed, tuple(a.window), log))
+        fold_leg(result, trainer_worker_leg(a.out, base, overrides, a.seed, tuple(a.leg_window), log))
         eval_file = ref / "data" / "eval.jsonl"
         eval_rows = sum(1 for _ in eval_file.open()) if eval_file.is_file() else 0
         others: dict[int, dict[str, Any]] = {}
