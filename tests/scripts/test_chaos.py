@@ -216,3 +216,42 @@ def test_the_leg_and_sft_only_recipes_keep_the_sft_stage_and_pinned_dtypes_chang
     sft_only = plan(chaos.trimmed_recipe((chaos.FIRST,), tmp_path / "sft.yaml"),
                     chaos.overrides_for((chaos.FIRST,), overrides))
     assert list(sft_only) == ["sft"] and sft_only["sft"].hash == whole["sft"].hash
+
+
+def test_make_chaos_folds_the_leg_into_the_summary_with_every_contract_key(tmp_path, monkeypatch):
+    """main() glue, the runs replaced by stand-ins that write what the pipeline writes: the summary
+    keeps the contract keys, holds the leg, and the exit code needs the leg to pass."""
+    acc = {"sft": 0.485, "rl1": 0.725, "rl2": 0.805}
+
+    def write_run(run, accuracy):
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "data").mkdir(exist_ok=True)
+        (run / "data" / "eval.jsonl").write_text("{}\n" * 200)
+        (run / "pipeline_state.json").write_text(json.dumps({"stages": {s: {"status": "done"} for s in accuracy}}))
+        (run / "summary.json").write_text(json.dumps({"stages": [{"name": s, "accuracy": a} for s, a in accuracy.items()]}))
+
+    def uninterrupted(run, overrides, log, resume=False, recipe=chaos.RECIPE):
+        seed = next((o for o in overrides if o.startswith("defaults.rl.train.seed=")), "=0").split("=")[1]
+        write_run(run, {**acc, "rl1": acc["rl1"] - 0.02 * int(seed)})
+        return []
+
+    def chaos_run(run, overrides, seed, window, log, resume=False, **kw):
+        write_run(run, acc)
+        return {"kills": [{"kind": k} for k in chaos.KINDS], "resumes": 2, "completed": True, "orphans": [],
+                "lost": [], "exit_code": 0, "failures": []}
+
+    leg = {"kills": [{"kind": "trainer_worker", "leg": "trainer_worker", "exit_code": 1}], "resumes": 1,
+           "completed": True, "orphans": [], "lost": [], "failures": [], "within_noise": None,
+           "accuracy": {"chaos": {"sft": 0.485, "rl1": 0.725}, "uninterrupted": {"sft": 0.485, "rl1": 0.725}}}
+    monkeypatch.setattr(chaos, "uninterrupted", uninterrupted)
+    monkeypatch.setattr(chaos, "chaos_run", chaos_run)
+    monkeypatch.setattr(chaos, "trainer_worker_leg", lambda *a: json.loads(json.dumps(leg)))
+    assert chaos.main(["--out", str(tmp_path), "--noise-seeds", "1"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"kills", "resumes", "completed", "orphans", "lost", "accuracy", "noise", "within_noise",
+            "failures", "uninterrupted_failures", "trainer_worker"} <= set(summary)
+    assert [k["kind"] for k in summary["kills"]] == [*chaos.KINDS, "trainer_worker"] and summary["resumes"] == 3
+    assert summary["accuracy"]["uninterrupted"] == acc and summary["noise"]["seed_range"]["rl1"] == 0.02
+    assert summary["trainer_worker"]["within_noise"] == {"sft": True, "rl1": True} and summary["within_noise"]
+    leg["kills"][0]["exit_code"] = 0  # a run that goes on with a dead worker fails make chaos
+    assert chaos.main(["--out", str(tmp_path), "--noise-seeds", "1"]) == 1
