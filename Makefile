@@ -80,9 +80,11 @@ readme-tables:
 	$(BIN)/python scripts/readme_tables.py
 
 # Chaos: the Keye recipe (shortened) while pipeline, engine actor and reward worker are SIGKILLed in
-# turn at seeded moments, resumed with --resume, against an uninterrupted run and the spread of
-# uninterrupted runs over seeds; writes runs/chaos/summary.json (docs/reliability.md).
-# CHAOS_ARGS="--noise-seeds 1" measures the noise with one extra seed instead of two.
+# turn at seeded moments, then (a shorter leg, SFT + rl1 with 2 DDP trainer workers) a trainer
+# worker, resumed with --resume, against uninterrupted runs and the spread of uninterrupted runs
+# over seeds; writes runs/chaos/summary.json (docs/reliability.md).
+# CHAOS_ARGS="--noise-seeds 1" measures the noise with one extra seed instead of two;
+# CHAOS_ARGS="--only trainer-worker" runs only the trainer-worker leg.
 CHAOS_ARGS ?=
 chaos: setup
 	$(BIN)/python scripts/chaos.py --out runs/chaos $(CHAOS_ARGS)
