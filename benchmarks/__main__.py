@@ -56,6 +56,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 contenders only")
     p.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown to regenerate")
     p.add_argument("--no-docs", action="store_true", help="do not regenerate the docs")
+    p.add_argument("--analysis", default=str(ROOT / "benchmarks" / "analysis.md"),
+                   help="hand-written text appended to the docs ('' for none: e.g. a page of one machine's "
+                   "partial run, written with --docs elsewhere; its plots go to img/<page name>/)")
     return p.parse_args(argv)
 
 
@@ -103,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_docs:  # after every workload, so an interrupted run still leaves agreeing docs
             from benchmarks.report import write_docs
 
-            write_docs(load_results(results_path), Path(args.docs), Path(args.docs).parent / "img",
+            docs = Path(args.docs)
+            img = docs.parent / "img" if docs.stem == "benchmarks" else docs.parent / "img" / docs.stem
+            write_docs(load_results(results_path), docs, img, analysis=Path(args.analysis) if args.analysis else None,
                        command=" ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]))
     log(f"all done in {time.monotonic() - t_all:.0f}s; results in {results_path}; failed: {failed or 'none'}")
     return 1 if failed else 0

@@ -8,6 +8,7 @@ is written without them.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -> str:
+def render(results: dict[str, Any], command: str = "", images: list[str] = (), analysis: Path | None = ANALYSIS) -> str:
+    """The page; `images` are links relative to it, `analysis` a hand-written text appended verbatim
+    (None: none, e.g. for a page of one machine's partial run)."""
     d = results.get("details", {})
     m = results.get("machine", {})
     lines = ["# Benchmarks", "",
@@ -83,12 +86,12 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = ()) -
     lines += _rewards(d.get("rewards")) + _memory(d.get("memory")) + _ablation(d.get("ablation"))
     lines += scale_section(d.get("scale"))
     if images:
-        lines += ["## Plots", ""] + [f"![{Path(i).stem}](img/{Path(i).name})" for i in images] + [""]
+        lines += ["## Plots", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
     errors = [[w, x["error"]] for w, x in d.items() if x.get("error")]
     if errors:
         lines += ["## Workloads that failed in this run", ""] + table(["workload", "error"], errors) + [""]
-    if ANALYSIS.is_file():
-        lines += [ANALYSIS.read_text().rstrip(), ""]
+    if analysis is not None and analysis.is_file():
+        lines += [analysis.read_text().rstrip(), ""]
     return "\n".join(lines)
 
 
@@ -388,8 +391,9 @@ def _save(fig: Any, path: Path) -> str:
     return str(path)
 
 
-def write_docs(results: dict[str, Any], docs: Path, img_dir: Path, command: str = "") -> Path:
-    images = plot(results, img_dir)
+def write_docs(results: dict[str, Any], docs: Path, img_dir: Path, command: str = "",
+               analysis: Path | None = ANALYSIS) -> Path:
+    images = [os.path.relpath(i, docs.parent) for i in plot(results, img_dir)]
     docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(render(results, command, images))
+    docs.write_text(render(results, command, images, analysis))
     return docs

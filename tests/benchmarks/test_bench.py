@@ -129,3 +129,15 @@ def test_bf16_rollout_keys_and_tables_where_bf16_is_fast(tmp_path, monkeypatch):
     assert data["bf16_rl_step_vs_trl_best"] is None and data["skipped"] == {}
     text = report.render(data)
     assert "### Rollouts in bf16" in text and "CPU: Xeon; precision flags: amx_bf16" in text
+
+
+def test_a_second_page_links_its_own_plots_and_can_leave_the_analysis_out(tmp_path):
+    pytest.importorskip("matplotlib")
+    page = tmp_path / "docs" / "benchmarks-amx.md"
+    text = report.write_docs(fake_results(), page, tmp_path / "docs" / "img" / "benchmarks-amx", analysis=None).read_text()
+    assert "![bench_rollout](img/benchmarks-amx/bench_rollout.png)" in text
+    assert (tmp_path / "docs" / "img" / "benchmarks-amx" / "bench_rollout.png").is_file()
+    analysis = tmp_path / "a.md"
+    analysis.write_text("## How to read this run\n\nhand-written")
+    assert report.render(fake_results(), analysis=analysis).endswith("hand-written\n")
+    assert "hand-written" not in report.render(fake_results(), analysis=None)
