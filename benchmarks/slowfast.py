@@ -39,10 +39,12 @@ from benchmarks.common import log
 from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
 from posttrain.core.media import load_video
-from posttrain.core.video import frame_marker, plan_packed_clip, processor_token_counter, render_packed
+from posttrain.core.video import frame_marker, processor_token_counter
 from posttrain.phases import sft
 from posttrain.tasks.tiny_vision import make_tiny_vision_model
-from posttrain.tasks.visual import write_visual_task
+from posttrain.tasks.visual import visible_answer, write_visual_task
+from rollouts.media import expand_media, load_media
+from rollouts.types import Media
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,37 +80,49 @@ def question(row: dict[str, Any]) -> str:
     return row["prompt"].replace("<video>", "")
 
 
-def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path) -> tuple[dict[str, Any], int]:
+def _image_path(slot, size, grid: int, name: str, media_dir: Path) -> str:
+    """A planned image as a file: a frame's own path, or its mosaic written once under `media_dir`."""
+    if isinstance(slot, str):
+        return slot
+    path = media_dir / f"{name}.png"
+    if not path.is_file():
+        media_dir.mkdir(parents=True, exist_ok=True)
+        load_media(Media((slot,), (size,), grid))[0].save(path)
+    return str(path.resolve())
+
+
+def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path,
+           kind: str | None = None) -> tuple[dict[str, Any], int]:
     """The clip as an image row (markers and `<image>` slots spelled out) and its token cost.
-    mode: "slowfast" (mosaics written under `media_dir`), "uniform:K", or "uniform@slowfast"."""
+    mode: "slowfast" (the rollouts' own encoding, rollouts/media.expand_media -> core/video.plan_video,
+    at the all-frames budget; its mosaics written under `media_dir`), "uniform:K", or
+    "uniform@slowfast". With `kind` (training rows), the answer is what the kept frames show
+    (tasks/visual.visible_answer), so no label asks for a visit the input skipped."""
     frames, times = load_video(row["video"])
     paths = row["video"]["frames"]
     h, w = np.asarray(frames[0]).shape[:2]
     if mode == "slowfast":
-        plan = plan_packed_clip(frames, times, count, text_tokens=text_tokens)
-        images = []
-        for k, (im, pic) in enumerate(zip(plan.images, render_packed(frames, plan))):
-            if im.slow:
-                images.append(paths[im.frames[0]])
-                continue
-            path = media_dir / f"{row['id']}-m{k:02d}.png"
-            if not path.is_file():
-                media_dir.mkdir(parents=True, exist_ok=True)
-                pic.save(path)
-            images.append(str(path.resolve()))
-        text = "".join(im.marker + "<image>" for im in plan.images) + question(row)
-        return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"], "images": images},
-                plan.total_tokens)
-    if mode == "uniform@slowfast":
-        budget = encode(row, "slowfast", count, text_tokens, media_dir)[1]
-        idx = uniform_fitting(len(frames), times, int(count(h, w)), text_tokens, budget)
+        budget = sum(int(count(h, w)) + text_tokens(frame_marker(True, t)) for t in times)
+        messages, media = expand_media(row, count, budget, text_tokens)
+        parts = messages[0]["content"]
+        markers = [p["text"] for p, nxt in zip(parts, parts[1:]) if p["type"] == "text" and nxt["type"] == "image"]
+        images = [_image_path(slot, size, media.grid, f"{row['id']}-m{k:02d}", media_dir)
+                  for k, (slot, size) in enumerate(zip(media.images, media.sizes))]
+        shown = sorted({paths.index(p) for slot in media.images for p in ((slot,) if isinstance(slot, str) else slot)})
+        text = "".join("<image>" if p["type"] == "image" else p["text"] for p in parts)
+        tokens = sum(int(count(*size)) for size in media.sizes) + sum(text_tokens(m) for m in markers)
     else:
-        idx = uniform_indices(len(frames), int(mode.split(":")[1]))
-    markers = [frame_marker(True, times[i]) for i in idx]
-    text = "".join(m + "<image>" for m in markers) + question(row)
-    tokens = sum(int(count(h, w)) + text_tokens(m) for m in markers)
-    return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"],
-             "images": [paths[i] for i in idx]}, tokens)
+        if mode == "uniform@slowfast":
+            budget = encode(row, "slowfast", count, text_tokens, media_dir)[1]
+            shown = uniform_fitting(len(frames), times, int(count(h, w)), text_tokens, budget)
+        else:
+            shown = uniform_indices(len(frames), int(mode.split(":")[1]))
+        markers = [frame_marker(True, times[i]) for i in shown]
+        text = "".join(m + "<image>" for m in markers) + question(row)
+        tokens = sum(int(count(h, w)) + text_tokens(m) for m in markers)
+        images = [paths[i] for i in shown]
+    answer = visible_answer(kind, [frames[i] for i in shown]) if kind else row["answer"]
+    return {"id": f"{row['id']}@{mode}", "prompt": text, "answer": answer, "images": images}, tokens
 
 
 def headline_keys(per_mode: dict[str, dict[str, float]]) -> dict[str, float | None]:
@@ -148,7 +162,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
     n = len(clips[0]["video"]["frames"])
     rng = random.Random(seed)
     train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(2, n - 1)}"]) for _ in clips]
-    train = [encode(r, m, count, text_tokens, data / "packed")[0] for r, m in zip(clips, train_modes)]
+    train = [encode(r, m, count, text_tokens, data / "packed", kind)[0] for r, m in zip(clips, train_modes)]
     write_jsonl(data / "train.jsonl", train)
     sft_dir = out / "sft"
     if not (sft_dir / "final" / "config.json").is_file():

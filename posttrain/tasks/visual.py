@@ -41,6 +41,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from posttrain.core.data import write_jsonl
@@ -287,6 +288,27 @@ def visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, medi
 def colour_visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
                       base_dir: Path) -> dict[str, Any]:
     return visits_row(rng, rid, lv, size, media_dir, base_dir, ask="colours")
+
+
+def visible_answer(kind: str, frames: list[Any]) -> str:
+    """The `visual-video-visits` / `visual-video-colours` answer a viewer of only `frames` (a subset
+    of a clip's frames, RGB arrays or images) would give, read off the pixels: the quarters or the
+    palette colours of the dot in those frames. Training on a frame subset with this answer, not
+    the whole clip's, keeps every label readable from its input (benchmarks/slowfast.py)."""
+    quarters, colours = set(), set()
+    for frame in frames:
+        a = np.asarray(frame)[..., :3]
+        ys, xs = np.nonzero((a != 255).any(-1))
+        if not len(ys):
+            continue
+        h, w = a.shape[:2]
+        quarters.add(int(2 * (ys.mean() >= h / 2) + (xs.mean() >= w / 2)))
+        colours.add(COLOURS.index(tuple(int(v) for v in a[ys[len(ys) // 2], xs[len(xs) // 2]])))
+    if kind == "visual-video-colours":
+        return " ".join(COLOUR_NAMES[c] for c in sorted(colours))
+    if kind == "visual-video-visits":
+        return " ".join(str(q + 1) for q in sorted(quarters))
+    raise ValueError(f"visible_answer reads visual-video-visits and visual-video-colours frames, not {kind!r}")
 
 
 MAKERS = {"visual-quadrants": quadrants_row, "visual-count": count_row, "visual-add": add_row,
