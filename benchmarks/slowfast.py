@@ -30,10 +30,12 @@ Headline keys:
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from benchmarks.common import log
 from posttrain.core.config import load_config
@@ -143,7 +145,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     from rollouts.evaluate import hf_greedy_eval
 
-    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 100)
+    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 150)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not (data / "eval_clips.jsonl").is_file():
@@ -161,7 +163,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     n = len(clips[0]["video"]["frames"])
     rng = random.Random(seed)
-    train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(2, n - 1)}"]) for _ in clips]
+    train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(1, n - 1)}"]) for _ in clips]
     train = [encode(r, m, count, text_tokens, data / "packed", kind)[0] for r, m in zip(clips, train_modes)]
     write_jsonl(data / "train.jsonl", train)
     sft_dir = out / "sft"
@@ -181,7 +183,15 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
         per_mode[mode] = {"accuracy": res.accuracy, "tokens_per_clip": float(np.mean([e[1] for e in enc])),
                           "images_per_clip": float(np.mean([len(e[0]["images"]) for e in enc]))}
         log(f"slowfast: {mode}: accuracy {res.accuracy:.3f}, {per_mode[mode]['tokens_per_clip']:.1f} tokens/clip")
+    blank = data / "blank.png"  # every frame white: a model that reads its frames must lose its accuracy
+    Image.new("RGB", Image.open(held[0]["video"]["frames"][0]).size, "white").save(blank)
+    blanked = [{**e, "images": [str(blank)] * len(e["images"])}
+               for e, _ in (encode(r, f"uniform:{n}", count, text_tokens, data / "packed") for r in held)]
+    blank_acc = hf_greedy_eval(model, processor, blanked, _Exact(), max_new_tokens=8).accuracy
+    log(f"slowfast: uniform:{n} with blank frames: accuracy {blank_acc:.3f}")
     details = {"task": f"{kind} difficulty {difficulty}", "frames": n, "train_clips": len(train),
                "eval_clips": len(held), "sft_steps": steps, "per_mode": per_mode,
-               "fast_frames": "2x2 mosaics of 28-px fast frames, one 56-px image each (core/video.plan_packed_clip)"}
+               f"uniform:{n}_blank_frames_accuracy": blank_acc,
+               "majority_answer_share": Counter(r["answer"] for r in held).most_common(1)[0][1] / len(held),
+               "fast_frames": "2x2 mosaics of 28-px fast frames, one 56-px image each (core/video.plan_video)"}
     return headline_keys(per_mode), details
