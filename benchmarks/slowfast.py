@@ -127,6 +127,25 @@ def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path,
     return {"id": f"{row['id']}@{mode}", "prompt": text, "answer": answer, "images": images}, tokens
 
 
+def still_row(row: dict[str, Any], rng: random.Random, kind: str) -> dict[str, Any]:
+    """One random frame of the clip, with its marker, as a one-image row answered from that frame:
+    the warm-up that teaches the tiny model to read a frame before it reads clips."""
+    frames, times = load_video(row["video"])
+    i = rng.randrange(len(frames))
+    return {"id": f"{row['id']}@still", "prompt": frame_marker(True, times[i]) + "<image>" + question(row),
+            "answer": visible_answer(kind, [frames[i]]), "images": [row["video"]["frames"][i]]}
+
+
+def _sft(model_dir: Path, train: Path, steps: int, out: Path) -> Path:
+    """SFT with configs/vision/sft.yaml's optimiser, no early stop; the final model's folder."""
+    if not (out / "final" / "config.json").is_file():
+        cfg = load_config(sft.Config, ROOT / "configs" / "vision" / "sft.yaml", [
+            "model.init=path", f"model.path={model_dir}", f"data.train={train}", "eval.stop_at_accuracy=null",
+            f"train.max_steps={steps}", "train.max_length=256", "train.save_steps=100000"])
+        sft.run(cfg, out)
+    return out / "final"
+
+
 def headline_keys(per_mode: dict[str, dict[str, float]]) -> dict[str, float | None]:
     """The two headline numbers from measured (accuracy, tokens per clip) per encoding."""
     sf = per_mode["slowfast"]
@@ -145,7 +164,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     from rollouts.evaluate import hf_greedy_eval
 
-    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 150)
+    n_train, n_eval, still_steps, steps = (96, 24, 2, 4) if quick else (3000, 200, 40, 100)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not (data / "eval_clips.jsonl").is_file():
@@ -163,17 +182,14 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     n = len(clips[0]["video"]["frames"])
     rng = random.Random(seed)
+    write_jsonl(data / "stills.jsonl", [still_row(r, rng, kind) for r in clips])
     train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(1, n - 1)}"]) for _ in clips]
     train = [encode(r, m, count, text_tokens, data / "packed", kind)[0] for r, m in zip(clips, train_modes)]
     write_jsonl(data / "train.jsonl", train)
-    sft_dir = out / "sft"
-    if not (sft_dir / "final" / "config.json").is_file():
-        log(f"slowfast: SFT {steps} steps on {len(train)} clips ({n} frames; SlowFast, all frames, K frames)")
-        cfg = load_config(sft.Config, ROOT / "configs" / "vision" / "sft.yaml", [
-            "model.init=path", f"model.path={model_dir}", f"data.train={data / 'train.jsonl'}",
-            "eval.stop_at_accuracy=null", f"train.max_steps={steps}", "train.max_length=256",
-            "train.save_steps=100000"])
-        sft.run(cfg, sft_dir)
+    log(f"slowfast: SFT {still_steps} steps on single frames, then {steps} on {len(train)} clips "
+        f"({n} frames; SlowFast, all frames, K frames)")
+    warm = _sft(model_dir, data / "stills.jsonl", still_steps, out / "sft_stills")
+    sft_dir = _sft(warm, data / "train.jsonl", steps, out / "sft").parent
     model = AutoModelForImageTextToText.from_pretrained(sft_dir / "final")
     processor = AutoProcessor.from_pretrained(sft_dir / "final")
     per_mode: dict[str, dict[str, float]] = {}
@@ -190,7 +206,8 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
     blank_acc = hf_greedy_eval(model, processor, blanked, _Exact(), max_new_tokens=8).accuracy
     log(f"slowfast: uniform:{n} with blank frames: accuracy {blank_acc:.3f}")
     details = {"task": f"{kind} difficulty {difficulty}", "frames": n, "train_clips": len(train),
-               "eval_clips": len(held), "sft_steps": steps, "per_mode": per_mode,
+               "eval_clips": len(held), "sft_steps_single_frames": still_steps, "sft_steps": steps,
+               "per_mode": per_mode,
                f"uniform:{n}_blank_frames_accuracy": blank_acc,
                "majority_answer_share": Counter(r["answer"] for r in held).most_common(1)[0][1] / len(held),
                "fast_frames": "2x2 mosaics of 28-px fast frames, one 56-px image each (core/video.plan_video)"}
