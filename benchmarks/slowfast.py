@@ -30,19 +30,23 @@ Headline keys:
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
 
 from benchmarks.common import log
 from posttrain.core.config import load_config
 from posttrain.core.data import load_rows, write_jsonl
 from posttrain.core.media import load_video
-from posttrain.core.video import frame_marker, plan_packed_clip, processor_token_counter, render_packed
+from posttrain.core.video import frame_marker, processor_token_counter
 from posttrain.phases import sft
 from posttrain.tasks.tiny_vision import make_tiny_vision_model
-from posttrain.tasks.visual import write_visual_task
+from posttrain.tasks.visual import visible_answer, write_visual_task
+from rollouts.media import expand_media, load_media
+from rollouts.types import Media
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,37 +82,68 @@ def question(row: dict[str, Any]) -> str:
     return row["prompt"].replace("<video>", "")
 
 
-def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path) -> tuple[dict[str, Any], int]:
+def _image_path(slot, size, grid: int, name: str, media_dir: Path) -> str:
+    """A planned image as a file: a frame's own path, or its mosaic written once under `media_dir`."""
+    if isinstance(slot, str):
+        return slot
+    path = media_dir / f"{name}.png"
+    if not path.is_file():
+        media_dir.mkdir(parents=True, exist_ok=True)
+        load_media(Media((slot,), (size,), grid))[0].save(path)
+    return str(path.resolve())
+
+
+def encode(row: dict[str, Any], mode: str, count, text_tokens, media_dir: Path,
+           kind: str | None = None) -> tuple[dict[str, Any], int]:
     """The clip as an image row (markers and `<image>` slots spelled out) and its token cost.
-    mode: "slowfast" (mosaics written under `media_dir`), "uniform:K", or "uniform@slowfast"."""
+    mode: "slowfast" (the rollouts' own encoding, rollouts/media.expand_media -> core/video.plan_video,
+    at the all-frames budget; its mosaics written under `media_dir`), "uniform:K", or
+    "uniform@slowfast". With `kind` (training rows), the answer is what the kept frames show
+    (tasks/visual.visible_answer), so no label asks for a visit the input skipped."""
     frames, times = load_video(row["video"])
     paths = row["video"]["frames"]
     h, w = np.asarray(frames[0]).shape[:2]
     if mode == "slowfast":
-        plan = plan_packed_clip(frames, times, count, text_tokens=text_tokens)
-        images = []
-        for k, (im, pic) in enumerate(zip(plan.images, render_packed(frames, plan))):
-            if im.slow:
-                images.append(paths[im.frames[0]])
-                continue
-            path = media_dir / f"{row['id']}-m{k:02d}.png"
-            if not path.is_file():
-                media_dir.mkdir(parents=True, exist_ok=True)
-                pic.save(path)
-            images.append(str(path.resolve()))
-        text = "".join(im.marker + "<image>" for im in plan.images) + question(row)
-        return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"], "images": images},
-                plan.total_tokens)
-    if mode == "uniform@slowfast":
-        budget = encode(row, "slowfast", count, text_tokens, media_dir)[1]
-        idx = uniform_fitting(len(frames), times, int(count(h, w)), text_tokens, budget)
+        budget = sum(int(count(h, w)) + text_tokens(frame_marker(True, t)) for t in times)
+        messages, media = expand_media(row, count, budget, text_tokens)
+        parts = messages[0]["content"]
+        markers = [p["text"] for p, nxt in zip(parts, parts[1:]) if p["type"] == "text" and nxt["type"] == "image"]
+        images = [_image_path(slot, size, media.grid, f"{row['id']}-m{k:02d}", media_dir)
+                  for k, (slot, size) in enumerate(zip(media.images, media.sizes))]
+        shown = sorted({paths.index(p) for slot in media.images for p in ((slot,) if isinstance(slot, str) else slot)})
+        text = "".join("<image>" if p["type"] == "image" else p["text"] for p in parts)
+        tokens = sum(int(count(*size)) for size in media.sizes) + sum(text_tokens(m) for m in markers)
     else:
-        idx = uniform_indices(len(frames), int(mode.split(":")[1]))
-    markers = [frame_marker(True, times[i]) for i in idx]
-    text = "".join(m + "<image>" for m in markers) + question(row)
-    tokens = sum(int(count(h, w)) + text_tokens(m) for m in markers)
-    return ({"id": f"{row['id']}@{mode}", "prompt": text, "answer": row["answer"],
-             "images": [paths[i] for i in idx]}, tokens)
+        if mode == "uniform@slowfast":
+            budget = encode(row, "slowfast", count, text_tokens, media_dir)[1]
+            shown = uniform_fitting(len(frames), times, int(count(h, w)), text_tokens, budget)
+        else:
+            shown = uniform_indices(len(frames), int(mode.split(":")[1]))
+        markers = [frame_marker(True, times[i]) for i in shown]
+        text = "".join(m + "<image>" for m in markers) + question(row)
+        tokens = sum(int(count(h, w)) + text_tokens(m) for m in markers)
+        images = [paths[i] for i in shown]
+    answer = visible_answer(kind, [frames[i] for i in shown]) if kind else row["answer"]
+    return {"id": f"{row['id']}@{mode}", "prompt": text, "answer": answer, "images": images}, tokens
+
+
+def still_row(row: dict[str, Any], rng: random.Random, kind: str) -> dict[str, Any]:
+    """One random frame of the clip, with its marker, as a one-image row answered from that frame:
+    the warm-up that teaches the tiny model to read a frame before it reads clips."""
+    frames, times = load_video(row["video"])
+    i = rng.randrange(len(frames))
+    return {"id": f"{row['id']}@still", "prompt": frame_marker(True, times[i]) + "<image>" + question(row),
+            "answer": visible_answer(kind, [frames[i]]), "images": [row["video"]["frames"][i]]}
+
+
+def _sft(model_dir: Path, train: Path, steps: int, out: Path) -> Path:
+    """SFT with configs/vision/sft.yaml's optimiser, no early stop; the final model's folder."""
+    if not (out / "final" / "config.json").is_file():
+        cfg = load_config(sft.Config, ROOT / "configs" / "vision" / "sft.yaml", [
+            "model.init=path", f"model.path={model_dir}", f"data.train={train}", "eval.stop_at_accuracy=null",
+            f"train.max_steps={steps}", "train.max_length=256", "train.save_steps=100000"])
+        sft.run(cfg, out)
+    return out / "final"
 
 
 def headline_keys(per_mode: dict[str, dict[str, float]]) -> dict[str, float | None]:
@@ -129,7 +164,7 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     from rollouts.evaluate import hf_greedy_eval
 
-    n_train, n_eval, steps = (96, 24, 4) if quick else (3000, 200, 100)
+    n_train, n_eval, still_steps, steps = (96, 24, 2, 4) if quick else (3000, 200, 40, 100)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if not (data / "eval_clips.jsonl").is_file():
@@ -147,17 +182,14 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
 
     n = len(clips[0]["video"]["frames"])
     rng = random.Random(seed)
-    train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(2, n - 1)}"]) for _ in clips]
-    train = [encode(r, m, count, text_tokens, data / "packed")[0] for r, m in zip(clips, train_modes)]
+    write_jsonl(data / "stills.jsonl", [still_row(r, rng, kind) for r in clips])
+    train_modes = [rng.choice(["slowfast", f"uniform:{n}", f"uniform:{rng.randint(1, n - 1)}"]) for _ in clips]
+    train = [encode(r, m, count, text_tokens, data / "packed", kind)[0] for r, m in zip(clips, train_modes)]
     write_jsonl(data / "train.jsonl", train)
-    sft_dir = out / "sft"
-    if not (sft_dir / "final" / "config.json").is_file():
-        log(f"slowfast: SFT {steps} steps on {len(train)} clips ({n} frames; SlowFast, all frames, K frames)")
-        cfg = load_config(sft.Config, ROOT / "configs" / "vision" / "sft.yaml", [
-            "model.init=path", f"model.path={model_dir}", f"data.train={data / 'train.jsonl'}",
-            "eval.stop_at_accuracy=null", f"train.max_steps={steps}", "train.max_length=256",
-            "train.save_steps=100000"])
-        sft.run(cfg, sft_dir)
+    log(f"slowfast: SFT {still_steps} steps on single frames, then {steps} on {len(train)} clips "
+        f"({n} frames; SlowFast, all frames, K frames)")
+    warm = _sft(model_dir, data / "stills.jsonl", still_steps, out / "sft_stills")
+    sft_dir = _sft(warm, data / "train.jsonl", steps, out / "sft").parent
     model = AutoModelForImageTextToText.from_pretrained(sft_dir / "final")
     processor = AutoProcessor.from_pretrained(sft_dir / "final")
     per_mode: dict[str, dict[str, float]] = {}
@@ -167,7 +199,16 @@ def run(out: Path, sizes, quick: bool = False, difficulty: int = 2, seed: int = 
         per_mode[mode] = {"accuracy": res.accuracy, "tokens_per_clip": float(np.mean([e[1] for e in enc])),
                           "images_per_clip": float(np.mean([len(e[0]["images"]) for e in enc]))}
         log(f"slowfast: {mode}: accuracy {res.accuracy:.3f}, {per_mode[mode]['tokens_per_clip']:.1f} tokens/clip")
+    blank = data / "blank.png"  # every frame white: a model that reads its frames must lose its accuracy
+    Image.new("RGB", Image.open(held[0]["video"]["frames"][0]).size, "white").save(blank)
+    blanked = [{**e, "images": [str(blank)] * len(e["images"])}
+               for e, _ in (encode(r, f"uniform:{n}", count, text_tokens, data / "packed") for r in held)]
+    blank_acc = hf_greedy_eval(model, processor, blanked, _Exact(), max_new_tokens=8).accuracy
+    log(f"slowfast: uniform:{n} with blank frames: accuracy {blank_acc:.3f}")
     details = {"task": f"{kind} difficulty {difficulty}", "frames": n, "train_clips": len(train),
-               "eval_clips": len(held), "sft_steps": steps, "per_mode": per_mode,
-               "fast_frames": "2x2 mosaics of 28-px fast frames, one 56-px image each (core/video.plan_packed_clip)"}
+               "eval_clips": len(held), "sft_steps_single_frames": still_steps, "sft_steps": steps,
+               "per_mode": per_mode,
+               f"uniform:{n}_blank_frames_accuracy": blank_acc,
+               "majority_answer_share": Counter(r["answer"] for r in held).most_common(1)[0][1] / len(held),
+               "fast_frames": "2x2 mosaics of 28-px fast frames, one 56-px image each (core/video.plan_video)"}
     return headline_keys(per_mode), details

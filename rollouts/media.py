@@ -1,11 +1,13 @@
 """Rows with images and video become engine prompts.
 
 A row's placeholders are read in text order: each `<image>` takes the row's next image, and
-`<video>` becomes the clip's SlowFast encoding (core/video.py): a marker and one image slot per
-frame, the frames resized to their planned sizes. The processor's chat template writes each
-image slot in the model's own markup and the prompt's token ids keep it unexpanded (one image
-token per image); the engine expands each into the model's placeholder run (vLLM's
-`multi_modal_data`), and the rollout carries the expanded ids back for the trainer.
+`<video>` becomes the clip's SlowFast encoding (core/video.plan_video, the one planner rollouts,
+SFT rows and the SlowFast benchmark share): a marker and an image slot per planned image, frames
+resized to their planned sizes, or fast frames packed into mosaics on a fixed-size encoder. The
+processor's chat template writes each image slot in the model's own markup and the prompt's
+token ids keep it unexpanded (one image token per image); the engine expands each into the
+model's placeholder run (vLLM's `multi_modal_data`), and the rollout carries the expanded ids
+back for the trainer.
 """
 
 from __future__ import annotations
@@ -17,12 +19,10 @@ from PIL import Image
 
 from posttrain.core.data import chat_prompt_ids, prompt_messages
 from posttrain.core.media import IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER, has_media, load_image, load_video
-from posttrain.core.video import plan_clip, processor_token_counter, video_prompt_text
+from posttrain.core.video import mosaic, plan_video, processor_token_counter
 from rollouts.types import Media, PromptInput
 
 _SLOT = re.compile(f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})")
-UNBOUNDED = 10**9  # no token budget: every frame at its native size
-
 
 def flat_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     """The row's messages with content parts flattened to text with placeholders."""
@@ -45,8 +45,9 @@ def expand_media(row: dict[str, Any], count_tokens: Callable[[int, int], int] | 
     if not has_media(row):
         return flat_messages(row), None
     images = iter(row.get("images") or [])
-    paths: list[str] = []
+    paths: list[str | tuple[str, ...]] = []
     sizes: list[tuple[int, int]] = []
+    grid = [2]  # the clip's mosaic grid (plan_video)
 
     def slot(kind: str) -> list[dict[str, Any]]:
         if kind == IMAGE_PLACEHOLDER:
@@ -62,10 +63,13 @@ def expand_media(row: dict[str, Any], count_tokens: Callable[[int, int], int] | 
         if count_tokens is None:
             raise ValueError(f"row {row['id']!r} has a video: pass count_tokens (the processor's) to plan its frames")
         frames, times = load_video(video)
-        plan = plan_clip(frames, times, count_tokens, video_budget or UNBOUNDED, threshold, text_tokens=text_tokens)
-        paths.extend(video["frames"])
-        sizes.extend((f.height, f.width) for f in plan.frames)
-        return [p for f in plan.frames for p in ({"type": "text", "text": f.marker}, {"type": "image"})]
+        plan = plan_video(frames, times, count_tokens, video_budget, threshold, text_tokens=text_tokens)
+        grid[0] = plan.grid
+        for im in plan.images:
+            fs = [video["frames"][i] for i in im.frames]
+            paths.append(tuple(fs) if im.mosaic else fs[0])
+            sizes.append((im.height, im.width))
+        return [p for im in plan.images for p in ({"type": "text", "text": im.marker}, {"type": "image"})]
 
     messages = []
     for m in flat_messages(row):
@@ -76,7 +80,7 @@ def expand_media(row: dict[str, Any], count_tokens: Callable[[int, int], int] | 
             elif piece:
                 parts.append({"type": "text", "text": piece})
         messages.append({"role": m["role"], "content": parts})
-    return messages, Media(tuple(paths), tuple(sizes))
+    return messages, Media(tuple(paths), tuple(sizes), grid[0])
 
 
 def encode_media_rows(processor: Any, rows: Sequence[dict[str, Any]], video_budget: int | None = None,
@@ -101,10 +105,11 @@ def encode_media_rows(processor: Any, rows: Sequence[dict[str, Any]], video_budg
 
 
 def load_media(media: Media) -> list[Image.Image]:
-    """The prompt's images as RGB, each resized to its planned size when that differs."""
+    """The prompt's images as RGB, each resized to its planned size when that differs; a tuple of
+    paths becomes the mosaic of those frames."""
     out = []
     for i, path in enumerate(media.images):
-        img = load_image(path)
+        img = load_image(path) if isinstance(path, str) else mosaic([load_image(p) for p in path], media.grid)
         if i < len(media.sizes) and (img.height, img.width) != tuple(media.sizes[i]):
             h, w = media.sizes[i]
             img = img.resize((w, h), Image.BICUBIC)

@@ -10,10 +10,13 @@ from typing import Any, Protocol, Sequence
 class Media:
     """The images of one prompt, by path: engines load them where they run, so a prompt's n
     samples share one decoded copy and nothing is re-encoded per sample. `sizes[i]`, when given,
-    is the (height, width) image i is resized to first (SlowFast frames, core/video.py)."""
+    is the (height, width) image i is resized to first (SlowFast frames, core/video.py). An image
+    given as a tuple of paths is a `grid` x `grid` mosaic of those frames (SlowFast's packed fast
+    frames on a fixed-size encoder, core/video.plan_video)."""
 
-    images: tuple[str, ...]
+    images: tuple[str | tuple[str, ...], ...]
     sizes: tuple[tuple[int, int], ...] = ()
+    grid: int = 2
 
 
 @dataclass(frozen=True)

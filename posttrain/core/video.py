@@ -283,10 +283,15 @@ def pack_fast_frames(slow: Sequence[bool], per_image: int) -> list[list[int]]:
 
 @dataclass(frozen=True)
 class PackedImage:
-    frames: tuple[int, ...]  # clip indices shown in this image (one for a slow frame)
+    """One image of a clip's encoding, in prompt order: a frame, or a mosaic of fast frames."""
+
+    frames: tuple[int, ...]  # clip indices shown in this image
     slow: bool
     time_s: float  # the first frame's time
     tokens: int  # visual tokens of the image, from the model's counter
+    height: int = 0  # the size the image goes to the processor at (a mosaic: the frame size)
+    width: int = 0
+    mosaic: bool = False  # the frames shrunk into a grid x grid mosaic (fast frames, fixed-size encoders)
 
     @property
     def marker(self) -> str:
@@ -296,7 +301,7 @@ class PackedImage:
 @dataclass(frozen=True)
 class PackedPlan:
     images: list[PackedImage]
-    grid: int  # fast frames per image side
+    grid: int  # fast frames per mosaic side
     visual_tokens: int
     marker_tokens: int
 
@@ -317,7 +322,7 @@ def plan_packed_clip(frames: Sequence[np.ndarray], times: Sequence[float], count
     grid = mosaic_grid(fast_ratio)
     slow = classify_frames(frames, threshold, patch, tol)
     tokens = int(count_tokens(height, width))
-    images = [PackedImage(tuple(g), slow[g[0]], float(times[g[0]]), tokens)
+    images = [PackedImage(tuple(g), slow[g[0]], float(times[g[0]]), tokens, height, width, mosaic=not slow[g[0]])
               for g in pack_fast_frames(slow, grid * grid)]
     markers = sum(text_tokens(im.marker) for im in images) if text_tokens else 0
     return PackedPlan(images, grid, tokens * len(images), markers)
@@ -338,6 +343,46 @@ def mosaic(frames: Sequence[np.ndarray], grid: int, fill: int = 128) -> Image.Im
 
 
 def render_packed(frames: Sequence[np.ndarray], plan: PackedPlan) -> list[Image.Image]:
-    """The plan's images: slow frames as they are, fast frames as mosaics."""
-    return [Image.fromarray(np.asarray(frames[im.frames[0]])).convert("RGB") if im.slow
-            else mosaic([frames[i] for i in im.frames], plan.grid) for im in plan.images]
+    """The plan's images: frames at their planned sizes, fast frames as mosaics where packed."""
+    out = []
+    for im in plan.images:
+        if im.mosaic:
+            out.append(mosaic([frames[i] for i in im.frames], plan.grid))
+            continue
+        pic = Image.fromarray(np.asarray(frames[im.frames[0]])).convert("RGB")
+        out.append(pic if (pic.height, pic.width) == (im.height, im.width)
+                   else pic.resize((im.width, im.height), Image.BICUBIC))
+    return out
+
+
+def fixed_size_encoder(count_tokens: TokenCounter, height: int, width: int, step: int = 28) -> bool:
+    """True when a frame costs the same at every candidate size (Idefics3 / SmolVLM rescale every
+    image to one size): there, shrinking a frame saves nothing and only packing does."""
+    sizes = frame_sizes(height, width, step)
+    return int(count_tokens(*sizes[0])) == int(count_tokens(*sizes[-1]))
+
+
+def plan_video(frames: Sequence[np.ndarray], times: Sequence[float], count_tokens: TokenCounter,
+               budget: int | None, threshold: float = 0.95, fast_ratio: float = 0.3, step: int = 28,
+               text_tokens: Callable[[str], int] | None = None) -> PackedPlan:
+    """The one SlowFast encoding of a clip, as images in prompt order; rollouts, evals, SFT rows
+    and the benchmark all take it from here (rollouts/media.py).
+
+    - `budget` None: every frame whole at its native size, with its slow / fast marker;
+    - a model whose cost depends on the frame size (Qwen2.5-VL): `plan_clip`, one image per frame,
+      slow and fast frames resized to fit `budget`;
+    - a fixed-size encoder (`fixed_size_encoder`): `plan_packed_clip`, slow frames whole and
+      fast frames in mosaics; ValueError when even that is over `budget`."""
+    if not len(frames):
+        raise ValueError("a clip needs at least one frame")
+    height, width = np.asarray(frames[0]).shape[:2]
+    if budget is not None and fixed_size_encoder(count_tokens, height, width, step):
+        plan = plan_packed_clip(frames, times, count_tokens, threshold, fast_ratio, text_tokens=text_tokens)
+        if plan.total_tokens > budget:
+            raise ValueError(f"token budget {budget} is too small for this clip: slow frames whole and fast "
+                             f"frames packed need {plan.total_tokens}; raise the budget or sample fewer frames")
+        return plan
+    sf = plan_clip(frames, times, count_tokens, 10**9 if budget is None else budget, threshold, fast_ratio, step,
+                   text_tokens=text_tokens)
+    return PackedPlan([PackedImage((f.index,), f.slow, f.time_s, f.tokens, f.height, f.width) for f in sf.frames],
+                      1, sf.visual_tokens, sf.marker_tokens)

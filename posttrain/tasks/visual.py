@@ -14,10 +14,11 @@ Five kinds, each verified by `exact` (the answer is an integer string):
   (answer like "1 3 4", smallest first). Each frame is read like `visual-quadrants` reads an
   image, so the tiny model can learn it, and a sampler that skips a one-frame visit loses a
   quarter of the answer.
-- `visual-video-colours`: `visual-video-visits` where every visit has its own colour: "Which
-  colours did the dot have?" (answer like "red blue", in the order red green blue orange
-  purple). A colour is read from any visual token, with no position within the image to learn:
-  the SlowFast benchmark's task (benchmarks/slowfast.py).
+- `visual-video-colours`: the visits of `visual-video-visits`, each with its own colour, the dot
+  drawn big over the whole frame: "Which colours did the dot have?" (answer like "red blue", in
+  the order red green blue orange purple). Every visual token of a frame sees its colour (a
+  dot in one quarter covered one token of 4, and the tiny model did not learn to read it even
+  on single frames): the SlowFast benchmark's task (benchmarks/slowfast.py).
 - `visual-count`: one image with a few filled circles (and, at higher difficulty, squares that
   do not count): "How many circles are in the image?"
 - `visual-add`: two images with circles: "How many circles are in the two images together?"
@@ -41,6 +42,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from posttrain.core.data import write_jsonl
@@ -243,8 +245,9 @@ def visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, medi
     centred in each as in `visual-video-quadrants`; the answer is the visited quarters, smallest
     first. A set, not the visit order: each quarter's answer is an OR over frames, which a tiny
     model reads per frame, where an ordered answer asks it to index the k-th visit.
-    `ask="colours"` (`visual-video-colours`): each visit also has its own colour, and the answer
-    is the colours seen, in COLOUR_NAMES order; a colour needs no position read off the image."""
+    `ask="colours"` (`visual-video-colours`): each visit has its own colour and the dot is drawn
+    over the whole frame (radius 0.45 x size), so each of the tiny model's 4 visual tokens sees
+    the colour; the answer is the colours seen, in COLOUR_NAMES order."""
     n_frames = lv["frames"]
     # at most (n + 1) // 2 visits, so one short visit and the long ones (>= 2 frames) always fit
     visits = rng.sample(range(4), rng.randint(2, min(lv["max_visits"], (n_frames + 1) // 2)))
@@ -254,10 +257,12 @@ def visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, medi
     else:
         colours = [rng.randrange(len(COLOURS))] * len(visits)
     half = size // 2
-    r = half * 2 // 5
     paths, i = [], 0
     for q, c, d in zip(visits, colours, dwell):
-        cx, cy = (q % 2) * half + half // 2, (q // 2) * half + half // 2
+        if ask == "colours":  # one big dot over the whole frame: every visual token sees its colour
+            cx, cy, r = half, half, size * 9 // 20
+        else:
+            cx, cy, r = (q % 2) * half + half // 2, (q // 2) * half + half // 2, half * 2 // 5
         img = Image.new("RGB", (size, size), (255, 255, 255))
         ImageDraw.Draw(img).ellipse((cx - r, cy - r, cx + r, cy + r), fill=COLOURS[c])
         for _ in range(d):
@@ -287,6 +292,27 @@ def visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, medi
 def colour_visits_row(rng: random.Random, rid: str, lv: dict[str, int], size: int, media_dir: Path,
                       base_dir: Path) -> dict[str, Any]:
     return visits_row(rng, rid, lv, size, media_dir, base_dir, ask="colours")
+
+
+def visible_answer(kind: str, frames: list[Any]) -> str:
+    """The `visual-video-visits` / `visual-video-colours` answer a viewer of only `frames` (a subset
+    of a clip's frames, RGB arrays or images) would give, read off the pixels: the quarters or the
+    palette colours of the dot in those frames. Training on a frame subset with this answer, not
+    the whole clip's, keeps every label readable from its input (benchmarks/slowfast.py)."""
+    quarters, colours = set(), set()
+    for frame in frames:
+        a = np.asarray(frame)[..., :3]
+        ys, xs = np.nonzero((a != 255).any(-1))
+        if not len(ys):
+            continue
+        h, w = a.shape[:2]
+        quarters.add(int(2 * (ys.mean() >= h / 2) + (xs.mean() >= w / 2)))
+        colours.add(COLOURS.index(tuple(int(v) for v in a[ys[len(ys) // 2], xs[len(xs) // 2]])))
+    if kind == "visual-video-colours":
+        return " ".join(COLOUR_NAMES[c] for c in sorted(colours))
+    if kind == "visual-video-visits":
+        return " ".join(str(q + 1) for q in sorted(quarters))
+    raise ValueError(f"visible_answer reads visual-video-visits and visual-video-colours frames, not {kind!r}")
 
 
 MAKERS = {"visual-quadrants": quadrants_row, "visual-count": count_row, "visual-add": add_row,

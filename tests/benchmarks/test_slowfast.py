@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from transformers import AutoProcessor
 
-from benchmarks.slowfast import encode, headline_keys, uniform_fitting, uniform_indices
+from benchmarks.slowfast import encode, headline_keys, still_row, uniform_fitting, uniform_indices
 from posttrain.core.data import load_rows
+from posttrain.core.media import load_video
 from posttrain.core.video import processor_token_counter
 from posttrain.tasks.tiny_vision import make_tiny_vision_model
 from posttrain.tasks.visual import write_visual_task
@@ -63,3 +66,11 @@ def test_encodings_keep_their_frames_and_count_every_token(tmp_path):
         eq, eq_tokens = encode(r, "uniform@slowfast", count, text_tokens, tmp_path / "packed")
         assert eq_tokens <= sf_tokens and "<fast " not in eq["prompt"]
         assert set(eq["images"]) <= set(r["video"]["frames"])
+        # training rows: a frame subset answers with what its frames show
+        two, _ = encode(r, "uniform:2", count, text_tokens, tmp_path / "packed", kind="visual-video-visits")
+        frames, _ = load_video(r["video"])
+        shown = {frames[i][..., 0].tobytes() for i in (0, n - 1)}
+        assert len(two["answer"].split()) == len(shown) and set(two["answer"].split()) <= set(r["answer"].split())
+        still = still_row(r, random.Random(0), "visual-video-visits")
+        assert len(still["images"]) == 1 and still["prompt"].count("<image>") == 1
+        assert still["answer"] in r["answer"].split()

@@ -60,3 +60,27 @@ def test_text_rows_stay_text_and_videos_need_a_price(row):
 
 def test_media_is_hashable_so_samples_share_one_load():
     assert len({Media(("a",), ((1, 2),)), Media(("a",), ((1, 2),))}) == 1
+
+
+def test_fixed_size_encoder_gets_fast_frames_as_mosaics_by_path(tmp_path):
+    # One price for every size (Idefics3): with a budget, fast frames travel as a tuple of paths that
+    # load_media turns into the 2x2 mosaic the SlowFast benchmark scores (core/video.plan_video).
+    import json
+
+    names = [_img(tmp_path / f"f{i}.png", c, (56, 56)) for i, c in enumerate([(0, 0, 0)] * 3 + [(255, 255, 255)])]
+    (tmp_path / "d.jsonl").write_text(json.dumps({"id": "v", "prompt": "<video>?", "answer": "1",
+                                                  "video": {"frames": names, "fps": 2}}) + "\n")
+    row = load_rows(tmp_path / "d.jsonl")[0]
+    messages, media = expand_media(row, lambda h, w: 7, video_budget=100)
+    kinds = [p["text"] if p["type"] == "text" else p["type"] for p in messages[0]["content"]]
+    assert kinds == ["<slow 0.0s>", "image", "<fast 0.5s>", "image", "<slow 1.5s>", "image", "?"]
+    f = row["video"]["frames"]
+    assert media.images == (f[0], (f[1], f[2]), f[3]) and media.grid == 2
+    pics = load_media(media)
+    assert [p.size for p in pics] == [(56, 56)] * 3
+    import numpy as np
+    m = np.asarray(pics[1])
+    assert (m[:28, :] == 0).all() and (m[28:, :] == 128).all()  # two black frames on top, grey cells below
+    assert len({media, expand_media(row, lambda h, w: 7, video_budget=100)[1]}) == 1  # still one load per prompt
+    _, whole = expand_media(row, lambda h, w: 7)  # no budget: every frame whole
+    assert whole.images == tuple(f)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from posttrain.core.video import (classify_frames, frame_marker, frame_sizes, mosaic, mosaic_grid, pack_fast_frames,
-                                  patch_similarity, plan_packed_clip, plan_slowfast, render_packed, uniform_plan,
-                                  video_prompt_text)
+                                  patch_similarity, plan_packed_clip, plan_slowfast, plan_video, render_packed,
+                                  uniform_plan, video_prompt_text)
 
 
 def qwen_like(h: int, w: int) -> int:
@@ -133,3 +133,24 @@ def test_packed_plan_prices_every_image_with_the_counter_and_renders_mosaics():
     assert (m[28:, :] == 128).all()
     with pytest.raises(ValueError, match="holds 1 to 4 frames"):
         mosaic(frames[:5], 2)
+
+
+def test_plan_video_packs_on_fixed_size_encoders_and_resizes_on_the_others():
+    # frames 0-2 black, 3-4 white: slow at 0 and 3, fast 1, 2 and 4
+    frames = [np.full((56, 56, 3), 0 if i < 3 else 255, np.uint8) for i in range(5)]
+    times = [i / 2 for i in range(5)]
+    fixed = plan_video(frames, times, lambda h, w: 7, budget=100)  # Idefics3-like: every size costs 7
+    assert [(im.frames, im.mosaic) for im in fixed.images] == [((0,), False), ((1, 2), True), ((3,), False),
+                                                               ((4,), True)]
+    assert fixed.grid == 2 and fixed.total_tokens == 4 * 7
+    with pytest.raises(ValueError, match="need 28"):
+        plan_video(frames, times, lambda h, w: 7, budget=27)
+    # no budget: every frame whole, one image each, markers kept
+    whole = plan_video(frames, times, lambda h, w: 7, budget=None)
+    assert [im.frames for im in whole.images] == [(i,) for i in range(5)] and not any(im.mosaic for im in whole.images)
+    assert [im.slow for im in whole.images] == [True, False, False, True, False]
+    # a size-dependent cost (one token per 28-px cell): plan_clip's sizes, one image per frame
+    sized = plan_video(frames, times, qwen_like, budget=11)  # slow 56 px (4 each), fast 28 px (1 each)
+    assert [(im.height, im.tokens) for im in sized.images] == [(56, 4), (28, 1), (28, 1), (56, 4), (28, 1)]
+    pics = render_packed(frames, sized)
+    assert [p.size for p in pics] == [(56, 56), (28, 28), (28, 28), (56, 56), (28, 28)]

@@ -40,3 +40,38 @@ def test_sft_trains_an_image_text_model(tmp_path):
     assert s["steps"] == 3 and s["train_loss"] > 0 and s["eval/accuracy"] is not None
     AutoProcessor.from_pretrained(tmp_path / "run" / "final")
     AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "final")
+
+
+def test_collated_batch_keeps_each_rows_images_with_its_own_image_tokens(tmp_path):
+    # Rows of 1 and 3 images in one batch (TRL's vision collator pads the short row with blank
+    # images): each row's image tokens, pixels and logits are what that row gets alone.
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    from posttrain.core.data import load_rows
+    from posttrain.phases.sft_data import to_dataset
+    from posttrain.tasks.tiny_vision import make_tiny_vision_model
+
+    write_visual_task("visual-quadrants", tmp_path / "q.jsonl", 4, difficulty=3, seed=0)
+    rows = load_rows(tmp_path / "q.jsonl")
+    three = {**rows[1], "prompt": "<image><image>" + rows[1]["prompt"], "images": [r["images"][0] for r in rows[1:4]]}
+    write_jsonl(tmp_path / "mix.jsonl", [rows[0], three])
+    make_tiny_vision_model(rows, tmp_path / "vlm", layers=1)
+    processor = AutoProcessor.from_pretrained(tmp_path / "vlm")
+    ds = to_dataset(load_source(str(tmp_path / "mix.jsonl")))
+    collate = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
+    batch = collate([dict(ds[0]), dict(ds[1])])
+    alone = [collate([dict(ds[i])]) for i in range(2)]
+    per_image = (batch["input_ids"][1] == processor.image_token_id).sum() // 3
+    assert ((batch["input_ids"] == processor.image_token_id).sum(1) == torch.tensor([1, 3]) * per_image).all()
+    assert torch.equal(batch["pixel_values"][0, :1], alone[0]["pixel_values"][0])
+    assert (batch["pixel_values"][0, 1:] == 0).all()  # the padding images the model drops
+    assert torch.equal(batch["pixel_values"][1], alone[1]["pixel_values"][0])
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "vlm").eval()
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for i, b in enumerate(alone):
+            own = model(**{k: v for k, v in b.items() if k != "labels"}).logits[0]
+            torch.testing.assert_close(logits[i][batch["labels"][i] != -100], own[b["labels"][0] != -100],
+                                       atol=1e-5, rtol=1e-5)

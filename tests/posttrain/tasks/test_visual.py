@@ -8,7 +8,7 @@ import pytest
 from posttrain.core.data import load_rows
 from posttrain.core.media import load_image, load_video
 from posttrain.core.video import classify_frames
-from posttrain.tasks.visual import COLOUR_NAMES, COLOURS, make_visual_rows, write_visual_task
+from posttrain.tasks.visual import COLOUR_NAMES, COLOURS, make_visual_rows, visible_answer, write_visual_task
 
 
 def _blobs(img, colour_test) -> int:
@@ -134,6 +134,20 @@ def test_colours_answer_is_the_colours_of_the_visits_in_palette_order(tmp_path):
         names = [COLOUR_NAMES[COLOURS.index(c)] for c in seen]  # the dot's centre pixels, exact palette colours
         assert r["answer"] == " ".join(n for n in COLOUR_NAMES if n in names)
         assert sum(classify_frames(frames)) == len(seen)  # one slow frame per visit, one colour per visit
+
+
+@pytest.mark.parametrize("kind", ["visual-video-colours", "visual-video-visits"])
+def test_visible_answer_reads_only_the_given_frames(tmp_path, kind):
+    rows = make_visual_rows(kind, 20, tmp_path, difficulty=2, seed=3)
+    for r in rows:
+        frames, _ = load_video({**r["video"], "frames": [str(tmp_path / p) for p in r["video"]["frames"]]})
+        assert visible_answer(kind, frames) == r["answer"]  # all frames: the row's own answer
+        slow = [f for f, s in zip(frames, classify_frames(frames)) if s]
+        assert visible_answer(kind, slow) == r["answer"]  # the slow frames are the visit starts
+        one = visible_answer(kind, frames[-1:])
+        assert len(one.split()) == 1 and one in r["answer"].split()  # one frame: its own visit only
+    with pytest.raises(ValueError, match="visual-video-visits and visual-video-colours"):
+        visible_answer("visual-add", frames)
 
 
 def test_seeded_and_knob_checked(tmp_path):
