@@ -166,6 +166,11 @@ def run_pipeline_seed(run_dir: Path, seed: int, config: Path = KEYE, overrides: 
            *seed_overrides(seed), *overrides]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+    return read_pipeline_seed(run_dir, seed)
+
+
+def read_pipeline_seed(run_dir: Path, seed: int) -> dict[str, Any]:
+    """A finished run's per-seed record: stage accuracies, the dtypes they computed in, wall time."""
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"seed": seed, "stages": stage_accuracies(summary), "dtypes": stage_dtypes(summary),
             "wall_s": summary.get("wall_s"), "run_dir": str(run_dir)}
@@ -201,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     d.add_argument("--out", type=Path, help="default: docs/results/demo.json for fp32 runs, demo-bf16.json for bf16")
     d.add_argument("--add", action="store_true", help="add these seeds to the ones already in --out")
+    d.add_argument("--reuse", action="store_true", help="record RUN_ROOT/seed-N where it has finished (its "
+                   "summary.json) instead of running it again (a `make demo` run dir of seed 0 counts: same stages)")
     c = sub.add_parser("check", help="make demo twice from fresh run dirs; exit 1 when a stage accuracy differs")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--against", type=Path, help="run once and compare with this seed's stage accuracies in a "
@@ -225,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"--add: {out} was written with another config, overrides or --dtype")
             per_seed = [r for r in old["per_seed"] if r["seed"] not in args.seeds]
         for s in args.seeds:  # written after every seed: a long spread that stops keeps what it has
-            per_seed.append(run_pipeline_seed(args.run_root / f"seed-{s}", s, args.config, overrides))
+            d = args.run_root / f"seed-{s}"
+            per_seed.append(read_pipeline_seed(d, s) if args.reuse and (d / "summary.json").is_file()
+                            else run_pipeline_seed(d, s, args.config, overrides))
             result = {"command": "make demo", "config": str(args.config.resolve().relative_to(ROOT)),
                       "overrides": args.overrides, "dtype_setting": args.dtype,
                       "dtype": dtype if run_dtype(per_seed) == "unknown" else run_dtype(per_seed),

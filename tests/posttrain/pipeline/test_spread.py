@@ -94,3 +94,16 @@ def test_rerun_check_refuses_results_of_another_dtype(monkeypatch, tmp_path):
     monkeypatch.setattr(spread, "planned_dtype", lambda c, o: "bfloat16")
     with pytest.raises(SystemExit, match="recorded in float32, this run would be bfloat16"):
         spread.main(["check", "--against", str(rec), "--run-root", str(tmp_path)])
+
+
+def test_reuse_records_a_finished_run_instead_of_rerunning(monkeypatch, tmp_path):
+    done = tmp_path / "seed-0"
+    done.mkdir()
+    (done / "summary.json").write_text(json.dumps({"wall_s": 9.0, "stages": [
+        {"name": "sft", "accuracy": 0.4, "dtype": {"trainer": "bfloat16"}}]}))
+    monkeypatch.setattr(spread, "run_pipeline_seed", lambda d, s, c, o: {"seed": s, "stages": {"sft": 0.5}})
+    out = tmp_path / "r.json"
+    assert spread.main(["demo", "--seeds", "0", "1", "--reuse", "--out", str(out), "--run-root", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert [p["stages"]["sft"] for p in r["per_seed"]] == [0.4, 0.5]  # seed 0 read, seed 1 run
+    assert r["per_seed"][0]["dtypes"] == {"sft": {"trainer": "bfloat16"}} and r["dtype"] == "bfloat16"
