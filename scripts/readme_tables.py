@@ -128,7 +128,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "align-demo": ("align-demo.json", align_table),
     "hints-ablation": ("hints-ablation.json", hints_table)}
 WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 --dtype float32",
-           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 (on a CPU with AMX)",
+           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2",
            "align-demo": "python -m posttrain.pipeline.align_demo --seeds 0 1 2 --sft-seed 0 --results "
                          "docs/results/align-demo.json",
            "hints-ablation": "make hints-ablation, then copy runs/hints-ablation/summary.json"}
