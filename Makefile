@@ -64,14 +64,15 @@ align-demo: setup
 	$(BIN)/python -m posttrain.pipeline.align_demo --run-dir runs/align-demo
 
 # Reproducibility (docs/reproducibility.md). determinism: `make demo`'s pipeline twice from fresh run
-# dirs, exit 1 when a stage accuracy differs. spread: the pipeline per seed -> docs/results/demo.json
+# dirs, exit 1 when a stage accuracy differs. spread: the pipeline per seed -> docs/results/demo.json (fp32)
+# or demo-bf16.json (bf16: `dtype: auto` on a CPU with AMX)
 # and the align demo over 3 seeds -> docs/results/align-demo.json; readme-tables: README tables from them.
 SEEDS ?= 0 1 2
 determinism: setup
 	$(BIN)/python -m posttrain.pipeline.spread check --run-root runs/determinism
 
 spread: setup
-	$(BIN)/python -m posttrain.pipeline.spread demo --seeds $(SEEDS) --run-root runs/spread --out docs/results/demo.json
+	$(BIN)/python -m posttrain.pipeline.spread demo --seeds $(SEEDS) --run-root runs/spread
 	$(BIN)/python -m posttrain.pipeline.align_demo --seeds $(SEEDS) --sft-seed 0 --run-dir runs/align-spread \
 		--results docs/results/align-demo.json
 	$(BIN)/python scripts/readme_tables.py

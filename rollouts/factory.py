@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from posttrain.core.devices import DtypeChoice, resolve_dtype
 from rollouts.actors import RolloutPool
@@ -17,9 +17,10 @@ def engine_device(backend: str, engine: Any, device: str = "cpu") -> str:
     return device
 
 
-def engine_dtype(backend: str, engine: Any, device: str = "cpu") -> DtypeChoice:
-    """The engines' dtype: `engine.dtype`, with `auto` decided for their device (posttrain.core.devices)."""
-    return resolve_dtype(engine.dtype, engine_device(backend, engine, device))
+def engine_dtype(backend: str, engine: Any, device: str = "cpu", cpu_flags: Iterable[str] | None = None) -> DtypeChoice:
+    """The engines' dtype: `engine.dtype`, with `auto` decided for their device (posttrain.core.devices;
+    `cpu_flags` stand in for this CPU's)."""
+    return resolve_dtype(engine.dtype, engine_device(backend, engine, device), cpu_flags)
 
 
 def make_generator(backend: str, model_path: str, engine: Any, ray_cfg: Any = None, device: str = "cpu",

@@ -5,8 +5,9 @@
 
 Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` and is
 generated from docs/results/NAME.json:
-- demo.json: `python -m posttrain.pipeline.spread demo --seeds ... --out docs/results/demo.json`
-  (`make demo`'s pipeline per seed: per-stage mean, min, max);
+- demo.json / demo-bf16.json: `python -m posttrain.pipeline.spread demo --seeds ...` (`make demo`'s
+  pipeline per seed: per-stage mean, min, max), fp32 runs in demo.json, bf16 runs (`--dtype auto`
+  on a CPU with AMX) in demo-bf16.json;
 - align-demo.json: `python -m posttrain.pipeline.align_demo --seeds 0 1 2 --results
   docs/results/align-demo.json` (runs/align-demo/summary.json with `seeds` and `spread`);
 - hints-ablation.json: runs/hints-ablation/summary.json of `make hints-ablation` (3 RL seeds).
@@ -40,17 +41,31 @@ def _where(r: dict[str, Any]) -> str:
     return f"{m.get('cpu', 'unknown CPU')}, commit {m.get('commit', '?')}"
 
 
+DTYPE_LABELS = {"float32": "fp32: what `make demo` runs on every CPU",
+                "bfloat16": "bf16 (fp32 master weights): `spread demo --dtype auto` on a CPU with AMX"}
+
+
+def dtype_label(r: dict[str, Any]) -> str:
+    """The sentence saying which precision a demo result was measured in (older files: unknown).
+
+    >>> dtype_label({"dtype": "bfloat16"}).split(":")[0], dtype_label({})
+    ('bf16 (fp32 master weights)', 'dtype not recorded')
+    """
+    d = r.get("dtype")
+    return DTYPE_LABELS.get(d, f"dtype {d}") if d else "dtype not recorded"
+
+
 def demo_table(r: dict[str, Any]) -> str:
     """Per-stage held-out greedy accuracy over seeds, from spread.py's JSON.
 
     >>> print(demo_table({"seeds": [0, 1], "stages": {"sft": {"mean": 0.45, "min": 0.4, "max": 0.5, "n": 2}},
     ...                   "per_seed": [{"seed": 0, "stages": {"sft": 0.4}}, {"seed": 1, "stages": {"sft": 0.5}}],
-    ...                   "machine": {"cpu": "X", "commit": "abc"}}))
+    ...                   "machine": {"cpu": "X", "commit": "abc"}, "dtype": "float32"}))  # doctest: +ELLIPSIS
     | stage | mean | min | max | seed 0 | seed 1 |
     |---|---|---|---|---|---|
     | SFT | 45.0% | 40.0% | 50.0% | 40.0% | 50.0% |
     <BLANKLINE>
-    2 seeds (0, 1) on X, commit abc.
+    2 seeds (0, 1) on X, commit abc; fp32: what `make demo` runs on CPUs without AMX ...
     """
     seeds = r["seeds"]
     head = ["stage", "mean", "min", "max", *(f"seed {s}" for s in seeds)]
@@ -60,7 +75,7 @@ def demo_table(r: dict[str, Any]) -> str:
         lines.append(f"| {STAGE_NAMES.get(name, name)} | {pct(s['mean'])} | {pct(s['min'])} | {pct(s['max'])} | "
                      + " | ".join(per) + " |")
     n = f"{len(seeds)} seed{'s' * (len(seeds) != 1)} ({', '.join(map(str, seeds))})"
-    return "\n".join(lines) + f"\n\n{n} on {_where(r)}."
+    return "\n".join(lines) + f"\n\n{n} on {_where(r)}; {dtype_label(r)}."
 
 
 ALIGN_ROWS = (("constraint rate (held-out constrained prompts)", "constraint_rate"),
@@ -108,9 +123,11 @@ def hints_table(r: dict[str, Any]) -> str:
 
 
 TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
-    "demo": ("demo.json", demo_table), "align-demo": ("align-demo.json", align_table),
+    "demo": ("demo.json", demo_table), "demo-bf16": ("demo-bf16.json", demo_table),
+    "align-demo": ("align-demo.json", align_table),
     "hints-ablation": ("hints-ablation.json", hints_table)}
 WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2",
+           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 --dtype auto",
            "align-demo": "python -m posttrain.pipeline.align_demo --seeds 0 1 2 --sft-seed 0 --results "
                          "docs/results/align-demo.json",
            "hints-ablation": "make hints-ablation, then copy runs/hints-ablation/summary.json"}

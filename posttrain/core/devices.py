@@ -92,12 +92,14 @@ def cpu_summary() -> dict[str, object]:
     return {"model": model, "flags": [f for f in PRECISION_FLAGS if f in flags]}
 
 
-def resolve_dtype(requested: str, device: str | torch.device = "cpu") -> DtypeChoice:
-    """`choose_dtype` for this machine's device `device` (cpu, cuda, cuda:1, ...)."""
+def resolve_dtype(requested: str, device: str | torch.device = "cpu",
+                  cpu_flags: Iterable[str] | None = None) -> DtypeChoice:
+    """`choose_dtype` for this machine's device `device` (cpu, cuda, cuda:1, ...); `cpu_flags`
+    stands in for this CPU's flags (what a config resolves to on another CPU)."""
     device_type = torch.device(device).type if str(device) != "auto" else (
         "cuda" if torch.cuda.is_available() else "cpu")
     cuda_bf16 = device_type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return choose_dtype(requested, device_type, cpu_info()[1], cuda_bf16)
+    return choose_dtype(requested, device_type, cpu_info()[1] if cpu_flags is None else cpu_flags, cuda_bf16)
 
 
 def fast_bf16(device: str = "cpu") -> bool:

@@ -23,15 +23,17 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import yaml
 from pydantic import ConfigDict, Field
 
 from posttrain.core.config import ConfigError, ModelConfig, Section, apply_overrides, build_config, read_yaml
 from posttrain.core.data import read_jsonl
+from posttrain.core.devices import DtypeChoice, resolve_dtype
 from posttrain.core.run_dir import INIT_MODEL_DIR, PAIRS_FILE
 from posttrain.phases import PHASES
+from rollouts.factory import engine_dtype
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -237,6 +239,25 @@ def resolve_stage(pipe: Config, name: str, spec: StageSpec, run_dir: Path, done:
     h = stage_hash(spec.kind, cfg.model_dump(mode="json"), [done[s].hash for _, s in spec.source_names()])
     sources = {slot: v for slot, v in spec.from_.items() if isinstance(v, str)}
     return Resolved(name, spec.kind, d, cfg, h, phase.load().outputs(cfg, d), sources, tiny)
+
+
+# Kinds whose stage trains the model in `model.dtype` (filter only samples; merge averages weights).
+TRAINING_KINDS = ("sft", "rl", "rft", "mpo", "rm", "align")
+
+
+def stage_precision(kind: str, cfg: Any, cpu_flags: Iterable[str] | None = None) -> dict[str, DtypeChoice]:
+    """What a stage computes in: {"trainer": ..., "engine": ...} (the roles it has), `auto` decided as
+    the phases decide it, for this machine or for a CPU with `cpu_flags`."""
+    out: dict[str, DtypeChoice] = {}
+    model = getattr(cfg, "model", None)
+    device = getattr(model, "device", "cpu")
+    if kind in TRAINING_KINDS and model is not None:
+        out["trainer"] = resolve_dtype(model.dtype, device, cpu_flags)
+    engine = getattr(cfg, "engine", None)
+    if engine is not None:
+        backend = cfg.rollout.backend if hasattr(cfg, "rollout") else getattr(cfg, "generator", "hf")
+        out["engine"] = engine_dtype(backend, engine, device, cpu_flags)
+    return out
 
 
 def resolve(pipe: Config, run_dir: Path) -> list[Resolved]:

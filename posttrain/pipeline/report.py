@@ -36,6 +36,12 @@ class StageMetrics:
     series: dict[str, dict[int, float]] = field(default_factory=dict)  # key -> {step: value}
     offset: int = 0  # global step of this stage's step 0
     accuracy: float | None = None  # the pipeline summary's figure (a filter stage carries its model's)
+    dtype: dict[str, str] = field(default_factory=dict)  # {trainer, engine}: the dtypes the stage computed in
+
+    def dtype_text(self) -> str:
+        """'trainer bfloat16, engine bfloat16' (from the pipeline summary, or a GSPO run's own keys)."""
+        d = self.dtype or {r: self.summary[f"{r}/dtype"] for r in ("trainer", "engine") if f"{r}/dtype" in self.summary}
+        return ", ".join(f"{role} {v}" for role, v in d.items())
 
     @property
     def steps(self) -> int:
@@ -83,9 +89,10 @@ def collect(run_dir: str | Path) -> list[StageMetrics]:
     summary_path = run_dir / "summary.json"
     listed = json.loads(summary_path.read_text()).get("stages") if summary_path.is_file() else None
     if isinstance(listed, list):
-        by_name = {s.get("name"): s.get("accuracy") for s in listed if isinstance(s, dict)}
+        by_name = {s.get("name"): s for s in listed if isinstance(s, dict)}
         for st in stages:
-            st.accuracy = by_name.get(st.name)
+            st.accuracy = by_name.get(st.name, {}).get("accuracy")
+            st.dtype = by_name.get(st.name, {}).get("dtype") or {}
     offset = 0
     for st in stages:
         st.offset = offset
@@ -251,7 +258,8 @@ def render_html(run_dir: Path, stages: list[StageMetrics], images: dict[str, str
     rows = "".join(
         f"<tr><td>{esc(st.name)}</td><td>{esc(st.kind)}</td><td>{esc(st.status)}</td><td>{st.steps}</td>"
         f"<td>{'n/a' if (a := final_accuracy(st)) is None else f'{a:.1%}'}</td>"
-        f"<td>{'' if st.wall_s is None else f'{st.wall_s:.0f}'}</td></tr>" for st in stages)
+        f"<td>{'' if st.wall_s is None else f'{st.wall_s:.0f}'}</td><td>{esc(st.dtype_text())}</td></tr>"
+        for st in stages)
     figs = "".join(f'<figure><img id="plot-{k}" alt="{k}" src="data:image/png;base64,{v}"></figure>'
                    for k, v in images.items())
     return f"""<!doctype html>
@@ -261,7 +269,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{t
 img{{max-width:100%}}figure{{margin:1em 0}}</style></head>
 <body><h1>posttrain report</h1><p>{esc(str(run_dir))}</p>
 <table id="stages"><tr><th>stage</th><th>kind</th><th>status</th><th>steps</th><th>held-out accuracy</th>
-<th>wall s</th></tr>{rows}</table>
+<th>wall s</th><th>dtype</th></tr>{rows}</table>
 {figs}
 </body></html>
 """

@@ -8,7 +8,8 @@ RUN_DIR/pipeline.yaml        the pipeline config as given (--resume reads it)
 RUN_DIR/pipeline_state.json  per stage: status (running/interrupted/failed/done), config hash,
                              attempts, wall time, summary; written atomically
 RUN_DIR/<stage>/             each stage's own run directory (phase contract)
-RUN_DIR/summary.json         stages [{name, kind, accuracy, model}] in run order, sft_model,
+RUN_DIR/summary.json         stages [{name, kind, accuracy, model, dtype, dtype_reason}] in run order
+                             (dtype: {trainer, engine} as computed, `auto` decided), sft_model,
                              final_model, eval_data, wall_s, and the first RL stage's
                              accuracy_before_rl / accuracy_after_rl / rl_wall_s
 RUN_DIR/report.html, RUN_DIR/tensorboard/   (posttrain/report.py)
@@ -34,7 +35,8 @@ from posttrain.core.data import DatasetError, write_jsonl
 from posttrain.core.run_dir import INIT_MODEL_DIR, SCORED_FILE, atomic_write_text
 from posttrain.phases import PHASES
 from posttrain.phases.pairs import build_pairs
-from posttrain.pipeline.config import Config, Resolved, dump_pipeline_config, resolve, with_data_defaults
+from posttrain.pipeline.config import (Config, Resolved, dump_pipeline_config, resolve, stage_precision,
+                                       with_data_defaults)
 from posttrain.pipeline.report import write_report
 from posttrain.tasks.addition import make_demo_data
 from posttrain.tasks.cot_addition import make_cot_data
@@ -175,6 +177,16 @@ def run_pipeline(pipe: Config, run_dir: str | Path, force: bool = False) -> dict
     return summary
 
 
+def stage_dtypes(st: Resolved, summary: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{"dtype": {role: dtype}, "dtype_reason": {role: reason}} of a stage: what its own summary
+    recorded (`trainer/dtype`, `engine/dtype`), else its config's choice on this machine."""
+    dtype, reason = {}, {}
+    for role, choice in stage_precision(st.kind, st.cfg).items():
+        dtype[role] = summary.get(f"{role}/dtype", choice.dtype)
+        reason[role] = summary.get(f"{role}/dtype_reason", choice.reason)
+    return {"dtype": dtype, "dtype_reason": reason}
+
+
 def pipeline_summary(pipe: Config, plan: list[Resolved], state: PipelineState) -> dict[str, Any]:
     stages, acc_by_model, walls = [], {}, {}
     for st in plan:
@@ -185,7 +197,7 @@ def pipeline_summary(pipe: Config, plan: list[Resolved], state: PipelineState) -
         if st.kind == "filter":  # trains nothing: its model keeps the accuracy it had
             acc = acc_by_model.get(model)
         acc_by_model[model] = acc
-        stages.append({"name": st.name, "kind": st.kind, "accuracy": acc, "model": model})
+        stages.append({"name": st.name, "kind": st.kind, "accuracy": acc, "model": model, **stage_dtypes(st, s)})
         walls[st.name] = rec.get("wall_s")
     merge = next((st for st in reversed(plan) if st.kind == "merge"), None)
     merge_sum = state.stages[merge.name].get("summary", {}) if merge else {}
@@ -215,7 +227,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\nheld-out greedy accuracy after each stage:")
     for s in summary["stages"]:
         acc = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
-        print(f"  {s['name']:<12} {s['kind']:<7} {acc:>7}   ({summary['stage_wall_s'].get(s['name'], 0):.0f} s)")
+        dtypes = ", ".join(f"{role} {d}" for role, d in (s.get("dtype") or {}).items())
+        print(f"  {s['name']:<12} {s['kind']:<7} {acc:>7}   ({summary['stage_wall_s'].get(s['name'], 0):.0f} s)"
+              + (f"   {dtypes}" if dtypes else ""))
     if summary.get("accuracy"):
         tasks = sorted({t for accs in summary["accuracy"].values() for t in accs})
         print("\nheld-out accuracy by model and task:\n  " + f"{'model':<14}" + "".join(f"{t:>12}" for t in tasks))

@@ -39,3 +39,11 @@ def test_align_table_shows_every_seed_and_the_spread():
     assert "| constraint rate (held-out constrained prompts) | 0.0% → 30.0% | 0.0% → 40.0% | 35.0% [30.0%, 40.0%] |" in out
     assert "CPU X" in out and "2 seeds, 60 GSPO steps" in out
     json.dumps(out)
+
+
+def test_demo_tables_say_their_dtype():
+    r = {"seeds": [0], "stages": {"rl1": {"mean": 0.7, "min": 0.7, "max": 0.7, "n": 1}},
+         "per_seed": [{"seed": 0, "stages": {"rl1": 0.7}}], "machine": {"cpu": "CPU X", "commit": "abc"}}
+    assert "CPUs with AMX" in tables.demo_table({**r, "dtype": "bfloat16"})
+    assert "CPUs without AMX" in tables.demo_table({**r, "dtype": "float32"})
+    assert "dtype not recorded" in tables.demo_table(r)

@@ -10,9 +10,11 @@ import pytest
 
 from posttrain.core.config import ConfigError
 from posttrain.core.data import write_jsonl
+from posttrain.core.devices import resolve_dtype
 from posttrain.phases import filter as prompt_filter
 from posttrain.pipeline import runner as pipeline
-from posttrain.pipeline.config import load_pipeline_config, resolve, with_data_defaults
+from posttrain.pipeline.config import load_pipeline_config, resolve, stage_precision, with_data_defaults
+from posttrain.pipeline.spread import dtype_overrides
 
 ROOT = Path(__file__).resolve().parents[3]
 KEYE = ROOT / "configs" / "recipes" / "keye.yaml"
@@ -66,6 +68,29 @@ def test_bad_wiring_is_refused_with_the_fix(tmp_path, override, message):
         _plan(tmp_path, override)
 
 
+AMX_XEON = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
+NO_AMX = [{"avx2", "avx512f", "avx512_bf16"}, {"avx2"}]  # Zen 4-like (bf16 slow without AMX), older x86
+
+
+def test_make_demo_is_fp32_everywhere_and_auto_picks_bf16_with_amx_only(tmp_path):
+    """`make demo` (configs/recipes/keye.yaml) pins float32 for every trainer and engine it runs, so
+    the README's numbers hold on any CPU; `spread demo --dtype auto` turns on bf16 on a CPU with AMX
+    and keeps fp32 on one without, decided from the flags (not this machine's)."""
+    plan = _plan(tmp_path)
+    roles = {n: set(stage_precision(st.kind, st.cfg, AMX_XEON)) for n, st in plan.items()}
+    assert roles == {"sft": {"trainer"}, "rl1": {"trainer", "engine"}, "rft": {"trainer", "engine"},
+                     "filter": {"engine"}, "rl2": {"trainer", "engine"}}
+    assert {c.dtype for st in plan.values() for c in stage_precision(st.kind, st.cfg, AMX_XEON).values()} == {
+        "float32"}
+    auto = _plan(tmp_path, *dtype_overrides("auto"))
+    for flags, want in [(AMX_XEON, "bfloat16"), *((f, "float32") for f in NO_AMX)]:
+        for name, st in auto.items():
+            for role, choice in stage_precision(st.kind, st.cfg, flags).items():
+                assert (choice.dtype, choice.reason.startswith("auto: ")) == (want, True), (name, role, flags)
+    forced = _plan(tmp_path, *dtype_overrides("float32"))  # `spread --dtype float32`: the same plan as the default
+    assert [st.hash for st in forced.values()] == [st.hash for st in plan.values()]
+
+
 def test_downstream_hash_follows_upstream_changes(tmp_path):
     a = _plan(tmp_path)
     b = _plan(tmp_path, "stages.rft.values.sampling.k=4")
@@ -86,7 +111,8 @@ def fake_stages(monkeypatch):
         (st.dir / "metrics.jsonl").write_text(json.dumps({"phase": st.kind, "step": 1, "eval/accuracy": acc}) + "\n")
         if st.kind == "rl":
             return {"accuracy_before_rl": acc - 0.1, "accuracy_after_rl": acc, "rl_wall_s": 1.5,
-                    "final_model": str(st.dir / "final"), "interrupted": False, "steps": 1}
+                    "final_model": str(st.dir / "final"), "interrupted": False, "steps": 1,
+                    "trainer/dtype": "bfloat16", "trainer/dtype_reason": "recorded by the trainer"}
         return {"eval/accuracy": acc} if acc is not None else {"filter/kept": 3}
 
     monkeypatch.setattr(pipeline, "run_stage", run_stage)
@@ -105,7 +131,11 @@ def test_summary_contract_and_finished_stages_are_not_rerun(tmp_path, fake_stage
     assert [(x["name"], x["kind"], x["accuracy"]) for x in s["stages"]] == [
         ("sft", "sft", 0.3), ("rl1", "rl", 0.4), ("rft", "rft", 0.45), ("filter", "filter", 0.45),
         ("rl2", "rl", 0.5)]
-    assert set(s["stages"][0]) == {"name", "kind", "accuracy", "model"}
+    assert set(s["stages"][0]) == {"name", "kind", "accuracy", "model", "dtype", "dtype_reason"}
+    here = resolve_dtype("auto")  # the demo says auto: this machine's choice, unless the stage recorded its own
+    assert s["stages"][0]["dtype"] == {"trainer": here.dtype} and s["stages"][3]["dtype"] == {"engine": here.dtype}
+    assert s["stages"][1]["dtype"] == {"trainer": "bfloat16", "engine": here.dtype}
+    assert s["stages"][1]["dtype_reason"] == {"trainer": "recorded by the trainer", "engine": here.reason}
     assert s["stages"][3]["model"] == s["stages"][2]["model"] == str(tmp_path / "rft" / "final")
     assert s["sft_model"] == str(tmp_path / "sft" / "final") and s["final_model"] == str(tmp_path / "rl2" / "final")
     assert s["accuracy_before_rl"] == pytest.approx(0.3) and s["accuracy_after_rl"] == 0.4 and s["rl_wall_s"] == 1.5

@@ -45,7 +45,9 @@ def pipeline_run(tmp_path):
     _metrics(run / "rl2" / "metrics.jsonl", _rl_records(3, 0.4))
     state = {"stages": {
         "sft": {"kind": "sft", "status": "done", "wall_s": 30.0, "summary": {"eval/accuracy": 0.3}, "dir": str(run / "sft")},
-        "rl1": {"kind": "rl", "status": "done", "wall_s": 40.0, "summary": {"accuracy_after_rl": 0.4}},
+        "rl1": {"kind": "rl", "status": "done", "wall_s": 40.0, "summary": {"accuracy_after_rl": 0.4,
+                                                                            "trainer/dtype": "bfloat16",
+                                                                            "engine/dtype": "bfloat16"}},
         "filter": {"kind": "filter", "status": "done", "wall_s": 5.0, "summary": {}},
         "rl2": {"kind": "rl", "status": "running", "wall_s": 12.5, "summary": {}},
     }}
@@ -71,7 +73,8 @@ def test_report_html_embeds_every_plot_and_tensorboard_has_the_scalars(pipeline_
         assert m, name
         assert base64.b64decode(m.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http" not in text.replace("<!doctype html>", "")  # self-contained: nothing fetched
-    assert re.search(r"<td>rl1</td><td>rl</td><td>done</td><td>4</td><td>40.0%</td>", text)
+    assert re.search(r"<td>rl1</td><td>rl</td><td>done</td><td>4</td><td>40.0%</td><td>40</td>"
+                     r"<td>trainer bfloat16, engine bfloat16</td>", text)
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -137,6 +140,7 @@ def test_the_pipeline_summary_gives_a_filter_stage_its_models_accuracy(pipeline_
     (pipeline_run / "summary.json").write_text(json.dumps({"stages": [
         {"name": "sft", "kind": "sft", "accuracy": 0.3, "model": "m0"},
         {"name": "rl1", "kind": "rl", "accuracy": 0.4, "model": "m1"},
-        {"name": "filter", "kind": "filter", "accuracy": 0.4, "model": "m1"}]}))
+        {"name": "filter", "kind": "filter", "accuracy": 0.4, "model": "m1", "dtype": {"engine": "float32"}}]}))
     text = write_report(pipeline_run, tensorboard=False).read_text()
-    assert re.search(r"<td>filter</td><td>filter</td><td>done</td><td>0</td><td>40.0%</td>", text)
+    assert re.search(r"<td>filter</td><td>filter</td><td>done</td><td>0</td><td>40.0%</td><td>5</td>"
+                     r"<td>engine float32</td>", text)

@@ -61,3 +61,52 @@ def test_demo_spread_writes_per_stage_mean_min_max(monkeypatch, tmp_path):
     assert spread.main(["demo", "--seeds", "2", "--add", "--out", str(out), "--run-root", str(tmp_path)]) == 0
     r = json.loads(out.read_text())
     assert r["seeds"] == [0, 1, 2] and r["stages"]["sft"] == {"mean": 0.5, "min": 0.4, "max": 0.6, "n": 3}
+
+
+def test_results_say_which_dtype_they_were_measured_in(monkeypatch, tmp_path):
+    """The runs' own per-stage dtypes are kept per seed and summed up in `dtype`; `--dtype float32` (or
+    auto) passes overrides that set every trainer and engine; with no --out, bf16 results go to demo-bf16.json."""
+    bf16 = {"sft": {"trainer": "bfloat16"}, "rl1": {"trainer": "bfloat16", "engine": "bfloat16"}}
+    seen = []
+
+    def run(d, s, c, o):
+        seen.append(o)
+        return {"seed": s, "stages": {"sft": 0.4, "rl1": 0.6}, "dtypes": bf16}
+
+    monkeypatch.setattr(spread, "run_pipeline_seed", run)
+    out = tmp_path / "demo.json"
+    assert spread.main(["demo", "--seeds", "0", "--out", str(out), "--run-root", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["dtype"], r["dtype_setting"], r["per_seed"][0]["dtypes"]) == ("bfloat16", "config", bf16)
+    assert isinstance(r["machine"]["flags"], list) and seen[-1] == []
+    assert spread.main(["demo", "--seeds", "0", "--dtype", "auto", "--out", str(tmp_path / "a.json"),
+                        "--run-root", str(tmp_path)]) == 0
+    assert seen[-1] == spread.dtype_overrides("auto") and "defaults.rl.engine.dtype=auto" in seen[-1]
+    assert spread.main(["demo", "--seeds", "0", "--dtype", "float32", "--out", str(out),
+                        "--run-root", str(tmp_path)]) == 0
+    assert seen[-1] == spread.dtype_overrides("float32") and "defaults.filter.engine.dtype=float32" in seen[-1]
+    with pytest.raises(SystemExit, match="another config, overrides or --dtype"):
+        spread.main(["demo", "--seeds", "1", "--add", "--out", str(out), "--run-root", str(tmp_path)])
+    assert spread.results_path("bfloat16").name == "demo-bf16.json"
+    assert spread.results_path("float32").name == "demo.json"
+
+
+def test_rerun_check_refuses_results_of_another_dtype(monkeypatch, tmp_path):
+    rec = tmp_path / "demo.json"
+    rec.write_text(json.dumps({"dtype": "float32", "per_seed": [{"seed": 0, "stages": {"sft": 0.425}}]}))
+    monkeypatch.setattr(spread, "planned_dtype", lambda c, o: "bfloat16")
+    with pytest.raises(SystemExit, match="recorded in float32, this run would be bfloat16"):
+        spread.main(["check", "--against", str(rec), "--run-root", str(tmp_path)])
+
+
+def test_reuse_records_a_finished_run_instead_of_rerunning(monkeypatch, tmp_path):
+    done = tmp_path / "seed-0"
+    done.mkdir()
+    (done / "summary.json").write_text(json.dumps({"wall_s": 9.0, "stages": [
+        {"name": "sft", "accuracy": 0.4, "dtype": {"trainer": "bfloat16"}}]}))
+    monkeypatch.setattr(spread, "run_pipeline_seed", lambda d, s, c, o: {"seed": s, "stages": {"sft": 0.5}})
+    out = tmp_path / "r.json"
+    assert spread.main(["demo", "--seeds", "0", "1", "--reuse", "--out", str(out), "--run-root", str(tmp_path)]) == 0
+    r = json.loads(out.read_text())
+    assert [p["stages"]["sft"] for p in r["per_seed"]] == [0.4, 0.5]  # seed 0 read, seed 1 run
+    assert r["per_seed"][0]["dtypes"] == {"sft": {"trainer": "bfloat16"}} and r["dtype"] == "bfloat16"

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from posttrain.core.config import load_config
+from posttrain.core.devices import fast_bf16
 from posttrain.rl import trainer as rl
 from tests.posttrain.rl.test_trainer import PLUGIN, _overrides
 
@@ -54,12 +55,32 @@ def test_two_fresh_hf_runs_are_identical_and_a_new_seed_is_not(tiny_model, tiny_
     assert [x for x in other[0] if "reward/mean" in x] != [x for x in first[0] if "reward/mean" in x]
 
 
+BF16 = ["model.dtype=bfloat16", "engine.dtype=bfloat16"]
+needs_fast_bf16 = pytest.mark.skipif(not fast_bf16(), reason="no fast bf16 on this CPU (no AMX): emulated bf16 is "
+                                                              "slow, and `make demo` runs fp32 here anyway")
+
+
+@pytest.mark.slow
+@needs_fast_bf16
+def test_two_fresh_bf16_hf_runs_are_identical(tiny_model, tiny_task, tmp_path):
+    """Mixed precision (bf16 working copy, fp32 masters, bf16 generator) keeps reruns identical:
+    the condition for `make demo` to run bf16 on CPUs with AMX (issue 19's rerun check).
+    Slow, and an open question: it passed 5 of 6 runs on 3 December 2026 (Intel Xeon with AMX),
+    and the failing run's files were gone before they were read; until that is understood this is
+    not in `make test`, and `make demo` stays fp32."""
+    ov = [*_overrides(tiny_model, tiny_task, steps=3), *BF16]
+    first = _run(ov, tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["trainer/dtype"] == "bfloat16"
+    _assert_identical(first, _run(ov, tmp_path / "b"))
+
+
 @pytest.mark.engine
 @pytest.mark.slow
-def test_two_fresh_vllm_runs_are_identical(tiny_model, tiny_task, tmp_path):
+@pytest.mark.parametrize("dtype", [[], pytest.param(BF16, id="bf16", marks=needs_fast_bf16)])
+def test_two_fresh_vllm_runs_are_identical(tiny_model, tiny_task, tmp_path, dtype):
     ov = [f"model.path={tiny_model}", f"data.train={tiny_task[0]}", f"data.eval={tiny_task[1]}",
           "data.max_eval_rows=16", "rollout.backend=vllm", "rollout.prompts_per_step=8", "rollout.group_size=4",
           "rollout.max_new_tokens=6", "train.steps=2", "eval.every=0", "optim.lr=1e-3", "algo.eps_low=0.2",
           "algo.eps_high=0.2", "engine.max_model_len=256", "ray.num_cpus=2",
-          f"reward.components=[{{name: '{PLUGIN}:digit_fraction'}}]", "reward.workers=1"]
+          f"reward.components=[{{name: '{PLUGIN}:digit_fraction'}}]", "reward.workers=1", *dtype]
     _assert_identical(_run(ov, tmp_path / "a"), _run(ov, tmp_path / "b"))
