@@ -94,10 +94,16 @@ def align_table(r: dict[str, Any]) -> str:
         after = [a for a in after if a is not None]
         span = f"{pct(sum(after) / len(after))} [{pct(min(after))}, {pct(max(after))}]" if after else "n/a"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {span} |")
-    drops = [(s.get("guard") or {}).get("worst_drop_points") for s in seeds]
+    guards = [s.get("guard") or {} for s in seeds]
+    drops = [g.get("worst_drop_points") for g in guards]
     if all(d is not None for d in drops):
-        lines.append("| largest task-accuracy drop at any eval during RL (points) | "
+        metric = guards[0].get("metric") or "eval/task_accuracy"
+        lines.append(f"| largest drop of `{metric}` at any eval during RL (points) | "
                      + " | ".join(f"{d:.0f}" for d in drops) + f" | max {max(drops):.0f} |")
+    finals = [g.get("final_step") for g in guards]
+    if all(f is not None for f in finals) and any(g.get("on_drop") == "rollback" for g in guards):
+        lines.append("| step of the final model (`on_drop: rollback`: the last eval within the guard's limit) | "
+                     + " | ".join(str(f) for f in finals) + " | |")
     steps = seeds[0].get("steps")
     return "\n".join(lines) + (f"\n\n{len(seeds)} seeds, {steps} GSPO steps each, on {_where(r)}; "
                                "greedy decoding on held-out prompts.")

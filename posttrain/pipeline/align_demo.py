@@ -11,8 +11,10 @@ constraint rate, task accuracy and constrained answers' accuracy before/after, i
 RUN_DIR/summary.json (docs/align.md).
 
 Held-out sets: `eval.jsonl` has constrained prompts on 20 problems never used as RL
-prompts; `task.jsonl` has all 100 unconstrained problems (the SFT training prompts,
-never used by RL: the guard checks that alignment does not lose what SFT taught).
+prompts; the 100 unconstrained problems (the SFT training prompts, never used by RL as
+such: alignment must not lose what SFT taught) are split into `task.jsonl` (70, the
+reported task accuracy) and `guard.jsonl` (30, the guard's own rows: with
+`align.on_drop: rollback` it picks the final model, so it must not see the reported rows).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from posttrain.core.run_dir import (CONFIG_FILE, INPUTS_FILE, SUMMARY_FILE, RunD
 from posttrain.phases import sft
 from posttrain.pipeline.spread import machine, merge_seeds
 from posttrain.rl import align
+from posttrain.tasks.addition import split_rows
 from posttrain.tasks.instructions import instruction_texts, make_align_data, sft_rows, unheeded_instruction_rows
 from posttrain.tasks.tiny import make_tiny_model
 
@@ -47,22 +50,25 @@ SFT_OVERRIDES = ["optim.lr=3e-3", "optim.warmup_steps=50", "optim.scheduler=cosi
 
 
 def make_data(out: Path, seed: int = 0, copies: int = 20, styled_fraction: float = 0.3,
-              sft_seed: int | None = None, unheeded_copies: int = 5) -> dict[str, Path]:
+              sft_seed: int | None = None, unheeded_copies: int = 5, guard_problems: int = 30) -> dict[str, Path]:
     """The RL and held-out rows of `seed`; the SFT rows of `sft_seed` (default: the same): every
     problem bare `copies` times, plus `unheeded_copies` prompts with instructions the answer
-    ignores per RL problem (`unheeded_instruction_rows`)."""
+    ignores per RL problem (`unheeded_instruction_rows`). The unconstrained problems are split
+    into `task` (reported) and `guard_problems` of them in `guard` (the task guard's rows)."""
     sft_seed = seed if sft_seed is None else sft_seed
     d = make_align_data(seed=seed)
     sft_base = d["base"] if sft_seed == seed else make_align_data(seed=sft_seed)["base"]
-    paths = {"sft": out / "sft.jsonl", "task": out / "task.jsonl", "train": out / "train.jsonl",
-             "eval": out / "eval.jsonl"}
+    paths = {"sft": out / "sft.jsonl", "task": out / "task.jsonl", "guard": out / "guard.jsonl",
+             "train": out / "train.jsonl", "eval": out / "eval.jsonl"}
     rows = sft_rows(sft_base, copies=copies, styled_fraction=styled_fraction, seed=sft_seed)
     if unheeded_copies:  # instructions the answers ignore, on this seed's RL problems only (eval's stay unseen)
         held = {r["id"].rsplit("-if", 1)[0] for r in d["eval"]}
         rows += unheeded_instruction_rows([r for r in d["base"] if r["id"] not in held], unheeded_copies,
                                           styled_fraction, sft_seed)
     write_jsonl(paths["sft"], rows)
-    write_jsonl(paths["task"], d["base"])
+    task, guard = split_rows(d["base"], guard_problems, f"guard:{seed}")
+    write_jsonl(paths["task"], task)
+    write_jsonl(paths["guard"], guard)
     write_jsonl(paths["train"], d["train"])
     write_jsonl(paths["eval"], d["eval"])
     return paths
@@ -86,6 +92,8 @@ def align_config(data: dict[str, Path], sft_model: Path, overrides: list[str]) -
     return load_config(align.Config, ALIGN_YAML, [f"model.path={sft_model}", f"data.train={data['train']}",
                                                   f"data.eval={data['eval']}",
                                                   f"eval.extra_evals=[{{name: task_accuracy, data: '{data['task']}', "
+                                                  "reward: 'posttrain.tasks.instructions:final_number'}, "
+                                                  f"{{name: task_guard, data: '{data['guard']}', "
                                                   "reward: 'posttrain.tasks.instructions:final_number'}, "
                                                   f"{{name: constrained_task_accuracy, data: '{data['eval']}', "
                                                   "reward: 'posttrain.tasks.instructions:final_number'}]",
@@ -136,6 +144,7 @@ def run_demo(run_dir: str | Path, sft_overrides: list[str] = (), align_overrides
         "constrained_task_accuracy_before": a.get("constrained_task_accuracy_before"),
         "constrained_task_accuracy_after": a.get("constrained_task_accuracy_after"),
         "prompt_strict_before": a.get("prompt_strict_before"), "prompt_strict_after": a.get("prompt_strict_after"),
+        "task_guard_before": a.get("task_guard_before"), "task_guard_after": a.get("task_guard_after"),
         "guard": a.get("guard"), "steps": a.get("steps"), "interrupted": a.get("interrupted"),
         "sft_model": str(sft_model), "final_model": a["final_model"],
         "task": "1-digit + 1-digit addition (100 problems)", "data": {k: str(v) for k, v in data.items()},

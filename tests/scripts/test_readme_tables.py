@@ -37,7 +37,12 @@ def test_align_table_shows_every_seed_and_the_spread():
               "constrained_task_accuracy_before": 0.4, "constrained_task_accuracy_after": 0.95} for s in (0, 1)]
     out = tables.align_table({"seeds": seeds, "machine": {"cpu": "CPU X", "commit": "abc"}})
     assert "| constraint rate (held-out constrained prompts) | 0.0% → 30.0% | 0.0% → 40.0% | 35.0% [30.0%, 40.0%] |" in out
-    assert "CPU X" in out and "2 seeds, 60 GSPO steps" in out
+    assert "CPU X" in out and "2 seeds, 60 GSPO steps" in out and "final model" not in out
+    rolled = [{**x, "guard": {"metric": "eval/task_guard", "on_drop": "rollback", "worst_drop_points": 3.0 * x["seed"],
+                              "final_step": 60 - 20 * x["seed"]}} for x in seeds]
+    out = tables.align_table({"seeds": rolled, "machine": {"cpu": "CPU X", "commit": "abc"}})
+    assert "| largest drop of `eval/task_guard` at any eval during RL (points) | 0 | 3 | max 3 |" in out
+    assert "the last eval within the guard's limit) | 60 | 40 | |" in out
     json.dumps(out)
 
 

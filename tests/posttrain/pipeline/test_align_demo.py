@@ -16,7 +16,9 @@ def test_sft_data_shows_instructions_only_on_rl_problems(tmp_path):
     unheeded = [r for r in sft if "-u" in r["id"]]
     assert len(held) == 20 and len(unheeded) == 80 * 5 and len(sft) == 100 * 20 + 80 * 5
     assert not {r["id"].rsplit("-u", 1)[0] for r in unheeded} & held  # held-out problems never carry instructions
-    answers = {r["id"]: r["answer"] for r in load_rows(paths["task"])}
+    task, guard = load_rows(paths["task"]), load_rows(paths["guard"])
+    assert len(task) == 70 and len(guard) == 30 and not {r["prompt"] for r in task} & {r["prompt"] for r in guard}
+    answers = {r["id"]: r["answer"] for r in task + guard}
     for r in unheeded:
         assert len(r["prompt"]) > len("What is 9 + 9?") and answers[r["id"].rsplit("-u", 1)[0]] in r["answer"]
     bare = [r for r in unheeded if r["answer"] == answers[r["id"].rsplit("-u", 1)[0]]]

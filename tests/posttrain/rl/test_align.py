@@ -144,6 +144,28 @@ def test_guard_warns_or_stops_past_the_allowed_drop():
     assert warn(3, {"eval/task_accuracy": 0.5})["guard/tripped"] == 1.0 and not warn.stop.requested
 
 
+def test_rollback_guard_keeps_the_model_of_the_last_eval_within_the_limit():
+    saved: list[int] = []
+    guard = align.TaskGuard("task_guard", max_drop=2.0, on_drop="rollback", save=saved.append)
+    for step, value in ((0, 1.00), (20, 0.98), (40, 0.93), (60, 0.99), (80, 0.90)):
+        guard(step, {"eval/task_guard": value})
+    assert saved == [0, 20, 60] and guard.last_good == 60  # 40 and 80 fell 7 and 10 points: not kept
+    assert guard.report()["tripped_at_step"] == 40 and guard.report()["last_good_step"] == 60
+    assert "last_good_step" not in align.TaskGuard("t", 2.0, "warn").report()
+
+
+def test_rollback_needs_its_own_rows_for_the_reported_task_accuracy():
+    base = ROOT / "configs" / "tiny" / "align.yaml"
+    cfg = load_config(align.Config, base, [])
+    assert cfg.align.on_drop == "rollback" and cfg.align.task_eval != cfg.align.guard_eval
+    with pytest.raises(ConfigError, match=r"on_drop='rollback' picks the final model on the guard's rows"):
+        load_config(align.Config, base, ["align.task_eval=task_guard"])
+    with pytest.raises(ConfigError, match=r"on_drop='rollback' picks the final model on the guard's rows"):
+        load_config(align.Config, base, ["align.task_eval=null"])
+    with pytest.raises(ConfigError, match=r"task_eval='nope' names no eval.extra_evals entry"):
+        load_config(align.Config, base, ["align.task_eval=nope"])
+
+
 # ---------------------------------------------------------------------------- failures
 
 
@@ -211,6 +233,48 @@ def test_short_align_run_logs_components_and_the_guard(tiny_model, tmp_path):
         assert saved[key] is not None and 0.0 <= saved[key] <= 1.0
     assert saved["guard"]["metric"] == "eval/task_accuracy" and Path(summary["final_model"]).is_dir()
     assert load_phase_config(tmp_path / "run" / "config.yaml").phase == "align"  # --resume reads it back
+
+
+class _ScriptedGuard(align.TaskGuard):
+    """The guard's eval replaced by a script per step, so the test decides when it trips."""
+
+    script = {0: 1.0, 2: 1.0, 4: 0.5}
+
+    def __call__(self, step, metrics):
+        value = self.script[step]
+        return {**super().__call__(step, {**metrics, f"eval/{self.name}": value}), f"eval/{self.name}": value}
+
+
+def test_a_rollback_run_ends_with_the_last_model_within_the_limit(tiny_model, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    files = _align_files(tmp_path / "data")
+    write_jsonl(tmp_path / "data" / "guard.jsonl", make_align_data(seed=0)["base"][8:12])
+    monkeypatch.setattr(align, "TaskGuard", _ScriptedGuard)
+    ov = [f"model.path={tiny_model}", f"data.train={files['train']}", f"data.eval={files['eval']}",
+          "rollout.backend=hf", "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=6",
+          "train.steps=4", "eval.every=2", "train.checkpoint_every=2", "optim.lr=1e-3", "algo.eps_low=0.2",
+          "algo.eps_high=0.2", "reward.workers=1", "reward.max_failed_fraction=1.0",
+          "reward.components=[{name: 'posttrain.tasks.instructions:constraints_met', on_failure: value}]",
+          f"eval.extra_evals=[{{name: task_accuracy, data: '{files['task']}', "
+          "reward: 'posttrain.tasks.instructions:final_number'}, "
+          f"{{name: task_guard, data: '{tmp_path / 'data' / 'guard.jsonl'}', "
+          "reward: 'posttrain.tasks.instructions:final_number'}]",
+          "align.guard_eval=task_guard", "align.task_eval=task_accuracy", "align.on_drop=rollback"]
+    summary = align.run(load_config(align.Config, None, ov), tmp_path / "run")
+    run = tmp_path / "run"
+    assert summary["steps"] == 4 and summary["guard"]["tripped_at_step"] == 4
+    assert summary["guard"]["last_good_step"] == 2 and summary["guard"]["final_step"] == 2
+    at = {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "eval/accuracy" in r}
+    assert summary["constraint_rate_after"] == at[2]["eval/accuracy"]  # the kept model's evals, not step 4's
+    assert summary["task_accuracy_after"] == at[2]["eval/task_accuracy"]
+    assert summary["task_guard_after"] == 1.0 and summary["task_guard_before"] == 1.0
+    weights = lambda d: load_file(str(d / "model.safetensors"))  # noqa: E731
+    last = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip() / "model"  # step 4's
+    final, step2, step4 = weights(run / "final"), weights(run / "checkpoints" / "step-000002" / "model"), weights(last)
+    assert all(torch.equal(final[k], step2[k]) for k in final)
+    assert not all(torch.equal(final[k], step4[k]) for k in final)  # training moved on past step 2
 
 
 def test_cli_has_the_align_verb_and_reports_config_errors():
