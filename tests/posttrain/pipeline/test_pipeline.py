@@ -10,7 +10,6 @@ import pytest
 
 from posttrain.core.config import ConfigError
 from posttrain.core.data import write_jsonl
-from posttrain.core.devices import resolve_dtype
 from posttrain.phases import filter as prompt_filter
 from posttrain.pipeline import runner as pipeline
 from posttrain.pipeline.config import load_pipeline_config, resolve, stage_precision, with_data_defaults
@@ -132,10 +131,11 @@ def test_summary_contract_and_finished_stages_are_not_rerun(tmp_path, fake_stage
         ("sft", "sft", 0.3), ("rl1", "rl", 0.4), ("rft", "rft", 0.45), ("filter", "filter", 0.45),
         ("rl2", "rl", 0.5)]
     assert set(s["stages"][0]) == {"name", "kind", "accuracy", "model", "dtype", "dtype_reason"}
-    here = resolve_dtype("auto")  # the demo says auto: this machine's choice, unless the stage recorded its own
-    assert s["stages"][0]["dtype"] == {"trainer": here.dtype} and s["stages"][3]["dtype"] == {"engine": here.dtype}
-    assert s["stages"][1]["dtype"] == {"trainer": "bfloat16", "engine": here.dtype}
-    assert s["stages"][1]["dtype_reason"] == {"trainer": "recorded by the trainer", "engine": here.reason}
+    # the demo pins float32: the plan's choice, unless the stage recorded its own (rl1 below)
+    assert s["stages"][0]["dtype"] == {"trainer": "float32"} and s["stages"][3]["dtype"] == {"engine": "float32"}
+    assert s["stages"][1]["dtype"] == {"trainer": "bfloat16", "engine": "float32"}
+    assert s["stages"][1]["dtype_reason"]["trainer"] == "recorded by the trainer"
+    assert s["stages"][1]["dtype_reason"]["engine"] == "set explicitly"
     assert s["stages"][3]["model"] == s["stages"][2]["model"] == str(tmp_path / "rft" / "final")
     assert s["sft_model"] == str(tmp_path / "sft" / "final") and s["final_model"] == str(tmp_path / "rl2" / "final")
     assert s["accuracy_before_rl"] == pytest.approx(0.3) and s["accuracy_after_rl"] == 0.4 and s["rl_wall_s"] == 1.5
