@@ -171,6 +171,19 @@ def _last_good_step(records: list[dict], run_dir: Path) -> int | None:
     return next((r["step"] for r in reversed(records) if r.get("guard/tripped") == 0.0), None)
 
 
+def _replace_dir(target: Path, source: Path) -> None:
+    """Make `target` a copy of `source`: copied beside it first, then swapped in by renames, so a kill
+    never leaves a half-copied `target` (at worst the old one under `.old-<name>`)."""
+    new, old = target.with_name(f".new-{target.name}"), target.with_name(f".old-{target.name}")
+    for stale in (new, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    shutil.copytree(source, new)
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def run(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
     trainer = GSPOTrainer(cfg, Path(run_dir), resume=resume)
     guard_dir = trainer.run.path / GUARD_MODEL
@@ -190,8 +203,7 @@ def run(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any
     if cfg.align.on_drop == "rollback" and guard.last_good is not None and summary.get("final_model"):
         if guard.last_good != final_step:  # the last evals fell past the limit: end with the last good model
             log.warning("align guard: rolling back to the model of step %d (%s)", guard.last_good, guard_dir)
-            shutil.rmtree(trainer.run.final, ignore_errors=True)
-            shutil.copytree(guard_dir, trainer.run.final)
+            _replace_dir(trainer.run.final, guard_dir)
         final_step, after = guard.last_good, _at(guard.last_good)
     task_name = cfg.align.task_eval or guard_name
     task_key = f"eval/{task_name}" if task_name else None

@@ -306,3 +306,18 @@ def test_training_rewards_pay_constraints_only_with_a_clean_right_answer():
     rows = unheeded_instruction_rows(base, copies=3, styled_fraction=0.3, seed=0)
     assert all(r["prompt"].startswith(b["prompt"]) and r["prompt"] != b["prompt"]
                for r, b in zip(rows, [b for b in base for _ in range(3)]))
+
+
+def test_rollback_swaps_the_final_folder_in_whole(tmp_path):
+    from posttrain.rl.align import _replace_dir
+
+    final, good = tmp_path / "final", tmp_path / "guard_model"
+    final.mkdir(), good.mkdir()
+    (final / "model.safetensors").write_text("last")
+    (final / "only_in_last.txt").write_text("x")
+    (good / "model.safetensors").write_text("good")
+    (tmp_path / ".new-final").mkdir()  # left by an earlier kill mid-copy
+    _replace_dir(final, good)
+    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors"]
+    assert (final / "model.safetensors").read_text() == "good" and (good / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "guard_model"]
