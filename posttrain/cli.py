@@ -263,17 +263,20 @@ def video_plan_cmd(
     frames: Optional[Path] = typer.Option(None, "--frames", help="A directory of frame images (name order)."),
     fps: float = typer.Option(1.0, "--fps", help="Frame rate of --frames; with --video, the sample rate."),
     video: Optional[Path] = typer.Option(None, "--video", help="A video file (needs OpenCV)."),
-    budget: int = typer.Option(..., "--budget", help="Total visual token budget of the clip."),
+    budget: Optional[int] = typer.Option(
+        None, "--budget", help="Total token budget of the clip (rollout.video_token_budget); none: every frame whole."),
     threshold: float = typer.Option(0.95, help="Patch similarity at or above which a frame is fast."),
     fast_ratio: float = typer.Option(0.3, "--fast-ratio", help="A fast frame's share of a slow frame's budget."),
     step: int = typer.Option(28, help="Frame sizes are tried on this grid of longest-edge pixels."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
-    """Print the SlowFast plan of a clip: which frames are slow or fast, their sizes and token costs."""
+    """Print what the rollouts send for a clip (core/video.plan_video, the planner of rollouts, SFT rows
+    and the bench): each image in prompt order, the frames it shows (slow frames whole, fast frames in
+    mosaics on a fixed-size encoder, or resized), its size, tokens and marker, then the prompt text."""
     from transformers import AutoProcessor
 
     from posttrain.core.media import MediaError, decode_video_file, frames_in_dir, load_video
-    from posttrain.core.video import plan_clip, processor_token_counter
+    from posttrain.core.video import plan_video, processor_token_counter
 
     if (frames is None) == (video is None):
         _fail("give exactly one of --frames DIR or --video FILE")
@@ -287,19 +290,26 @@ def video_plan_cmd(
         processor = AutoProcessor.from_pretrained(str(model))
         tokenizer = getattr(processor, "tokenizer", None)
         text_tokens = (lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])) if tokenizer else None
-        plan = plan_clip(clip, times, processor_token_counter(processor), budget, threshold, fast_ratio, step,
-                         text_tokens=text_tokens)
+        plan = plan_video(clip, times, processor_token_counter(processor), budget, threshold, fast_ratio, step,
+                          text_tokens=text_tokens)
     except (MediaError, ValueError) as e:
         _fail(str(e))
-    if as_json:
-        typer.echo(json.dumps(plan.to_dict(), indent=2))
-        return
-    for f in plan.frames:
-        typer.echo(f"{f.index:4d} {f.time_s:8.2f}s {'slow' if f.slow else 'fast'} {f.height}x{f.width} {f.tokens} tokens")
     d = plan.to_dict()
-    typer.echo(f"{d['slow_frames']} slow + {d['fast_frames']} fast frames: {plan.visual_tokens} visual + "
-               f"{plan.marker_tokens} marker tokens = {plan.total_tokens} of {budget} "
-               f"(slow-frame budget {plan.slow_budget}, fast {plan.fast_budget})")
+    if as_json:
+        typer.echo(json.dumps({**d, "budget": budget}, indent=2))
+        return
+    for k, im in enumerate(plan.images):
+        shown = f"frame {im.frames[0]}" if len(im.frames) == 1 else f"frames {im.frames[0]}-{im.frames[-1]}"
+        if im.mosaic:
+            shown += f" ({plan.grid}x{plan.grid} mosaic)"
+        marker = f"{im.marker} ({text_tokens(im.marker)} tokens)" if text_tokens else im.marker
+        typer.echo(f"{k:4d} {im.time_s:8.2f}s {'slow' if im.slow else 'fast'} {shown:<28} {im.height}x{im.width} "
+                   f"{im.tokens} tokens  {marker}")
+    packed = f", {d['mosaics']} {plan.grid}x{plan.grid} mosaics" if d["mosaics"] else ""
+    of = f"of {budget}" if budget is not None else "(no budget: every frame whole)"
+    typer.echo(f"{d['slow_frames']} slow + {d['fast_frames']} fast frames in {len(plan.images)} images{packed}: "
+               f"{plan.visual_tokens} visual + {plan.marker_tokens} marker tokens = {plan.total_tokens} {of}")
+    typer.echo("prompt: " + "".join(im.marker + "<image>" for im in plan.images))
 
 
 @data_app.command("pairs")

@@ -309,6 +309,15 @@ class PackedPlan:
     def total_tokens(self) -> int:
         return self.visual_tokens + self.marker_tokens
 
+    def to_dict(self) -> dict[str, Any]:
+        out = {"images": [{**asdict(im), "frames": list(im.frames), "marker": im.marker} for im in self.images],
+               "grid": self.grid, "visual_tokens": self.visual_tokens, "marker_tokens": self.marker_tokens,
+               "total_tokens": self.total_tokens}
+        out["slow_frames"] = sum(len(im.frames) for im in self.images if im.slow)
+        out["fast_frames"] = sum(len(im.frames) for im in self.images if not im.slow)
+        out["mosaics"] = sum(im.mosaic for im in self.images)
+        return out
+
 
 def plan_packed_clip(frames: Sequence[np.ndarray], times: Sequence[float], count_tokens: TokenCounter,
                      threshold: float = 0.95, fast_ratio: float = 0.3, patch: int = 14, tol: float = 0.02,

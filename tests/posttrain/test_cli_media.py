@@ -31,9 +31,30 @@ def test_make_task_make_tiny_vlm_and_plan_a_clip(tmp_path):
                   "--budget", "400", "--json"])
     assert r.exit_code == 0, r.output
     plan = json.loads(r.output)
-    assert len(plan["frames"]) == len(clip) == 8 and plan["slow_frames"] == 1 + int(row["answer"])
-    assert plan["visual_tokens"] == 7 * 8 and plan["total_tokens"] <= 400 and plan["marker_tokens"] > 0
+    # what the rollouts send (core/video.plan_video): on this fixed-size encoder, slow frames whole and
+    # each run of fast frames in 2x2 mosaics; every frame shown once, in order
+    images = plan["images"]
+    assert [f for im in images for f in im["frames"]] == list(range(len(clip))) and len(clip) == 8
+    assert plan["slow_frames"] == 1 + int(row["answer"]) == sum(im["slow"] for im in images)
+    assert all(im["mosaic"] == (not im["slow"]) and len(im["frames"]) <= 4 for im in images)
+    assert plan["mosaics"] >= 1 and len(images) < len(clip) and plan["grid"] == 2
+    assert plan["visual_tokens"] == 7 * len(images) and plan["total_tokens"] <= 400 and plan["marker_tokens"] > 0
+    assert images[0]["marker"] == "<slow 0.0s>" and plan["budget"] == 400
+    # the text form: one line per image, the summary, the prompt the engines get
+    r = run(app, ["data", "video-plan", "--model", str(tmp_path / "m"), "--frames", str(clip_dir), "--fps", "2",
+                  "--budget", "400"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert len(lines) == len(images) + 2 and "(2x2 mosaic)" in r.output
+    assert lines[-2].endswith(f"= {plan['total_tokens']} of 400")
+    assert lines[-1] == "prompt: " + "".join(im["marker"] + "<image>" for im in images)
+    # no budget (rollout.video_token_budget: null, SFT rows): every frame whole
+    r = run(app, ["data", "video-plan", "--model", str(tmp_path / "m"), "--frames", str(clip_dir), "--fps", "2",
+                  "--json"])
+    assert r.exit_code == 0, r.output
+    whole = json.loads(r.output)
+    assert [im["frames"] for im in whole["images"]] == [[i] for i in range(8)] and whole["mosaics"] == 0
     r = run(app, ["data", "video-plan", "--model", str(tmp_path / "m"), "--frames", str(clip_dir), "--budget", "20"])
-    assert r.exit_code == 2 and "too small for 8 frames" in r.output
+    assert r.exit_code == 2 and "token budget 20 is too small for this clip" in r.output
     r = run(app, ["data", "video-plan", "--model", str(tmp_path / "m"), "--budget", "20"])
     assert r.exit_code == 2 and "exactly one of --frames" in r.output
