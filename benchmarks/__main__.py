@@ -16,7 +16,7 @@ from benchmarks.stats import bf16_skips, load_results, loadavg, machine_info, me
 from posttrain.core.devices import cpu_summary, resolve_dtype
 
 WORKLOADS = ("rollout", "rl_step", "accuracy", "accuracy_long", "rewards", "memory", "ablation", "scale",
-             "slowfast")
+             "slowfast", "mm_rollout")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +50,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scale: cost-growth variants to run now (the others keep the previous numbers)")
     p.add_argument("--sync-bucket-mb", type=float, default=256.0, help="scale: streamed sync bucket size (MiB)")
     p.add_argument("--repeats", type=int, default=None, help="repeats per ratio (default 3)")
-    p.add_argument("--eager", action="store_true", help="rollout: vLLM enforce_eager (default: compiled)")
+    p.add_argument("--eager", action="store_true", help="rollout, mm_rollout: vLLM enforce_eager (default: compiled)")
     p.add_argument("--bf16", dest="bf16", action="store_true", default=None,
                    help="also measure bf16 contenders (default: where the CPU has a fast bf16 unit, AMX)")
     p.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 contenders only")
@@ -138,6 +138,10 @@ def run_workload(name: str, out: Path, sizes, args) -> tuple[dict, dict]:
         from benchmarks import slowfast
 
         return slowfast.run(out / "slowfast", sizes, quick=args.quick)
+    if name == "mm_rollout":
+        from benchmarks import mm_rollout
+
+        return mm_rollout.run(out / "mm_rollout", sizes, enforce_eager=args.eager, bf16=args.bf16)
 
     model_dir, params = make_bench_model(out / "model")
     if name == "rollout":

@@ -31,6 +31,11 @@ class Sizes:
     acc_eval_every_s: float = 15.0
     acc_sft_max_steps: int = 1200
     acc_eval_rows: int = 200
+    # mm_rollout workload (issue 15): image prompts on the tiny VLM. The vision RL config's engine
+    # (configs/vision/rl.yaml) decodes 16 x 8 samples per step; the batch here is larger so the engine matters
+    mm_prompts: int = 64
+    mm_samples: int = 8
+    mm_tokens: int = 64
     # rewards workload
     reward_rows: int = 10000
     repeats: int = 3
@@ -39,7 +44,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(rollout_prompts=8, rollout_samples=4, rollout_tokens=16, rl_prompts=4, rl_tokens=16,
               rl_cycles=3, acc_budget_s=12.0, acc_eval_every_s=6.0, acc_sft_max_steps=30, acc_eval_rows=50,
-              reward_rows=400, repeats=3)
+              reward_rows=400, repeats=3, mm_prompts=8, mm_samples=4, mm_tokens=16)
 
 
 def engine_config(enforce_eager: bool = True, max_model_len: int = 256, max_num_seqs: int | None = None,

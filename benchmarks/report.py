@@ -84,7 +84,7 @@ def render(results: dict[str, Any], command: str = "", images: list[str] = (), a
     lines += _rollout(d.get("rollout")) + _rollout_bf16(d.get("rollout")) + _rl_step(d.get("rl_step"))
     lines += _rl_step_bf16(d.get("rl_step")) + _accuracy(d.get("accuracy")) + _accuracy_long(d.get("accuracy_long"))
     lines += _rewards(d.get("rewards")) + _memory(d.get("memory")) + _ablation(d.get("ablation"))
-    lines += scale_section(d.get("scale"))
+    lines += scale_section(d.get("scale")) + mm_rollout_section(d.get("mm_rollout"))
     if images:
         lines += ["## Plots", ""] + [f"![{Path(i).stem}]({i})" for i in images] + [""]
     errors = [[w, x["error"]] for w, x in d.items() if x.get("error")]
@@ -144,6 +144,27 @@ def _rollout_bf16(x: dict | None) -> list[str]:
             "bf16 peak: a 2048² bf16 `torch.mm` after the repeat.", ""] + table(
         ["repeat", "posttrain fp32 tok/s", "posttrain bf16 tok/s", "HF fp32 tok/s", "HF bf16 tok/s",
          "bf16 / fp32", "bf16 / HF best", "bf16 peak GFLOP/s", "bf16 fraction of bf16 peak", "load 1m"], rows) + [""]
+
+
+def mm_rollout_section(x: dict | None) -> list[str]:
+    """Issue 15's image-prompt rollouts: one table row per (engine dtype, round), every HF variant beside it."""
+    if not x or "phases" not in x:
+        return []
+    hf = sorted({k[:-len("_tok_s")] for rows in x["phases"].values() for r in rows for k in r
+                 if k.startswith("hf") and k.endswith("_tok_s")})
+    rows = [[dt, r["repeat"], r["pool_tok_s"], *[r.get(f"{h}_tok_s") for h in hf], f"`{r['hf_best']}`", r["ratio"],
+             r.get("loadavg_1m_start")] for dt, rs in x["phases"].items() for r in rs]
+    return ["## 8. Multimodal rollouts (tiny VLM)", "",
+            f"{x['model']}, {x['parameters']:,} parameters; {x['prompts']} prompts of `{x['task']}` "
+            f"({x['images_per_prompt']} image each) × {x['samples_per_prompt']} samples × {x['new_tokens']} new "
+            "tokens. posttrain: `RolloutPool`, one Ray actor with a vLLM engine bound to both cores "
+            f"(enforce_eager={x['enforce_eager']}, start {fmt(x['engine_start_s'])} s, not timed), images by path. "
+            "HF: the processor once per prompt, then one `generate` over the batch with `num_return_sequences`; "
+            "`_1t` runs on 1 torch thread, the others on 2. One engine dtype per phase; in each round the ratio is "
+            "the engine over the fastest HF variant of that round. The headline uses the phase of the faster engine "
+            f"dtype (`{x['engine_dtype_best']}`).", ""] + table(
+        ["engine dtype", "round", "posttrain tok/s", *[f"{h} tok/s" for h in hf], "fastest HF", "ratio", "load 1m"],
+        rows) + [""]
 
 
 def _rl_step_bf16(x: dict | None) -> list[str]:

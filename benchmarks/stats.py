@@ -42,6 +42,8 @@ HEADLINES = {
                                       "sampling at an equal token budget (tiny Idefics3)", 5.0, "higher"),
     "slowfast_token_fraction_at_equal_accuracy": ("slowfast", "SlowFast tokens / uniform tokens at SlowFast's "
                                                   "accuracy (None: uniform never reached it)", 0.70, "lower"),
+    "mm_rollout_vs_hf": ("mm_rollout", "image-prompt rollout tokens/s, posttrain Ray + vLLM / HF generate, each "
+                         "at its faster dtype and threads (tiny Idefics3)", 1.0, "higher"),
     # measured only where bf16 is fast (posttrain.core.devices); absent, with the reason in `skipped`, elsewhere
     "bf16_rollout_vs_fp32": ("rollout", "rollout tokens/s, posttrain bf16 engine / posttrain fp32 engine", 3.0,
                              "higher"),
