@@ -44,7 +44,7 @@ test-slow: setup
 test-all: setup
 	$(BIN)/python -m pytest -q tests
 
-# Benchmarks (docs/benchmarks.md): ~45-50 min on an idle machine (slowfast: ~20 of them); `make bench BENCH_ARGS=--quick`
+# Benchmarks (docs/benchmarks.md): ~45-50 min on an idle machine (slowfast: ~20 of them; mm_rollout: ~15 under load); `make bench BENCH_ARGS=--quick`
 # is a 5-minute smoke test. Sets up the venv only when there is none (a working venv is not
 # reinstalled just because pyproject.toml is newer).
 BENCH_ARGS ?=

@@ -41,6 +41,7 @@ from posttrain.core.config import RayConfig
 from posttrain.core.data import load_rows
 from posttrain.tasks.tiny_vision import make_tiny_vision_model
 from posttrain.tasks.visual import DEMO_DIFFICULTY, DEMO_KIND, write_visual_task
+from rollouts.actors import RolloutPool
 from rollouts.media import encode_media_rows, load_media
 from rollouts.types import PromptInput
 
@@ -147,8 +148,6 @@ def keep_fastest(trial: dict[str, float], keep: int = 2) -> list[str]:
 
 def run(out: Path, sizes: Sizes, enforce_eager: bool = False, bf16: bool = False) -> tuple[dict, dict]:
     from transformers import AutoModelForImageTextToText
-
-    from rollouts.actors import RolloutPool
 
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)

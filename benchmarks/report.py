@@ -158,9 +158,12 @@ def mm_rollout_section(x: dict | None) -> list[str]:
             f"{x['model']}, {x['parameters']:,} parameters; {x['prompts']} prompts of `{x['task']}` "
             f"({x['images_per_prompt']} image each) × {x['samples_per_prompt']} samples × {x['new_tokens']} new "
             "tokens. posttrain: `RolloutPool`, one Ray actor with a vLLM engine bound to both cores "
-            f"(enforce_eager={x['enforce_eager']}, start {fmt(x['engine_start_s'])} s, not timed), images by path. "
+            f"(enforce_eager={x['enforce_eager']}, start "
+            f"{', '.join(f'{k} {v} s' for k, v in x['engine_start_s'].items())}, not timed), images by path. "
             "HF: the processor once per prompt, then one `generate` over the batch with `num_return_sequences`; "
-            "`_1t` runs on 1 torch thread, the others on 2. One engine dtype per phase; in each round the ratio is "
+            "`_1t` runs on 1 torch thread, the others on 2; a trial on an eighth of the batch kept the two fastest "
+            f"(trial tok/s: {', '.join(f'{k} {v:,.0f}' for k, v in x.get('hf_trial_tok_s', {}).items())}). "
+            "One engine dtype per phase; in each round the ratio is "
             "the engine over the fastest HF variant of that round. The headline uses the phase of the faster engine "
             f"dtype (`{x['engine_dtype_best']}`).", ""] + table(
         ["engine dtype", "round", "posttrain tok/s", *[f"{h} tok/s" for h in hf], "fastest HF", "ratio", "load 1m"],
