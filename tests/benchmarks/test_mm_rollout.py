@@ -49,7 +49,7 @@ def test_headline_takes_the_faster_engine_dtype_and_the_fastest_hf_variant_per_r
 def test_hf_contender_generates_exactly_n_times_tokens_per_image_prompt(tmp_path):
     from transformers import AutoModelForImageTextToText
 
-    model_dir, prompts, processor = image_prompts(tmp_path, 3)
+    model_dir, prompts, processor = image_prompts(tmp_path, 3, layers=1)
     assert len(prompts) == 3 and all(p.media and len(p.media.images) == 1 for p in prompts)
     inputs = hf_media_inputs(processor, prompts)
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
@@ -57,10 +57,11 @@ def test_hf_contender_generates_exactly_n_times_tokens_per_image_prompt(tmp_path
     assert (inputs["input_ids"] == image_id).sum(1).tolist() == [4, 4, 4]
     assert inputs["pixel_values"].shape[:2] == (3, 1)
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir)).eval()
+    before = torch.get_num_threads()
     secs, tokens = hf_media_generate(model, processor, prompts, n=2, tokens=5, seed=0, threads=1)
-    assert tokens == 3 * 2 * 5 and secs > 0 and torch.get_num_threads() >= 1
+    assert tokens == 3 * 2 * 5 and secs > 0 and torch.get_num_threads() == before  # the caller's threads restored
     bf16 = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.bfloat16).eval()
-    assert hf_media_generate(bf16, processor, prompts[:1], n=3, tokens=4, seed=0)[1] == 12
+    assert hf_media_generate(bf16, processor, prompts[:1], n=3, tokens=4, seed=0, threads=1)[1] == 12
 
 
 def test_results_and_docs_carry_the_multimodal_rollout_ratio(tmp_path, monkeypatch):
