@@ -46,9 +46,7 @@ class _EngineActor:
         engine_kwargs = dict(engine_kwargs)
         index = engine_kwargs.pop("bind_index", None)
         if index is not None:  # engine.cpu_threads=all: a share of this node's cores, set before vLLM starts
-            cpus = node_cpu_binding(index)
-            if cpus:
-                os.environ.update(VLLM_CPU_OMP_THREADS_BIND=cpus, OMP_NUM_THREADS=str(count_cpus(cpus)))
+            bind_engine_threads(node_cpu_binding(index))
         self.engine = VLLMEngine(model, **engine_kwargs)
         self.incarnation = f"{os.getpid()}-{time.time_ns()}"  # tells a restarted actor from the old one
 
@@ -138,6 +136,16 @@ def _core_spec(cores: list[int]) -> str:
     if len(cores) > 1 and cores[-1] - cores[0] == len(cores) - 1:
         return f"{cores[0]}-{cores[-1]}"
     return ",".join(map(str, cores))
+
+
+def bind_engine_threads(cpus: str | None) -> None:
+    """Point this process's OpenMP and torch threads at `cpus` ("0-3") before vLLM starts.
+    Ray set OMP_NUM_THREADS to the actor's `num_cpus` (often 1) when the worker started, and torch
+    sized its thread pool from it; vLLM keeps torch's count, so the environment alone left the whole
+    engine computing on one thread whatever the binding said (docs/benchmarks-amx.md)."""
+    if cpus:
+        os.environ.update(VLLM_CPU_OMP_THREADS_BIND=cpus, OMP_NUM_THREADS=str(count_cpus(cpus)))
+        torch.set_num_threads(count_cpus(cpus))
 
 
 def node_cpu_binding(index: int) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from rollouts import actors
 
@@ -33,3 +34,24 @@ def test_each_actor_splits_its_own_nodes_cores(monkeypatch, index, expect):
 
 def test_the_pool_no_longer_binds_from_the_driver():
     assert not hasattr(actors.RolloutPool, "_cpu_binding")
+
+
+def test_a_one_cpu_ray_actor_computes_on_its_whole_binding():
+    """Ray starts a num_cpus=1 actor with OMP_NUM_THREADS=1, and torch sizes its pool from that;
+    the engine's binding must resize it, or vLLM decodes on one thread (what it did before)."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Probe:
+        def threads(self, cpus):
+            before = torch.get_num_threads()
+            actors.bind_engine_threads(cpus)
+            return before, torch.get_num_threads(), os.environ["OMP_NUM_THREADS"]
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="cpu-binding-test")
+    try:
+        before, after, env = ray.get(Probe.remote().threads.remote("0-1"))
+    finally:
+        ray.shutdown()
+    assert before == 1  # Ray's default for a one-CPU worker: what the engine inherited
+    assert (after, env) == (2, "2")
