@@ -7,7 +7,9 @@ whose samples all tie (or have fewer than two scored samples) give no pair.
 Rows with `reward: null` (a failed reward) are left out, never read as 0.
 
 Pair rows are `{"id", "prompt", "chosen", "rejected"}` with `prompt` a string or a
-message list and the sides strings or assistant-message lists (TRL's formats).
+message list and the sides strings or assistant-message lists (TRL's formats). A pair may
+carry its prompt's `images` / `video` (the data contract's media, passed through from the
+scored rows): it is read in TRL's vision format, the prompt as content parts and `images`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.core.data import DatasetError, prompt_messages, read_jsonl
+from posttrain.core.media import has_media
+from posttrain.phases.sft_data import media_prompt
 
-PASS_THROUGH = ("answer", "task")
+PASS_THROUGH = ("answer", "task", "images", "video")
 
 
 def _err(path: Path | str, line: int, msg: str) -> DatasetError:
@@ -157,6 +161,10 @@ def normalize_pair(obj: Any, path: Path | str, line: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _err(path, line, f"row must be a JSON object, got {type(obj).__name__}")
     prompt = obj.get("prompt")
+    if has_media(obj) and prompt:  # TRL's vision format: content parts and the image paths in slot order
+        messages, images = media_prompt(obj, str(path), line)
+        return {"prompt": messages, "chosen": _side(obj.get("chosen"), path, line, "chosen"),
+                "rejected": _side(obj.get("rejected"), path, line, "rejected"), "images": images}
     if isinstance(prompt, str) and prompt.strip():
         messages = prompt_messages({"prompt": prompt})
     elif isinstance(prompt, list) and prompt and all(

@@ -103,18 +103,26 @@ def media_row(obj: dict[str, Any], where: str, row: int) -> dict[str, Any]:
     TRL's vision format: the prompt as content parts (a video spelled out as its frames with SlowFast
     markers, every frame at its native size), the answer as the assistant turn, and `images`: the
     paths in slot order, resolved relative to the file."""
-    try:
-        obj = check_media(dict(obj), Path(where).parent)
-        messages, media = expand_media(obj, count_tokens=lambda h, w: 1)  # no budget: frames keep their size
-    except (MediaError, ValueError) as e:
-        raise _err(where, row, f"row {obj.get('id')!r}: {e}") from None
+    messages, images = media_prompt(obj, where, row)
     if "completion" in obj and not isinstance(obj["completion"], str):
         completion = _check_messages(obj["completion"], where, row, "completion")
         _nonempty("".join(m["content"] for m in completion), where, row, "completion")
     else:
         field = "completion" if "completion" in obj else "answer"
         completion = [{"role": "assistant", "content": _nonempty(obj[field], where, row, field)}]
-    return {"prompt": messages, "completion": completion, "images": list(media.images)}
+    return {"prompt": messages, "completion": completion, "images": images}
+
+
+def media_prompt(obj: dict[str, Any], where: str, row: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """(prompt messages as content parts, image paths in slot order) of a row with media, its paths
+    resolved relative to the file `where`; bad media is a DatasetError naming where:row and the row id.
+    A video is spelled out as its frames with SlowFast markers, every frame at its native size."""
+    try:
+        checked = check_media(dict(obj), Path(where).parent)
+        messages, media = expand_media(checked, count_tokens=lambda h, w: 1)  # no budget: frames keep their size
+    except (MediaError, ValueError) as e:
+        raise _err(where, row, f"row {obj.get('id')!r}: {e}") from None
+    return messages, list(media.images)
 
 
 def normalize_rows(objs: Iterable[tuple[int, Any]], where: str) -> SourceRows:
