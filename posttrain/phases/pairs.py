@@ -3,7 +3,7 @@
 Scored rollouts (`posttrain data pairs --input`) are JSONL rows
 `{"prompt_id" (or "id"), "prompt", "completion", "reward"}`, G rows per prompt. A pair
 takes a top-reward sample as `chosen` and a bottom-reward one as `rejected`; prompts
-whose samples all tie (or have fewer than two scored samples) give no pair.
+whose samples all tie (or have fewer than two scored, non-empty samples) give no pair.
 Rows with `reward: null` (a failed reward) are left out, never read as 0.
 
 Pair rows are `{"id", "prompt", "chosen", "rejected"}` with `prompt` a string or a
@@ -62,7 +62,8 @@ def group_scored(path: str | Path) -> dict[str, list[tuple[int, float | None, di
 def pair_from_group(pid: str, samples: list[tuple[int, float | None, dict[str, Any]]]) -> dict[str, Any] | None:
     """Top-reward vs bottom-reward sample of one prompt, or None when they tie.
 
-    Ties at the top or bottom go to the earliest sample (deterministic).
+    Ties at the top or bottom go to the earliest sample (deterministic). Empty completions are
+    left out: a pair side needs text (a barely trained model samples EOS first).
 
     >>> s = [(1, 0.0, {"prompt": "p", "completion": "a"}), (2, 1.0, {"prompt": "p", "completion": "b"})]
     >>> pair_from_group("x", s)["chosen"], pair_from_group("x", s)["rejected"]
@@ -70,7 +71,7 @@ def pair_from_group(pid: str, samples: list[tuple[int, float | None, dict[str, A
     >>> pair_from_group("x", [s[0], s[0]]) is None
     True
     """
-    scored = [(r, line, row) for line, r, row in samples if r is not None]
+    scored = [(r, line, row) for line, r, row in samples if r is not None and row["completion"].strip()]
     if len(scored) < 2:
         return None
     best = max(scored, key=lambda t: (t[0], -t[1]))

@@ -1,7 +1,8 @@
 """The Keye recipe on images (configs/vision/keye.yaml): SFT -> GSPO -> RFT -> filter -> GSPO on the
 visual task with the tiny Idefics3 model. The short run trains a few steps with the HF generator
-and records every prompt any stage samples: all of them carry their row's images, and RFT's kept
-samples and the filter's prompts keep them. The slow run is the recipe at its real size."""
+(plus an MPO stage on the image pairs built from RFT's samples) and records every prompt any stage
+samples: all of them carry their row's images, and RFT's kept samples, the filter's prompts and the
+MPO pairs keep them. The slow run is the recipe at its real size."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ SHORT = [
     "stages.rft.values={data: {max_prompts: 12}, sampling: {k: 4}, sft: {train: {max_steps: 2, batch_size: 4}},"
     " eval: {max_rows: 6}}",
     "stages.filter.values={data: {max_prompts: 24}, sampling: {k: 4}}",
+    # MPO on image pairs the pipeline builds from RFT's scored samples
+    "stages.mpo={kind: mpo, config: configs/tiny/mpo.yaml, from: {model: rl2, pairs: rft}, values: {data: {eval: null},"
+    " train: {max_steps: 2, batch_size: 4, max_length: 128}, eval: {max_rows: 6, max_new_tokens: 3}}}",
 ]
 
 
@@ -47,6 +51,7 @@ def test_the_recipe_is_keyes_schedule_on_images_with_every_sampler_on_the_engine
         assert plan[name].cfg.generator == "vllm" and plan[name].cfg.engine.max_images_per_prompt == 1
 
 
+@pytest.mark.slow  # ~70 s of CPU; tests/posttrain/phases/test_rft_vision.py covers RFT and the filter fast
 def test_a_short_keye_run_on_images_carries_the_media_through_every_stage(tmp_path, monkeypatch):
     seen: list[tuple[str, object]] = []  # (prompt id, media) of every prompt any stage sampled
     generate = HFGenerator.generate
@@ -57,9 +62,9 @@ def test_a_short_keye_run_on_images_carries_the_media_through_every_stage(tmp_pa
 
     monkeypatch.setattr(HFGenerator, "generate", recording)
     s = pipeline.run_pipeline(load_pipeline_config(RECIPE, SHORT), tmp_path)
-    assert [st["name"] for st in s["stages"]] == ["sft", "rl1", "rft", "filter", "rl2"]
+    assert [st["name"] for st in s["stages"]] == ["sft", "rl1", "rft", "filter", "rl2", "mpo"]
     assert all(st["accuracy"] is not None for st in s["stages"])
-    assert s["final_model"] == str(tmp_path / "rl2" / "final")
+    assert s["final_model"] == str(tmp_path / "mpo" / "final")
     rows = {r["id"]: r for r in load_rows(tmp_path / "data" / "train.jsonl") + load_rows(s["eval_data"])}
     assert seen and all(m is not None and list(m.images) == rows[rid]["images"] for rid, m in seen)
     kept = [json.loads(x) for x in (tmp_path / "rft" / "kept.jsonl").read_text().splitlines()]
@@ -67,6 +72,8 @@ def test_a_short_keye_run_on_images_carries_the_media_through_every_stage(tmp_pa
     assert all(r["images"] for r in load_source(str(tmp_path / "rft" / "kept.jsonl")).rows)  # RFT's SFT rows
     filtered = load_rows(tmp_path / "filter" / "rl_prompts.jsonl")
     assert filtered and all(r["images"] == rows[r["id"]]["images"] for r in filtered)
+    pairs = [json.loads(x) for x in (tmp_path / "mpo" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(p["images"] == rows[p["id"]]["images"] for p in pairs)
     sampled = {rid for rid, _ in seen}
     assert {k["prompt_id"] for k in kept} <= sampled and {r["id"] for r in filtered} <= sampled
 
