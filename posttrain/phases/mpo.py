@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from posttrain.core.config import ModelConfig, OptimConfig, Section
@@ -164,8 +165,6 @@ def make_trainer(cfg: Config, run: RunDir, model_path: str, train_rows: list[dic
 
 def image_pair_margins(trainer, pairs: list[dict], batch_size: int = 16) -> dict:
     """`pair_margins` for image pairs, through the trainer's vision collator (pixels included)."""
-    import torch  # torch: heavy, imported when a phase runs
-
     chosen, rejected = [], []
     was_training = trainer.model.training
     trainer.model.eval()
