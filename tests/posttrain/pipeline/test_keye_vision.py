@@ -51,7 +51,6 @@ def test_the_recipe_is_keyes_schedule_on_images_with_every_sampler_on_the_engine
         assert plan[name].cfg.generator == "vllm" and plan[name].cfg.engine.max_images_per_prompt == 1
 
 
-@pytest.mark.slow  # ~70 s of CPU; tests/posttrain/phases/test_rft_vision.py covers RFT and the filter fast
 def test_a_short_keye_run_on_images_carries_the_media_through_every_stage(tmp_path, monkeypatch):
     seen: list[tuple[str, object]] = []  # (prompt id, media) of every prompt any stage sampled
     generate = HFGenerator.generate
