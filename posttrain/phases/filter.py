@@ -4,13 +4,14 @@ Between rounds of the Keye-VL 1.5 schedule the RL prompt set is filtered to prom
 whose accuracy under the current model is strictly between 0 and 1: always-right
 prompts give no GSPO signal (uniform groups), always-wrong ones give none either
 (unless hints rescue them). Accuracy per prompt comes from sampling k responses
-through a rollout `Generator` and scoring them with the verifier rewards, or is
+through a rollout `Generator` (rows with images or video with their media, on an image-text
+model) and scoring them with the verifier rewards, or is
 reused from an earlier stage's `prompt_accuracy.jsonl` when that file was computed
 with the same model (`reuse.model == model.path`); otherwise the reuse is ignored
 and the prompts are sampled.
 
 Outputs: RUN_DIR/prompt_accuracy.jsonl ({"id", "accuracy", "n"}), RUN_DIR/rl_prompts.jsonl
-(the kept rows, in input order), RUN_DIR/summary.json.
+(the kept rows, in input order, media paths absolute), RUN_DIR/summary.json.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def read_accuracy(path: str | Path) -> dict[str, float]:
 def sample_accuracy(cfg: Config, rows: list[dict[str, Any]], generator=None) -> list[dict[str, Any]]:
     """[{"id", "accuracy", "n"}] from k samples per prompt scored by the verifier."""
     with sampling_ray(cfg, cfg.reward, generator):
-        groups = sample_with(cfg, rows, generator)
+        groups = sample_with(cfg, rows, generator, cfg.data.prompts)
         _, accepted = verifier_scores(groups, cfg.reward)
     return [{"id": row["id"], "accuracy": sum(ok) / max(len(ok), 1), "n": len(ok)}
             for (row, _), ok in zip(groups, accepted)]

@@ -13,6 +13,12 @@ updates delta afterwards with the batch's mean reward (TRL's own "rewards/*" met
 which therefore read beta*r - delta). delta is the running mean of past batches' mean
 rewards (0 before the first batch), saved with each checkpoint.
 Departures: TRL's NLL term is the token mean over the chosen responses of the batch.
+
+Image pairs (pairs carrying their prompt's `images` / `video`, e.g. from RFT's scored samples of
+image rows) train through the model's processor and TRL's vision collator. TRL cannot precompute
+reference log-probs for vision data, so the trainer computes them per batch with the frozen
+reference (the same numbers, one more forward per batch) and shifts them by delta as above; the
+held-out pair margins go through the same collator, pixels included.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field
 
 from posttrain.core.config import ModelConfig, OptimConfig, Section
 from posttrain.core.data import load_rows
-from posttrain.core.models import load_causal_lm, load_tokenizer
+from posttrain.core.models import is_image_text_model, load_causal_lm, load_processor, load_tokenizer
 from posttrain.core.run_dir import RunDir, final_output
 from posttrain.phases.pair_eval import pair_margins
 from posttrain.phases.pairs import check_pair_lengths, load_pairs
@@ -95,14 +102,25 @@ def mpo_trainer_class():
     class MPOTrainer(DPOTrainer):
         def __init__(self, *args, use_delta: bool = True, **kwargs):
             super().__init__(*args, **kwargs)
-            if use_delta and not self.precompute_ref_logps:
+            # vision data: TRL refuses to precompute; the reference log-probs are computed per batch instead
+            self.ref_per_batch = use_delta and self._is_vision_dataset
+            if use_delta and not self.precompute_ref_logps and not self.ref_per_batch:
                 raise ValueError("MPOTrainer's delta needs precompute_ref_log_probs=True in its DPOConfig")
+            if self.ref_per_batch:
+                self.precompute_ref_logps = True  # TRL's loss then reads the ones put into each batch
             self.use_delta = use_delta
             self.delta = RunningMean()
+
+        def sequence_logps(self, model, inputs):
+            """(chosen, rejected) summed completion log-probs of a collated batch under `model`."""
+            return self.compute_ref_log_probs(model, inputs)
 
         def _compute_loss(self, model, inputs, return_outputs):
             if not self.use_delta:
                 return super()._compute_loss(model, inputs, return_outputs)
+            if self.ref_per_batch:
+                ref_c, ref_r = self.sequence_logps(self.ref_model if self.ref_model is not None else model, inputs)
+                inputs = {**inputs, "ref_chosen_logps": ref_c, "ref_rejected_logps": ref_r}
             delta = self.delta.mean
             shift = delta / self.beta  # raising both refs by delta/beta subtracts delta from beta*r
             inputs = {**inputs, "ref_chosen_logps": inputs["ref_chosen_logps"] + shift,
@@ -133,19 +151,45 @@ def mpo_trainer_class():
 def make_trainer(cfg: Config, run: RunDir, model_path: str, train_rows: list[dict]):
     from trl import DPOConfig  # trl: heavy, imported when a phase runs
 
-    tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    vision = is_image_text_model(model_path)  # image pairs: the processor and TRL's vision collator
+    tokenizer = (load_processor if vision else load_tokenizer)(model_path, cfg.model.trust_remote_code)
     model = load_causal_lm(model_path, weights_dtype(cfg.model), cfg.model.trust_remote_code)
     args = DPOConfig(**training_kwargs(cfg.train, cfg.optim, cfg.model, run.checkpoints),
                      max_length=cfg.train.max_length, beta=cfg.mpo.beta,
                      loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=list(cfg.mpo.weights),
-                     precompute_ref_log_probs=True)
+                     precompute_ref_log_probs=not any("images" in r for r in train_rows))
     return mpo_trainer_class()(model=model, args=args, train_dataset=shared_dataset(train_rows, run, "train"),
                                processing_class=tokenizer, peft_config=lora_config(cfg.lora),
                                callbacks=[run_dir_callback(run, "mpo")], use_delta=cfg.mpo.use_delta)
 
 
-def evaluate(model, tokenizer, evaluator: Evaluator, pairs: list[dict]) -> dict:
-    out = pair_margins(model, tokenizer, pairs) if pairs else {}
+def image_pair_margins(trainer, pairs: list[dict], batch_size: int = 16) -> dict:
+    """`pair_margins` for image pairs, through the trainer's vision collator (pixels included)."""
+    chosen, rejected = [], []
+    was_training = trainer.model.training
+    trainer.model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(pairs), batch_size):
+                batch = trainer.data_collator([dict(p) for p in pairs[i:i + batch_size]])
+                c, r = trainer.sequence_logps(trainer.model, {k: v.to(trainer.model.device) if hasattr(v, "to") else v
+                                                              for k, v in batch.items()})
+                chosen += c.tolist()
+                rejected += r.tolist()
+    finally:
+        trainer.model.train(was_training)
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    n = max(len(margins), 1)
+    return {"eval/margin": sum(margins) / n, "eval/pair_accuracy": sum(m > 0 for m in margins) / n,
+            "eval/logp_chosen": sum(chosen) / n, "eval/logp_rejected": sum(rejected) / n, "eval/pairs": len(margins)}
+
+
+def evaluate(trainer, evaluator: Evaluator, pairs: list[dict]) -> dict:
+    model, tokenizer = trainer.model, trainer.processing_class
+    if pairs and any("images" in p for p in pairs):
+        out = image_pair_margins(trainer, pairs)
+    else:
+        out = pair_margins(model, tokenizer, pairs) if pairs else {}
     if evaluator.rows:
         out["eval/accuracy"] = evaluator(model, tokenizer).accuracy
     return out
@@ -166,7 +210,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     trainer.load_delta(ckpt)
     evaluator = Evaluator(cfg.eval, rows)
     try:
-        before = {} if ckpt else evaluate(trainer.model, tok, evaluator, eval_pairs)
+        before = {} if ckpt else evaluate(trainer, evaluator, eval_pairs)
         if before:
             run.log(0, before)
         with preemptible(trainer) as stop:
@@ -174,7 +218,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
         step = trainer.state.global_step
         if stop.preempted:
             return preempted_summary(run, "mpo", step, t0)
-        after = evaluate(trainer.model, tok, evaluator, eval_pairs)
+        after = evaluate(trainer, evaluator, eval_pairs)
     finally:
         evaluator.close()
     run.log(step, after)

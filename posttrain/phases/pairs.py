@@ -3,11 +3,13 @@
 Scored rollouts (`posttrain data pairs --input`) are JSONL rows
 `{"prompt_id" (or "id"), "prompt", "completion", "reward"}`, G rows per prompt. A pair
 takes a top-reward sample as `chosen` and a bottom-reward one as `rejected`; prompts
-whose samples all tie (or have fewer than two scored samples) give no pair.
+whose samples all tie (or have fewer than two scored, non-empty samples) give no pair.
 Rows with `reward: null` (a failed reward) are left out, never read as 0.
 
 Pair rows are `{"id", "prompt", "chosen", "rejected"}` with `prompt` a string or a
-message list and the sides strings or assistant-message lists (TRL's formats).
+message list and the sides strings or assistant-message lists (TRL's formats). A pair may
+carry its prompt's `images` / `video` (the data contract's media, passed through from the
+scored rows): it is read in TRL's vision format, the prompt as content parts and `images`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.core.data import DatasetError, prompt_messages, read_jsonl
+from posttrain.core.media import has_media
+from posttrain.phases.sft_data import media_prompt
 
-PASS_THROUGH = ("answer", "task")
+PASS_THROUGH = ("answer", "task", "images", "video")
 
 
 def _err(path: Path | str, line: int, msg: str) -> DatasetError:
@@ -58,7 +62,8 @@ def group_scored(path: str | Path) -> dict[str, list[tuple[int, float | None, di
 def pair_from_group(pid: str, samples: list[tuple[int, float | None, dict[str, Any]]]) -> dict[str, Any] | None:
     """Top-reward vs bottom-reward sample of one prompt, or None when they tie.
 
-    Ties at the top or bottom go to the earliest sample (deterministic).
+    Ties at the top or bottom go to the earliest sample (deterministic). Empty completions are
+    left out: a pair side needs text (a barely trained model samples EOS first).
 
     >>> s = [(1, 0.0, {"prompt": "p", "completion": "a"}), (2, 1.0, {"prompt": "p", "completion": "b"})]
     >>> pair_from_group("x", s)["chosen"], pair_from_group("x", s)["rejected"]
@@ -66,7 +71,7 @@ def pair_from_group(pid: str, samples: list[tuple[int, float | None, dict[str, A
     >>> pair_from_group("x", [s[0], s[0]]) is None
     True
     """
-    scored = [(r, line, row) for line, r, row in samples if r is not None]
+    scored = [(r, line, row) for line, r, row in samples if r is not None and row["completion"].strip()]
     if len(scored) < 2:
         return None
     best = max(scored, key=lambda t: (t[0], -t[1]))
@@ -157,6 +162,10 @@ def normalize_pair(obj: Any, path: Path | str, line: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _err(path, line, f"row must be a JSON object, got {type(obj).__name__}")
     prompt = obj.get("prompt")
+    if has_media(obj) and prompt:  # TRL's vision format: content parts and the image paths in slot order
+        messages, images = media_prompt(obj, str(path), line)
+        return {"prompt": messages, "chosen": _side(obj.get("chosen"), path, line, "chosen"),
+                "rejected": _side(obj.get("rejected"), path, line, "rejected"), "images": images}
     if isinstance(prompt, str) and prompt.strip():
         messages = prompt_messages({"prompt": prompt})
     elif isinstance(prompt, list) and prompt and all(

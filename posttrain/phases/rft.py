@@ -1,12 +1,13 @@
 """`posttrain rft`: rejection-sampling fine-tuning.
 
-1. sample k responses per prompt from `model` through a rollout `Generator`;
+1. sample k responses per prompt from `model` through a rollout `Generator`; rows with images or
+   video go to an image-text model's engines with their media (by path, rollouts/media.py);
 2. keep a sample when the verifier accepts it (composite reward >= threshold), or,
    with `filter.reward_model` and no verifier, when the reward model scores it above
    the row's reference answer;
 3. deduplicate (stripped text) and cap the kept samples per prompt;
 4. write RUN_DIR/scored.jsonl (every sample with its reward: `posttrain data pairs` input),
-   RUN_DIR/kept.jsonl (conversational prompt/completion rows),
+   RUN_DIR/kept.jsonl (conversational prompt/completion rows, with the row's `images` / `video`),
    RUN_DIR/prompt_accuracy.jsonl (accepted fraction per prompt) and
    RUN_DIR/rl_prompts.jsonl (rows with 0 < accuracy < 1, for the next RL round);
 5. SFT on the kept set from `sft_start` (default: the sampled model) in RUN_DIR/sft,
@@ -24,7 +25,8 @@ from pydantic import Field
 
 from posttrain.core.config import ConfigError, EngineConfig, ModelConfig, OptimConfig, RayConfig, Section
 from posttrain.core.data import DatasetError, load_rows, prompt_messages, write_jsonl
-from posttrain.core.models import load_tokenizer
+from posttrain.core.media import has_media
+from posttrain.core.models import is_image_text_model, load_processor, load_tokenizer
 from posttrain.core.run_dir import FINAL_DIR, KEPT_FILE, PROMPT_ACCURACY_FILE, RL_PROMPTS_FILE, SCORED_FILE, RunDir
 from posttrain.phases import sft
 from posttrain.phases.pair_eval import reward_scores
@@ -52,6 +54,9 @@ class RFTSampling(Section):
     max_tokens: int = 32
     seed: int = 0
     prompts_per_call: int = Field(64, ge=1, description="Prompts per generate() call.")
+    video_token_budget: int | None = Field(
+        None, ge=1, description="Image-text models: visual + marker tokens of one video under SlowFast encoding "
+        "(as rollout.video_token_budget in RL); null keeps every frame at its native size.")
 
 
 class RFTFilter(Section):
@@ -116,23 +121,40 @@ def sampling_ray(cfg: SamplingPhase, reward: RewardConfig | None, generator=None
     return ray_session(cfg.ray, needs)
 
 
-def sample_with(cfg: SamplingPhase, rows: list[dict], generator=None) -> list[tuple[dict, list[Any]]]:
+def media_processor(model: ModelConfig, rows: list[dict], where: str) -> Any:
+    """The processor of an image-text `model` (None for a text model); rows with images or video
+    need one, or their media would be dropped and the model would answer a prompt it cannot see."""
+    if is_image_text_model(model.path):
+        return load_processor(model.path, model.trust_remote_code)
+    row = next((r for r in rows if has_media(r)), None)
+    if row is not None:
+        raise ConfigError(f"{where}: row {row['id']!r} has images or video, but model.path {model.path!r} is not "
+                          "an image-text model (its config has no vision_config); sample it with a VLM folder")
+    return None
+
+
+def sample_with(cfg: SamplingPhase, rows: list[dict], generator=None, where: str = "data.prompts"
+                ) -> list[tuple[dict, list[Any]]]:
     """`sample` with the phase's generator (built and closed here unless a test passes one)."""
+    processor = media_processor(cfg.model, rows, where)
     gen = generator or make_generator(cfg, cfg.model.path)
     try:
-        return sample(gen, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code), rows, cfg.sampling)
+        return sample(gen, load_tokenizer(cfg.model.path, cfg.model.trust_remote_code), rows, cfg.sampling,
+                      processor)
     finally:
         if generator is None:
             gen.close()
 
 
-def sample(generator, tokenizer, rows: list[dict], s: RFTSampling) -> list[tuple[dict, list[Any]]]:
-    """[(row, [Rollout x k])] in row order."""
+def sample(generator, tokenizer, rows: list[dict], s: RFTSampling, processor: Any = None
+           ) -> list[tuple[dict, list[Any]]]:
+    """[(row, [Rollout x k])] in row order; with an image-text model's `processor`, media rows are
+    sampled with their images (a video SlowFast-encoded within s.video_token_budget)."""
     spec = SamplingSpec(n=s.k, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=s.seed)
     out = []
     for i in range(0, len(rows), s.prompts_per_call):
         chunk = rows[i:i + s.prompts_per_call]
-        rollouts = generator.generate(encode_rows(tokenizer, chunk), spec, step=0)
+        rollouts = generator.generate(encode_rows(tokenizer, chunk, processor, s.video_token_budget), spec, step=0)
         out.extend((r, rollouts[j * s.k:(j + 1) * s.k]) for j, r in enumerate(chunk))
     return out
 
@@ -162,6 +184,9 @@ def reward_model_scores(groups, f: RFTFilter, device: str) -> tuple[list[list[fl
     tok = load_tokenizer(f.reward_model)
     rewards, accepted = [], []
     for row, ros in groups:
+        if has_media(row):
+            raise ConfigError(f"row {row['id']!r} has images or video: the reward-model filter scores text only; "
+                              "set filter.reward (a verifier) for multimodal rows")
         if "answer" not in row:
             raise ConfigError(f"row {row['id']!r} has no 'answer': the reward-model filter compares to it")
         msgs = prompt_messages(row)
@@ -173,10 +198,15 @@ def reward_model_scores(groups, f: RFTFilter, device: str) -> tuple[list[list[fl
     return rewards, accepted
 
 
+def media_fields(row: dict) -> dict:
+    """The row's `images` / `video` (absolute paths since load_rows), for rows written elsewhere."""
+    return {k: row[k] for k in ("images", "video") if row.get(k) is not None}
+
+
 def scored_rows(groups, rewards: list[list[float | None]]) -> list[dict]:
-    """Every sample with its reward: the input of `posttrain data pairs`."""
+    """Every sample with its reward and its row's media: the input of `posttrain data pairs`."""
     return [{"prompt_id": row["id"], "sample_idx": ro.sample_idx, "prompt": row["prompt"], "completion": ro.text,
-             "reward": r, **({"answer": row["answer"]} if "answer" in row else {})}
+             "reward": r, **({"answer": row["answer"]} if "answer" in row else {}), **media_fields(row)}
             for (row, ros), rs in zip(groups, rewards) for ro, r in zip(ros, rs)]
 
 
@@ -194,7 +224,7 @@ def select(groups, accepted: list[list[bool]], f: RFTFilter) -> tuple[list[dict]
             n_kept += 1
             kept.append({"id": f"{row['id']}-s{ro.sample_idx}", "prompt_id": row["id"],
                          "prompt": prompt_messages(row),
-                         "completion": [{"role": "assistant", "content": ro.text}]})
+                         "completion": [{"role": "assistant", "content": ro.text}], **media_fields(row)})
         acc.append({"id": row["id"], "accuracy": sum(ok) / max(len(ok), 1), "n": len(ok), "kept": n_kept})
     return kept, acc
 
@@ -221,7 +251,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, generator=None) -> dic
         if cfg.filter.reward is None and not cfg.filter.reward_model:
             raise ConfigError("set filter.reward (a verifier) or filter.reward_model (an RM folder)")
         with sampling_ray(cfg, cfg.filter.reward, generator):
-            groups = sample_with(cfg, rows, generator)
+            groups = sample_with(cfg, rows, generator, cfg.data.prompts)
             if cfg.filter.reward is not None:
                 rewards, accepted = verifier_scores(groups, cfg.filter.reward)
             else:

@@ -8,6 +8,8 @@ Accepted rows (one format per source; checked row by row, errors name file:row):
 - language modeling `{"text": str}` (loss on the whole text);
 - our dataset contract `{"id", "prompt", "answer"}`: prompt becomes the user turn and
   the answer the assistant turn (the tokenizer's chat template renders both).
+Rows with `images` / `video` (our contract's, or prompt/completion rows such as RFT's kept
+samples) become TRL's vision rows: content parts and `images` in slot order (`media_row`).
 Several sources are mixed by weight (`mix_sources`), sampling with replacement when a
 source must contribute more rows than it has. `add_hinted_copies` adds, for rows of our
 contract with `hints`, copies whose prompt carries a hint (so a model learns to read hints
@@ -68,6 +70,8 @@ def normalize_row(obj: Any, where: str, row: int) -> tuple[str, dict[str, Any]]:
             raise _err(where, row, "field 'messages' must end with an assistant turn after at least one other turn")
         _nonempty(msgs[-1]["content"], where, row, "messages[-1].content")
         return "conversational", {"prompt": msgs[:-1], "completion": [msgs[-1]]}
+    if "prompt" in obj and "completion" in obj and has_media(obj):  # e.g. RFT's kept samples of image rows
+        return "conversational", media_row(obj, where, row)
     if "prompt" in obj and "completion" in obj:
         p, c = obj["prompt"], obj["completion"]
         if isinstance(p, str) and isinstance(c, str):
@@ -95,17 +99,30 @@ def normalize_row(obj: Any, where: str, row: int) -> tuple[str, dict[str, Any]]:
 
 
 def media_row(obj: dict[str, Any], where: str, row: int) -> dict[str, Any]:
-    """A contract row with media in TRL's vision format: the prompt as content parts (a video spelled
-    out as its frames with SlowFast markers, every frame at its native size), the answer as the
-    assistant turn, and `images`: the paths in slot order, resolved relative to the file."""
+    """A row with media (our contract's `answer`, or a `completion`: a string or assistant messages) in
+    TRL's vision format: the prompt as content parts (a video spelled out as its frames with SlowFast
+    markers, every frame at its native size), the answer as the assistant turn, and `images`: the
+    paths in slot order, resolved relative to the file."""
+    messages, images = media_prompt(obj, where, row)
+    if "completion" in obj and not isinstance(obj["completion"], str):
+        completion = _check_messages(obj["completion"], where, row, "completion")
+        _nonempty("".join(m["content"] for m in completion), where, row, "completion")
+    else:
+        field = "completion" if "completion" in obj else "answer"
+        completion = [{"role": "assistant", "content": _nonempty(obj[field], where, row, field)}]
+    return {"prompt": messages, "completion": completion, "images": images}
+
+
+def media_prompt(obj: dict[str, Any], where: str, row: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """(prompt messages as content parts, image paths in slot order) of a row with media, its paths
+    resolved relative to the file `where`; bad media is a DatasetError naming where:row and the row id.
+    A video is spelled out as its frames with SlowFast markers, every frame at its native size."""
     try:
-        obj = check_media(dict(obj), Path(where).parent)
-        messages, media = expand_media(obj, count_tokens=lambda h, w: 1)  # no budget: frames keep their size
+        checked = check_media(dict(obj), Path(where).parent)
+        messages, media = expand_media(checked, count_tokens=lambda h, w: 1)  # no budget: frames keep their size
     except (MediaError, ValueError) as e:
         raise _err(where, row, f"row {obj.get('id')!r}: {e}") from None
-    answer = _nonempty(obj["answer"], where, row, "answer")
-    return {"prompt": messages, "completion": [{"role": "assistant", "content": answer}],
-            "images": list(media.images)}
+    return messages, list(media.images)
 
 
 def normalize_rows(objs: Iterable[tuple[int, Any]], where: str) -> SourceRows:
