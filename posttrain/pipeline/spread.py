@@ -136,9 +136,14 @@ def run_dtype(per_seed: list[dict[str, Any]]) -> str:
 
 
 def results_path(dtype: str) -> Path:
-    """Where `demo` files its results: demo.json holds the fp32 runs (what CPUs without AMX run),
-    demo-bf16.json the bf16 ones (CPUs with AMX); the README shows both."""
-    return ROOT / "docs" / "results" / ("demo-bf16.json" if dtype == "bfloat16" else "demo.json")
+    """Where `demo` files its results: demo.json holds the all-fp32 runs (what CPUs without AMX run),
+    demo-bf16.json any run with bf16 in it (CPUs with AMX: `auto` there is "mixed", bf16 GSPO trainers
+    and engines with the TRL SFT stages in fp32); the README shows both.
+
+    >>> [results_path(d).name for d in ("float32", "bfloat16", "mixed")]
+    ['demo.json', 'demo-bf16.json', 'demo-bf16.json']
+    """
+    return ROOT / "docs" / "results" / ("demo.json" if dtype == "float32" else "demo-bf16.json")
 
 
 def planned_dtype(config: Path, overrides: list[str]) -> str:

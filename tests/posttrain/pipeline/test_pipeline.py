@@ -85,7 +85,10 @@ def test_make_demo_is_fp32_everywhere_and_auto_picks_bf16_with_amx_only(tmp_path
     for flags, want in [(AMX_XEON, "bfloat16"), *((f, "float32") for f in NO_AMX)]:
         for name, st in auto.items():
             for role, choice in stage_precision(st.kind, st.cfg, flags).items():
-                assert (choice.dtype, choice.reason.startswith("auto: ")) == (want, True), (name, role, flags)
+                # the TRL-trained stages (sft, rft's SFT) keep fp32 under auto on any CPU: TRL's bf16
+                # autocast measured slower than fp32 there (docs/precision.md)
+                expect = "float32" if (st.kind in ("sft", "rft") and role == "trainer") else want
+                assert (choice.dtype, choice.reason.startswith("auto: ")) == (expect, True), (name, role, flags)
     forced = _plan(tmp_path, *dtype_overrides("float32"))  # `spread --dtype float32`: the same plan as the default
     assert [st.hash for st in forced.values()] == [st.hash for st in plan.values()]
 
