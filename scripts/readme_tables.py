@@ -44,7 +44,7 @@ def _where(r: dict[str, Any]) -> str:
 DTYPE_LABELS = {"float32": "fp32: what `make demo` runs on every CPU",
                 "bfloat16": "bf16 (fp32 master weights): `spread demo --dtype auto` on a CPU with AMX",
                 "mixed": "`dtype: auto` on a CPU with AMX: GSPO trainers and every engine in bf16 (fp32 master "
-                         "weights), the TRL SFT stages (sft, RFT's SFT) in fp32, where bf16 autocast measured slower"}
+                         "weights), the TRL SFT stages (sft, RFT's SFT) in fp32, where bf16 autocast measured no faster"}
 
 
 def dtype_label(r: dict[str, Any]) -> str:

@@ -43,7 +43,7 @@ def test_reasons_differ_between_avx512_bf16_and_no_bf16():
 
 
 def test_trl_phases_keep_fp32_under_auto_on_any_cpu_but_not_on_cuda_or_when_asked():
-    """TRL's bf16 is autocast over the fp32 model, measured slower than fp32 on CPU even with AMX
+    """TRL's bf16 is autocast over the fp32 model, measured no faster than fp32 on CPU even with AMX
     (docs/precision.md): `auto` keeps those phases fp32 on a CPU; CUDA and explicit values as usual."""
     for flags in (SAPPHIRE_RAPIDS, ZEN4, CASCADE_LAKE):
         choice = choose_autocast_dtype("auto", "cpu", flags)

@@ -229,7 +229,7 @@ def test_bf16_trains_mixed_precision_on_cpu_with_fp32_master_weights(tmp_path):
     from posttrain.phases.trl_common import TrainLoop, training_kwargs, weights_dtype
 
     assert training_kwargs(TrainLoop(), OptimConfig(), ModelConfig(dtype="bfloat16"), "o")["bf16"] is True
-    # `auto` keeps TRL's autocast off on any CPU (measured slower than fp32 there, docs/precision.md)
+    # `auto` keeps TRL's autocast off on any CPU (measured no faster than fp32 there, docs/precision.md)
     assert training_kwargs(TrainLoop(), OptimConfig(), ModelConfig(dtype="auto"), "o")["bf16"] is False
     assert weights_dtype(ModelConfig(dtype="bfloat16")) == "float32"
     train, held = task_files(tmp_path, n=64, n_eval=8)

@@ -86,7 +86,7 @@ def test_make_demo_is_fp32_everywhere_and_auto_picks_bf16_with_amx_only(tmp_path
         for name, st in auto.items():
             for role, choice in stage_precision(st.kind, st.cfg, flags).items():
                 # the TRL-trained stages (sft, rft's SFT) keep fp32 under auto on any CPU: TRL's bf16
-                # autocast measured slower than fp32 there (docs/precision.md)
+                # autocast measured no faster than fp32 there (docs/precision.md)
                 expect = "float32" if (st.kind in ("sft", "rft") and role == "trainer") else want
                 assert (choice.dtype, choice.reason.startswith("auto: ")) == (expect, True), (name, role, flags)
     forced = _plan(tmp_path, *dtype_overrides("float32"))  # `spread --dtype float32`: the same plan as the default
