@@ -6,8 +6,8 @@
 Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` and is
 generated from docs/results/NAME.json:
 - demo.json / demo-bf16.json: `python -m posttrain.pipeline.spread demo --seeds ...` (`make demo`'s
-  pipeline per seed: per-stage mean, min, max), fp32 runs in demo.json, bf16 runs (`--dtype auto`
-  on a CPU with AMX) in demo-bf16.json;
+  pipeline per seed: per-stage mean, min, max), all-fp32 runs in demo.json, runs with bf16 in them
+  (`make demo` on a CPU with AMX) in demo-bf16.json;
 - align-demo.json: `python -m posttrain.pipeline.align_demo --seeds 0 1 2 --results
   docs/results/align-demo.json` (runs/align-demo/summary.json with `seeds` and `spread`);
 - hints-ablation.json: runs/hints-ablation/summary.json of `make hints-ablation` (3 RL seeds).
@@ -41,10 +41,12 @@ def _where(r: dict[str, Any]) -> str:
     return f"{m.get('cpu', 'unknown CPU')}, commit {m.get('commit', '?')}"
 
 
-DTYPE_LABELS = {"float32": "fp32: what `make demo` runs on every CPU",
+DTYPE_LABELS = {"float32": "fp32: what `make demo` runs on CPUs without AMX (`dtype: auto`), and anywhere "
+                           "with `spread demo --dtype float32`",
                 "bfloat16": "bf16 (fp32 master weights): `spread demo --dtype auto` on a CPU with AMX",
-                "mixed": "`dtype: auto` on a CPU with AMX: GSPO trainers and every engine in bf16 (fp32 master "
-                         "weights), the TRL SFT stages (sft, RFT's SFT) in fp32, where bf16 autocast measured no faster"}
+                "mixed": "what `make demo` runs on a CPU with AMX (`dtype: auto`): GSPO trainers and every engine "
+                         "in bf16 (fp32 master weights), the TRL SFT stages (sft, RFT's SFT) in fp32, where bf16 "
+                         "autocast measured no faster"}
 
 
 def dtype_label(r: dict[str, Any]) -> str:
