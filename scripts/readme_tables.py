@@ -136,8 +136,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "demo": ("demo.json", demo_table), "demo-bf16": ("demo-bf16.json", demo_table),
     "align-demo": ("align-demo.json", align_table),
     "hints-ablation": ("hints-ablation.json", hints_table)}
-WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2",
-           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 --dtype auto",
+WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 --dtype float32",
+           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 (on a CPU with AMX)",
            "align-demo": "python -m posttrain.pipeline.align_demo --seeds 0 1 2 --sft-seed 0 --results "
                          "docs/results/align-demo.json",
            "hints-ablation": "make hints-ablation, then copy runs/hints-ablation/summary.json"}
