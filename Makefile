@@ -64,8 +64,8 @@ align-demo: setup
 	$(BIN)/python -m posttrain.pipeline.align_demo --run-dir runs/align-demo
 
 # Reproducibility (docs/reproducibility.md). determinism: `make demo`'s pipeline twice from fresh run
-# dirs, exit 1 when a stage accuracy differs. spread: the pipeline per seed -> docs/results/demo.json (fp32)
-# or demo-bf16.json (bf16: `dtype: auto` on a CPU with AMX)
+# dirs, exit 1 when a stage accuracy differs. spread: the pipeline per seed (keye.yaml's `dtype: auto`)
+# -> docs/results/demo-bf16.json on a CPU with AMX, docs/results/demo.json (fp32) elsewhere
 # and the align demo over 3 seeds -> docs/results/align-demo.json; readme-tables: README tables from them.
 SEEDS ?= 0 1 2
 determinism: setup

@@ -30,9 +30,9 @@ noise is not measured separately: its accuracy difference is set against the mai
 rl1 seed range (single-process trainer, same SFT, same steps).
 
 Dtypes are pinned to float32 (`DTYPES`: model.dtype and engine.dtype of every stage kind that has
-them), so a change of the demo's default (e.g. to `auto`, bf16 on AMX CPUs) does not silently
-change what the chaos and reference runs compare; float32 is today's default, so pinning it
-leaves every stage's config hash, and so the cached runs below, as they were.
+them), so the demo's default (`auto` since issue 20: bf16 on AMX CPUs) does not change what the
+chaos and reference runs compare from one CPU to another. (Cached runs made while float32 was the
+default keep their hashes: the pin gives the same configs.)
 
 `--only trainer-worker` runs just that leg (and, when no SFT copy exists yet, the recipe's SFT
 alone to make one) and writes RUN/trainer-worker/summary.json; a full call writes it too and

@@ -6,8 +6,8 @@
 Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` and is
 generated from docs/results/NAME.json:
 - demo.json / demo-bf16.json: `python -m posttrain.pipeline.spread demo --seeds ...` (`make demo`'s
-  pipeline per seed: per-stage mean, min, max), fp32 runs in demo.json, bf16 runs (`--dtype auto`
-  on a CPU with AMX) in demo-bf16.json;
+  pipeline per seed: per-stage mean, min, max), all-fp32 runs in demo.json, runs with bf16 in them
+  (`make demo` on a CPU with AMX) in demo-bf16.json;
 - align-demo.json: `python -m posttrain.pipeline.align_demo --seeds 0 1 2 --results
   docs/results/align-demo.json` (runs/align-demo/summary.json with `seeds` and `spread`);
 - hints-ablation.json: runs/hints-ablation/summary.json of `make hints-ablation` (3 RL seeds).
@@ -41,8 +41,12 @@ def _where(r: dict[str, Any]) -> str:
     return f"{m.get('cpu', 'unknown CPU')}, commit {m.get('commit', '?')}"
 
 
-DTYPE_LABELS = {"float32": "fp32: what `make demo` runs on every CPU",
-                "bfloat16": "bf16 (fp32 master weights): `spread demo --dtype auto` on a CPU with AMX"}
+DTYPE_LABELS = {"float32": "fp32: what `make demo` runs on CPUs without AMX (`dtype: auto`), and anywhere "
+                           "with `spread demo --dtype float32`",
+                "bfloat16": "bf16 (fp32 master weights): `spread demo --dtype auto` on a CPU with AMX",
+                "mixed": "what `make demo` runs on a CPU with AMX (`dtype: auto`): GSPO trainers and every engine "
+                         "in bf16 (fp32 master weights), the TRL SFT stages (sft, RFT's SFT) in fp32, where bf16 "
+                         "autocast measured no faster"}
 
 
 def dtype_label(r: dict[str, Any]) -> str:
@@ -132,8 +136,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "demo": ("demo.json", demo_table), "demo-bf16": ("demo-bf16.json", demo_table),
     "align-demo": ("align-demo.json", align_table),
     "hints-ablation": ("hints-ablation.json", hints_table)}
-WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2",
-           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 --dtype auto",
+WRITERS = {"demo": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 --dtype float32",
+           "demo-bf16": "python -m posttrain.pipeline.spread demo --seeds 0 1 2 (on a CPU with AMX)",
            "align-demo": "python -m posttrain.pipeline.align_demo --seeds 0 1 2 --sft-seed 0 --results "
                          "docs/results/align-demo.json",
            "hints-ablation": "make hints-ablation, then copy runs/hints-ablation/summary.json"}

@@ -64,6 +64,21 @@ def choose_dtype(requested: str, device_type: str, cpu_flags: Iterable[str] = ()
     return DtypeChoice("float32", "auto: CPU has no bf16 matrix unit (no amx_bf16)")
 
 
+def choose_autocast_dtype(requested: str, device_type: str, cpu_flags: Iterable[str] = (),
+                          cuda_bf16: bool = True) -> DtypeChoice:
+    """`auto` for the TRL phases (sft, rft's SFT, mpo, rm), whose bf16 is transformers' torch
+    autocast over the fp32 model: as `choose_dtype`, except that on a CPU `auto` keeps fp32 even
+    with AMX. Measured on an AMX Xeon (docs/precision.md, "SFT in bf16"): the demo's SFT (0.85M
+    parameters, configs/demo/sft.yaml) took 0.28 CPU s per step in bf16 against 0.26 in fp32 (no
+    gain: at hidden 128 the casts cost what AMX saves), and TRL's GRPO step in bf16 was slower than
+    its fp32 one on the 27.5M benchmark model. An explicit `bfloat16` still trains in bf16 there."""
+    choice = choose_dtype(requested, device_type, cpu_flags, cuda_bf16)
+    if requested == "auto" and device_type == "cpu" and choice.dtype == "bfloat16":
+        return DtypeChoice("float32", "auto: TRL phase on CPU: transformers' bf16 autocast measured no faster than "
+                                      "fp32 even with AMX (docs/precision.md), so fp32")
+    return choice
+
+
 def read_cpuinfo(text: str) -> tuple[str, frozenset[str]]:
     """(model name, flags) of the first processor in /proc/cpuinfo text."""
     model, flags = "unknown", frozenset()
@@ -93,13 +108,15 @@ def cpu_summary() -> dict[str, object]:
 
 
 def resolve_dtype(requested: str, device: str | torch.device = "cpu",
-                  cpu_flags: Iterable[str] | None = None) -> DtypeChoice:
+                  cpu_flags: Iterable[str] | None = None, autocast_trainer: bool = False) -> DtypeChoice:
     """`choose_dtype` for this machine's device `device` (cpu, cuda, cuda:1, ...); `cpu_flags`
-    stands in for this CPU's flags (what a config resolves to on another CPU)."""
+    stands in for this CPU's flags (what a config resolves to on another CPU). `autocast_trainer`:
+    the choice for a TRL phase's trainer (`choose_autocast_dtype`)."""
+    choose = choose_autocast_dtype if autocast_trainer else choose_dtype
     device_type = torch.device(device).type if str(device) != "auto" else (
         "cuda" if torch.cuda.is_available() else "cpu")
     cuda_bf16 = device_type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return choose_dtype(requested, device_type, cpu_info()[1] if cpu_flags is None else cpu_flags, cuda_bf16)
+    return choose(requested, device_type, cpu_info()[1] if cpu_flags is None else cpu_flags, cuda_bf16)
 
 
 def fast_bf16(device: str = "cpu") -> bool:

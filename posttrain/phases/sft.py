@@ -30,6 +30,7 @@ from posttrain.phases.trl_common import (
     last_checkpoint,
     lora_config,
     preempted_summary,
+    precision,
     preemptible,
     resolve_model_path,
     run_dir_callback,
@@ -197,6 +198,6 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> dict:
     summary = {"phase": "sft", "steps": step, "train_loss": out.training_loss, "train_rows": len(train_ds),
                "eval/accuracy_start": acc0, "eval/accuracy": acc, "train_seconds": round(train_s, 1),
                "wall_seconds": round(time.time() - t0, 1), "start_model": model_path,
-               "final": str(run.final)}
+               "final": str(run.final), **precision(cfg.model).as_metrics("trainer")}
     run.write_summary(summary)
     return summary

@@ -91,7 +91,7 @@ def scheduler_name(optim: OptimConfig) -> str:
 
 def precision(model: ModelConfig) -> DtypeChoice:
     """The phase's compute dtype: `model.dtype`, with `auto` decided for `model.device`."""
-    return resolve_dtype(model.dtype, model.device)
+    return resolve_dtype(model.dtype, model.device, autocast_trainer=True)
 
 
 def weights_dtype(model: ModelConfig) -> str:

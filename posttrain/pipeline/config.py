@@ -243,6 +243,7 @@ def resolve_stage(pipe: Config, name: str, spec: StageSpec, run_dir: Path, done:
 
 # Kinds whose stage trains the model in `model.dtype` (filter only samples; merge averages weights).
 TRAINING_KINDS = ("sft", "rl", "rft", "mpo", "rm", "align")
+TRL_KINDS = ("sft", "rft", "mpo", "rm")  # trained by TRL (bf16 = transformers' autocast): `auto` differs on CPU
 
 
 def stage_precision(kind: str, cfg: Any, cpu_flags: Iterable[str] | None = None) -> dict[str, DtypeChoice]:
@@ -252,7 +253,7 @@ def stage_precision(kind: str, cfg: Any, cpu_flags: Iterable[str] | None = None)
     model = getattr(cfg, "model", None)
     device = getattr(model, "device", "cpu")
     if kind in TRAINING_KINDS and model is not None:
-        out["trainer"] = resolve_dtype(model.dtype, device, cpu_flags)
+        out["trainer"] = resolve_dtype(model.dtype, device, cpu_flags, autocast_trainer=kind in TRL_KINDS)
     engine = getattr(cfg, "engine", None)
     if engine is not None:
         backend = cfg.rollout.backend if hasattr(cfg, "rollout") else getattr(cfg, "generator", "hf")

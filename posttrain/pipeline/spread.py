@@ -1,15 +1,16 @@
 """Spread and rerun checks for the demos: one number per stage is not a result, N seeds are.
 
-    python -m posttrain.pipeline.spread demo --seeds 0 1 2          # fp32, as keye.yaml says -> docs/results/demo.json
-    python -m posttrain.pipeline.spread demo --seeds 0 --dtype auto  # bf16 on CPUs with AMX -> demo-bf16.json
+    python -m posttrain.pipeline.spread demo --seeds 0 1 2          # as keye.yaml says (auto): bf16 with AMX -> demo-bf16.json
+    python -m posttrain.pipeline.spread demo --seeds 0 --dtype float32  # fp32 on any CPU -> docs/results/demo.json
     python -m posttrain.pipeline.spread check --seed 0          # `make determinism`
     python -m posttrain.pipeline.spread check --seed 0 --against docs/results/demo.json
 
 `demo` runs `make demo`'s pipeline (configs/recipes/keye.yaml) once per seed, each in a
 fresh RUN_ROOT/seed-N, in a child process (one Ray/vLLM life per run, as `make demo`
 has), and writes per-stage mean, min and max of the held-out greedy accuracy, with the dtype
-the runs computed in (the recipe says float32; `--dtype auto` makes it bf16 on CPUs with AMX,
-fp32 elsewhere; fp32 results go to demo.json, bf16 ones to demo-bf16.json). The seed
+the runs computed in (the recipe says auto: bf16 GSPO trainers and engines with TRL SFT in fp32,
+"mixed", on CPUs with AMX, fp32 elsewhere; `--dtype float32` pins fp32; all-fp32 results go to
+demo.json, the others to demo-bf16.json). The seed
 sets the demo data, the tiny model's init (via the data its tokenizer is built from) and
 every stage's training seed. `check` runs one seed twice from fresh run directories and
 exits 1 when any stage accuracy differs: reruns on one machine must be identical
@@ -100,7 +101,7 @@ DTYPE_KINDS = ("sft", "rl", "rft", "filter")  # the kinds keye.yaml runs; each h
 
 def dtype_overrides(dtype: str | None) -> list[str]:
     """Pipeline overrides that run every trainer and engine of the demo in `dtype` (None: as the
-    recipe says; keye.yaml says float32, docs/results/demo.json). `auto`: bf16 on CPUs with AMX.
+    recipe says; keye.yaml says auto). `auto`: bf16 on CPUs with AMX; `float32`: docs/results/demo.json.
 
     >>> dtype_overrides("float32")[:2]
     ['defaults.sft.model.dtype=float32', 'defaults.rl.model.dtype=float32']
@@ -136,9 +137,14 @@ def run_dtype(per_seed: list[dict[str, Any]]) -> str:
 
 
 def results_path(dtype: str) -> Path:
-    """Where `demo` files its results: demo.json holds the fp32 runs (what CPUs without AMX run),
-    demo-bf16.json the bf16 ones (CPUs with AMX); the README shows both."""
-    return ROOT / "docs" / "results" / ("demo-bf16.json" if dtype == "bfloat16" else "demo.json")
+    """Where `demo` files its results: demo.json holds the all-fp32 runs (what CPUs without AMX run),
+    demo-bf16.json any run with bf16 in it (CPUs with AMX: `auto` there is "mixed", bf16 GSPO trainers
+    and engines with the TRL SFT stages in fp32); the README shows both.
+
+    >>> [results_path(d).name for d in ("float32", "bfloat16", "mixed")]
+    ['demo.json', 'demo-bf16.json', 'demo-bf16.json']
+    """
+    return ROOT / "docs" / "results" / ("demo.json" if dtype == "float32" else "demo-bf16.json")
 
 
 def planned_dtype(config: Path, overrides: list[str]) -> str:
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--run-root", type=Path, default=Path("runs/spread"))
         q.add_argument("--config", type=Path, default=KEYE)
         q.add_argument("--dtype", choices=["config", "auto", "float32", "bfloat16"], default="config",
-                       help="every trainer and engine in this dtype (config: as the recipe says, fp32 for "
+                       help="every trainer and engine in this dtype (config: as the recipe says, auto for "
                             "keye.yaml; auto: bf16 on CPUs with AMX, fp32 elsewhere)")
         q.add_argument("overrides", nargs="*", help="key=value pipeline overrides (e.g. shorter stages)")
     args = p.parse_args(argv)

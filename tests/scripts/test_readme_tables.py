@@ -50,5 +50,6 @@ def test_demo_tables_say_their_dtype():
     r = {"seeds": [0], "stages": {"rl1": {"mean": 0.7, "min": 0.7, "max": 0.7, "n": 1}},
          "per_seed": [{"seed": 0, "stages": {"rl1": 0.7}}], "machine": {"cpu": "CPU X", "commit": "abc"}}
     assert "on a CPU with AMX" in tables.demo_table({**r, "dtype": "bfloat16"})
-    assert "fp32: what `make demo` runs on every CPU" in tables.demo_table({**r, "dtype": "float32"})
+    assert "fp32: what `make demo` runs on CPUs without AMX" in tables.demo_table({**r, "dtype": "float32"})
+    assert "what `make demo` runs on a CPU with AMX" in tables.demo_table({**r, "dtype": "mixed"})
     assert "dtype not recorded" in tables.demo_table(r)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from posttrain.core.devices import (DtypeChoice, autocast, choose_dtype, cpu_summary, master_dtype, read_cpuinfo,
-                                    resolve_dtype)
+from posttrain.core.devices import (DtypeChoice, autocast, choose_autocast_dtype, choose_dtype, cpu_summary,
+                                    master_dtype, read_cpuinfo, resolve_dtype)
 
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
                    "amx_int8"}
@@ -40,6 +40,19 @@ def test_explicit_dtypes_are_kept_everywhere(explicit):
 def test_reasons_differ_between_avx512_bf16_and_no_bf16():
     assert "avx512_bf16 but no AMX" in choose_dtype("auto", "cpu", ZEN4).reason
     assert "avx512_bf16" not in choose_dtype("auto", "cpu", CASCADE_LAKE).reason
+
+
+def test_trl_phases_keep_fp32_under_auto_on_any_cpu_but_not_on_cuda_or_when_asked():
+    """TRL's bf16 is autocast over the fp32 model, measured no faster than fp32 on CPU even with AMX
+    (docs/precision.md): `auto` keeps those phases fp32 on a CPU; CUDA and explicit values as usual."""
+    for flags in (SAPPHIRE_RAPIDS, ZEN4, CASCADE_LAKE):
+        choice = choose_autocast_dtype("auto", "cpu", flags)
+        assert choice.dtype == "float32" and choice.reason.startswith("auto: ")
+    assert "TRL" in choose_autocast_dtype("auto", "cpu", SAPPHIRE_RAPIDS).reason
+    assert choose_autocast_dtype("auto", "cuda", CASCADE_LAKE).dtype == "bfloat16"
+    assert choose_autocast_dtype("bfloat16", "cpu", CASCADE_LAKE) == DtypeChoice("bfloat16", "set explicitly")
+    assert resolve_dtype("auto", "cpu", SAPPHIRE_RAPIDS, autocast_trainer=True).dtype == "float32"
+    assert resolve_dtype("auto", "cpu", SAPPHIRE_RAPIDS).dtype == "bfloat16"
 
 
 def test_read_cpuinfo_takes_the_first_processor():

@@ -10,6 +10,7 @@ import pytest
 
 from posttrain.core.config import ConfigError
 from posttrain.core.data import write_jsonl
+from posttrain.core.devices import resolve_dtype
 from posttrain.phases import filter as prompt_filter
 from posttrain.pipeline import runner as pipeline
 from posttrain.pipeline.config import load_pipeline_config, resolve, stage_precision, with_data_defaults
@@ -71,23 +72,27 @@ AMX_XEON = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
 NO_AMX = [{"avx2", "avx512f", "avx512_bf16"}, {"avx2"}]  # Zen 4-like (bf16 slow without AMX), older x86
 
 
-def test_make_demo_is_fp32_everywhere_and_auto_picks_bf16_with_amx_only(tmp_path):
-    """`make demo` (configs/recipes/keye.yaml) pins float32 for every trainer and engine it runs, so
-    the README's numbers hold on any CPU; `spread demo --dtype auto` turns on bf16 on a CPU with AMX
-    and keeps fp32 on one without, decided from the flags (not this machine's)."""
+def test_make_demo_picks_bf16_with_amx_and_fp32_without(tmp_path):
+    """`make demo` (configs/recipes/keye.yaml) says `dtype: auto` for every trainer and engine: on a
+    CPU with AMX the GSPO trainers and every engine run bf16 and the TRL-trained stages (sft, rft's
+    SFT) fp32, where TRL's bf16 autocast measured no faster (docs/precision.md); on a CPU without AMX
+    everything is fp32. Decided from flag sets, not this machine's. `spread --dtype auto` is the
+    same plan; `--dtype float32` pins fp32 on any CPU."""
     plan = _plan(tmp_path)
     roles = {n: set(stage_precision(st.kind, st.cfg, AMX_XEON)) for n, st in plan.items()}
     assert roles == {"sft": {"trainer"}, "rl1": {"trainer", "engine"}, "rft": {"trainer", "engine"},
                      "filter": {"engine"}, "rl2": {"trainer", "engine"}}
-    assert {c.dtype for st in plan.values() for c in stage_precision(st.kind, st.cfg, AMX_XEON).values()} == {
-        "float32"}
-    auto = _plan(tmp_path, *dtype_overrides("auto"))
     for flags, want in [(AMX_XEON, "bfloat16"), *((f, "float32") for f in NO_AMX)]:
-        for name, st in auto.items():
+        for name, st in plan.items():
             for role, choice in stage_precision(st.kind, st.cfg, flags).items():
-                assert (choice.dtype, choice.reason.startswith("auto: ")) == (want, True), (name, role, flags)
-    forced = _plan(tmp_path, *dtype_overrides("float32"))  # `spread --dtype float32`: the same plan as the default
-    assert [st.hash for st in forced.values()] == [st.hash for st in plan.values()]
+                expect = "float32" if (st.kind in ("sft", "rft") and role == "trainer") else want
+                assert (choice.dtype, choice.reason.startswith("auto: ")) == (expect, True), (name, role, flags)
+    auto = _plan(tmp_path, *dtype_overrides("auto"))  # `spread --dtype auto`: the same plan as the default
+    assert [st.hash for st in auto.values()] == [st.hash for st in plan.values()]
+    forced = _plan(tmp_path, *dtype_overrides("float32"))
+    for flags in (AMX_XEON, *NO_AMX):
+        assert {c.dtype for st in forced.values() for c in stage_precision(st.kind, st.cfg, flags).values()} == {
+            "float32"}
 
 
 def test_downstream_hash_follows_upstream_changes(tmp_path):
@@ -131,11 +136,13 @@ def test_summary_contract_and_finished_stages_are_not_rerun(tmp_path, fake_stage
         ("sft", "sft", 0.3), ("rl1", "rl", 0.4), ("rft", "rft", 0.45), ("filter", "filter", 0.45),
         ("rl2", "rl", 0.5)]
     assert set(s["stages"][0]) == {"name", "kind", "accuracy", "model", "dtype", "dtype_reason"}
-    # the demo pins float32: the plan's choice, unless the stage recorded its own (rl1 below)
-    assert s["stages"][0]["dtype"] == {"trainer": "float32"} and s["stages"][3]["dtype"] == {"engine": "float32"}
-    assert s["stages"][1]["dtype"] == {"trainer": "bfloat16", "engine": "float32"}
-    assert s["stages"][1]["dtype_reason"]["trainer"] == "recorded by the trainer"
-    assert s["stages"][1]["dtype_reason"]["engine"] == "set explicitly"
+    # the plan's choice on this machine (the demo says auto), unless the stage recorded its own (rl1 below)
+    engine = resolve_dtype("auto", "cpu")
+    assert s["stages"][0]["dtype"] == {"trainer": "float32"}  # TRL-trained: fp32 under auto on any CPU
+    assert s["stages"][0]["dtype_reason"]["trainer"].startswith("auto: ")
+    assert s["stages"][3]["dtype"] == {"engine": engine.dtype}
+    assert s["stages"][1]["dtype"] == {"trainer": "bfloat16", "engine": engine.dtype}
+    assert s["stages"][1]["dtype_reason"] == {"trainer": "recorded by the trainer", "engine": engine.reason}
     assert s["stages"][3]["model"] == s["stages"][2]["model"] == str(tmp_path / "rft" / "final")
     assert s["sft_model"] == str(tmp_path / "sft" / "final") and s["final_model"] == str(tmp_path / "rl2" / "final")
     assert s["accuracy_before_rl"] == pytest.approx(0.3) and s["accuracy_after_rl"] == 0.4 and s["rl_wall_s"] == 1.5

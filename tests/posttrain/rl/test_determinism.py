@@ -64,10 +64,12 @@ needs_fast_bf16 = pytest.mark.skipif(not fast_bf16(), reason="no fast bf16 on th
 @needs_fast_bf16
 def test_two_fresh_bf16_hf_runs_are_identical(tiny_model, tiny_task, tmp_path):
     """Mixed precision (bf16 working copy, fp32 masters, bf16 generator) keeps reruns identical:
-    the condition for `make demo` to run bf16 on CPUs with AMX (issue 19's rerun check).
-    Slow, and an open question: it passed 5 of 6 runs on 3 December 2026 (Intel Xeon with AMX),
-    and the failing run's files were gone before they were read; until that is understood this is
-    not in `make test`, and `make demo` stays fp32."""
+    the condition for `make demo` to run bf16 on CPUs with AMX (issue 19's rerun check). It failed
+    about 1 run in 6 on a loaded machine; the cause was not bf16: a reruns' loop
+    (scripts/precision/reruns.py) caught run 1 of 8 differing only in `eval/failed` at step 0 (8
+    against 0, every training metric and every final weight bit-identical), because the eval's
+    reward worker, starved of CPU, missed its wall-clock start deadline three times. Starts are now
+    bounded by the worker's CPU time (rewards/service.py; tests/rewards/test_fault_matrix.py)."""
     ov = [*_overrides(tiny_model, tiny_task, steps=3), *BF16]
     first = _run(ov, tmp_path / "a")
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["trainer/dtype"] == "bfloat16"
