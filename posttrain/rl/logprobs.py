@@ -118,8 +118,7 @@ def response_logprobs(model: torch.nn.Module, batch: ResponseBatch, temperature:
 def _without_media_tokens(model: torch.nn.Module, ids: Tensor, P: int) -> Tensor:
     """`ids` with image/video tokens in the response columns (>= P) replaced by the pad token."""
     cfg = getattr(model, "config", None)
-    media = [t for t in (getattr(cfg, "image_token_id", None), getattr(cfg, "video_token_id", None))
-             if isinstance(t, int)]
+    media = list(_media_tokens(model).values())
     resp = ids[:, P:]
     hit = torch.isin(resp, torch.tensor(media, dtype=ids.dtype)) if media else torch.zeros_like(resp, dtype=torch.bool)
     if not hit.any():
@@ -144,13 +143,17 @@ def vision_inputs(image_processor: Any, images: Sequence[Sequence[Any]]) -> dict
 def media_token_types(model: torch.nn.Module, ids: Tensor) -> Tensor:
     """0 text, 1 image, 2 video per position: what a Qwen2-VL-family processor returns as
     `mm_token_type_ids`, from which the model builds its M-RoPE positions."""
-    cfg = model.config
     types = torch.zeros_like(ids, dtype=torch.int)
-    for value, name in ((1, "image_token_id"), (2, "video_token_id")):
-        token = getattr(cfg, name, None)
-        if isinstance(token, int):
-            types[ids == token] = value
+    for value, token in _media_tokens(model).items():
+        types[ids == token] = value
     return types
+
+
+def _media_tokens(model: torch.nn.Module) -> dict[int, int]:
+    """{1: image token id, 2: video token id}, for those the model's config defines."""
+    cfg = getattr(model, "config", None)
+    found = {1: getattr(cfg, "image_token_id", None), 2: getattr(cfg, "video_token_id", None)}
+    return {kind: token for kind, token in found.items() if isinstance(token, int)}
 
 
 def _has_mrope(model: torch.nn.Module) -> bool:
