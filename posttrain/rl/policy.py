@@ -27,6 +27,7 @@ from posttrain.rl.mixed import WorkingCopy
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.update import UpdateResult, gspo_update, update_settings
 from posttrain.rl.workers import WorkerGroup
+from posttrain.rl.memory import sparse_tied_embedding_grad
 from rollouts.types import Rollout
 
 
@@ -45,6 +46,7 @@ class LocalPolicy:
         mmap_large_allocations()  # as in the trainer workers: freed tensors leave the resident set
         self.model = load_causal_lm(model_path, master_dtype(precision), cfg.model.trust_remote_code)
         self.model.to(resolve_device(cfg.model.device))
+        sparse_tied_embedding_grad(self.model)
         self.config = self.model.config
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg.optim, total_optimizer_steps(cfg))
         self.settings = update_settings(cfg, pad_id, precision)

@@ -116,6 +116,7 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
     collected: dict[str, list[float]] = {}
     for k, mb in enumerate(minibatches):
         sub = batch.select(mb)
+        optimizer.zero_grad(set_to_none=True)  # before the forward: last step's gradients are not kept through it
         with autocast(device, amp):
             lp = response_logprobs(net, sub)  # (b, R)
         loss, m = loss_fn(lp, old[mb], adv[mb], sub.response_mask)
@@ -124,7 +125,6 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
             loss = loss + kl_coef * kl
             m = {**m, **kl_metrics}
         ids = [f"{rollouts[i].prompt_id}#{rollouts[i].sample_idx}" for i in mb.tolist()]
-        optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if not agree(finite):
             result.skipped += 1
@@ -142,6 +142,7 @@ def gspo_update(model: Any, optimizer: Any, scheduler: Any, loss_fn: Callable, r
             result.bad_sample_ids += ids
             continue
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # no gradients held between steps (rollouts run meanwhile)
         scheduler.step()
         if working is not None:
             working.refresh()
