@@ -96,6 +96,7 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
     pool = RolloutPool(str(model_dir), engine_config(max_model_len=128), RayConfig(num_cpus=2),
                        weight_sync="stream", sync_bucket_mb=bucket_mb, sync_timeout_s=900)
     times: dict[str, list[float]] = {"object_store": [], "stream": [], "memcpy": [], "memcpy_cold": []}
+    engine: dict[str, list[float]] = {}  # the engine's side of each streamed sync (receive, checksum, load)
     try:
         version = 0
         for r in range(repeats + 1):  # repeat 0 warms up (the stream path forms its group there)
@@ -106,6 +107,9 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
                 pool.update_weights(sd, version)
                 if r:
                     times[mode].append(time.perf_counter() - t0)
+                if r and mode == "stream":
+                    for k in ("receive_s", "checksum_s", "load_s"):
+                        engine.setdefault(k, []).append(pool.last_sync.get(f"sync/engine0_{k}", float("nan")))
             if r:
                 times["memcpy"].append(memcpy_seconds(sent, repeats=2))
                 times["memcpy_cold"].append(memcpy_seconds(sent, repeats=1, cold=True))
@@ -114,6 +118,7 @@ def sync_size(model_dir: Path, repeats: int, bucket_mb: float) -> dict[str, Any]
         pool.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"bytes": nbytes, "buckets": buckets, "bucket_mb": bucket_mb, "repeats": times,
+            "engine_s": {k: round(statistics.median(v), 3) for k, v in engine.items()},
             **{f"{k}_s": round(v, 4) for k, v in med.items()},
             **{f"{k}_s_per_gb": round(v / (nbytes / GB), 3) for k, v in med.items()},
             "memcpy_gb_s": round(nbytes / GB / med["memcpy"], 2),

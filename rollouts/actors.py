@@ -282,7 +282,18 @@ class RolloutPool:
 
     def _record(self, t0: float, specs: list[TensorSpec], stream: bool) -> None:
         self.last_sync = {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(sum(s.nbytes for s in specs)),
-                          "sync/streamed": float(stream), **self._peak_memory()}
+                          "sync/streamed": float(stream), **self._peak_memory(),
+                          **(self._engine_sync_timings() if stream else {})}
+
+    def _engine_sync_timings(self) -> dict[str, float]:
+        """Where a streamed sync's time went on each engine: waiting for buckets, checksumming, loading."""
+        import ray
+
+        try:
+            timings = ray.get([a.last_sync_timings.remote() for a in self.actors], timeout=10)
+        except Exception:  # timings never fail a sync
+            return {}
+        return {f"sync/engine{i}_{k}": float(v) for i, t in enumerate(timings) for k, v in t.items()}
 
     def _peak_memory(self) -> dict[str, float]:
         """Peak RSS so far of this (the trainer's) process and of each engine actor, MiB (a few ms)."""

@@ -39,7 +39,6 @@ from posttrain.core.allocator import mmap_large_allocations
 from posttrain.core.devices import master_dtype
 from posttrain.core.models import check_model_path, load_causal_lm, load_tokenizer, save_hf
 from posttrain.core.seeding import rng_state, set_rng_state, set_seed
-from posttrain.rl.fsdp_comm import piecewise_reduce_scatter
 from posttrain.rl.memory import sparse_tied_embedding_grad
 from posttrain.rl.optim import make_optimizer
 from posttrain.rl.update import UpdateResult, gspo_update, minibatch_indices, update_settings
@@ -99,19 +98,15 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-def shard_model(model: torch.nn.Module, strategy: str, world: int, device_type: str, backend: str = "nccl") -> None:
-    """FSDP2 in place: per decoder layer, then the root. `ddp` shards over a mesh dimension of 1.
-    On gloo, gradients are reduce-scattered piece by piece (posttrain/rl/fsdp_comm.py)."""
+def shard_model(model: torch.nn.Module, strategy: str, world: int, device_type: str) -> None:
+    """FSDP2 in place: per decoder layer, then the root. `ddp` shards over a mesh dimension of 1."""
     if strategy == "fsdp":
         mesh = init_device_mesh(device_type, (world,))
     else:  # HSDP with shard groups of one: replicas, gradients all-reduced
         mesh = init_device_mesh(device_type, (world, 1), mesh_dim_names=("replicate", "shard"))
-    layers = decoder_layers(model)
-    for layer in layers:
+    for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    if strategy == "fsdp":
-        piecewise_reduce_scatter([*layers, model], backend)
 
 
 def free_port() -> int:
@@ -168,7 +163,7 @@ class PolicyWorker:
                                                          trust_remote_code=remote)
             full = {}
         sparse_tied_embedding_grad(model)
-        shard_model(model, self.cfg.trainer.strategy, self.world, self.device.type, self.cfg.trainer.resolved_backend())
+        shard_model(model, self.cfg.trainer.strategy, self.world, self.device.type)
         if self.rank != 0:
             model.to_empty(device=self.device)
         set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))

@@ -68,6 +68,9 @@ def test_streamed_sync_makes_engine_greedy_output_the_trainers(pool, model_and_t
     tied = model.state_dict()["lm_head.weight"]  # the embedding's storage: sent once
     assert pool.last_sync["sync/streamed"] == 1.0 and pool.last_sync["mem/engine0_peak_rss_mb"] > 100
     assert pool.last_sync["sync/bytes"] == sum(v.numel() * 4 for v in model.state_dict().values()) - tied.numel() * 4
+    engine_side = [pool.last_sync[f"sync/engine0_{k}"] for k in ("receive_s", "checksum_s", "load_s")]
+    assert all(t >= 0 for t in engine_side) and engine_side[2] > 0  # where the engine's time went
+    assert sum(engine_side) <= pool.last_sync["sync/seconds"]
 
 
 def test_a_corrupted_bucket_fails_the_sync_naming_the_engine(pool, model_and_tok):
